@@ -1,0 +1,27 @@
+"""Names of every Redis key the market-data side writes, under ``settings.REDIS_PREFIX``."""
+
+from django.conf import settings
+
+
+def _key(kind: str, symbol: str) -> str:
+    return f"{settings.REDIS_PREFIX}:{kind}:{symbol}"
+
+
+def seq_key(symbol: str) -> str:
+    """Counter that numbers a symbol's ticks 1, 2, 3, ... across producer restarts."""
+    return _key("seq", symbol)
+
+
+def history_key(symbol: str) -> str:
+    """Stream of recent ticks; entry ids are ``<seq>-0``."""
+    return _key("hist", symbol)
+
+
+def epoch_key(symbol: str) -> str:
+    """Identifies one life of the seq counter; it changes when Redis loses the counter."""
+    return _key("epoch", symbol)
+
+
+def lease_key(symbol: str) -> str:
+    """Held by the one producer allowed to publish the symbol."""
+    return _key("lease", symbol)

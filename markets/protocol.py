@@ -1,0 +1,109 @@
+"""Protocol v1: parsing client commands and shaping server messages (docs/protocol.md)."""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .symbols import is_valid_symbol
+
+MAX_MESSAGE_BYTES = 64 * 1024
+PROTOCOL_VERSION = 1
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "bad_json"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_ACTION = "unknown_action"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    TOO_MANY_SYMBOLS = "too_many_symbols"
+    MESSAGE_TOO_LARGE = "message_too_large"
+
+
+class ProtocolError(Exception):
+    """A command the server answers with an error message; the connection stays open."""
+
+    def __init__(
+        self, code: ErrorCode, message: str, *, id: Any = None, symbols: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+        self.symbols = symbols
+
+    def as_message(self) -> dict[str, Any]:
+        return error_message(self.code, self.message, id=self.id, symbols=self.symbols)
+
+
+def error_message(
+    code: ErrorCode, message: str, *, id: Any = None, symbols: list[str] | None = None
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "error", "id": id, "code": str(code), "message": message}
+    if symbols is not None:
+        msg["symbols"] = symbols
+    return msg
+
+
+ACTIONS = ("subscribe", "unsubscribe", "list", "ping")
+
+
+@dataclass(frozen=True)
+class Command:
+    action: str
+    id: Any = None
+    symbols: list[str] = field(default_factory=list)
+
+
+def _parse_id(raw: dict) -> Any:
+    value = raw.get("id")
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and len(value) <= 64:
+        return value
+    raise ProtocolError(
+        ErrorCode.BAD_REQUEST, "'id' must be an integer or a string of at most 64 characters"
+    )
+
+
+def _parse_symbols(raw: dict, *, id: Any, limit: int) -> list[str]:
+    symbols = raw.get("symbols")
+    if not isinstance(symbols, list) or not symbols:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "'symbols' must be a non-empty list of strings", id=id
+        )
+    bad = [s for s in symbols if not is_valid_symbol(s)]
+    if bad:
+        # Echo only a type name for non-strings: the payload is untrusted.
+        shown = [s if isinstance(s, str) else type(s).__name__ for s in bad[:5]]
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"symbols must be 1-20 characters of A-Z 0-9 . - _; got {shown!r}"[:300],
+            id=id,
+        )
+    unique = list(dict.fromkeys(symbols))
+    if len(unique) > limit:
+        raise ProtocolError(
+            ErrorCode.TOO_MANY_SYMBOLS,
+            f"{len(unique)} symbols requested; the limit per connection is {limit}",
+            id=id,
+        )
+    return unique
+
+
+def parse_command(raw: Any, *, symbol_limit: int) -> Command:
+    """Validate one decoded client message; raises ProtocolError."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a command must be a JSON object")
+    id = _parse_id(raw)
+    action = raw.get("action")
+    if not isinstance(action, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'action' must be a string", id=id)
+    if action not in ACTIONS:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_ACTION,
+            f"unknown action {action[:40]!r}; expected one of {', '.join(ACTIONS)}",
+            id=id,
+        )
+    if action in ("subscribe", "unsubscribe"):
+        return Command(action, id, _parse_symbols(raw, id=id, limit=symbol_limit))
+    return Command(action, id)

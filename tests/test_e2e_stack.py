@@ -1,0 +1,136 @@
+"""Ticks from a real Celery worker, through real Redis, served by real daphne, to a real client."""
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import time
+
+import pytest
+import redis
+from websockets.asyncio.client import connect
+
+from tests.realstack import real_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+async def recv_json(ws, timeout: float = 10.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def request(ws, command: dict, expect: str) -> dict:
+    """Send a command and return the answer of type ``expect``, skipping ticks."""
+    await ws.send(json.dumps(command))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        msg = await recv_json(ws)
+        if msg["type"] == expect and msg.get("id") == command.get("id"):
+            return msg
+        assert msg["type"] == "tick", msg
+    raise AssertionError(f"no {expect} answer")
+
+
+async def collect_ticks(ws, seconds: float) -> list[dict]:
+    ticks = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), left)
+        except TimeoutError:
+            break
+        msg = json.loads(raw)
+        msg["_received_ms"] = time.time() * 1000
+        assert msg["type"] == "tick", msg
+        ticks.append(msg)
+    return ticks
+
+
+def assert_contiguous(ticks: list[dict]) -> None:
+    by_symbol: dict[str, list[int]] = {}
+    for t in ticks:
+        by_symbol.setdefault(t["symbol"], []).append(t["seq"])
+    for symbol, seqs in by_symbol.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (symbol, seqs)
+
+
+async def wait_for_first_tick(ws, timeout: float = 30.0) -> dict:
+    msg = await recv_json(ws, timeout)
+    assert msg["type"] == "tick", msg
+    return msg
+
+
+async def test_ticks_reach_a_websocket_client_with_contiguous_seq(tmp_path):
+    rate = 10
+    with real_stack(tmp_path, TICK_RATE=str(rate)) as stack:
+        async with connect(stack.ws_url, origin=stack.origin) as ws:
+            answer = await request(
+                ws, {"action": "subscribe", "symbols": ["BTC-USD", "AAPL"], "id": 1}, "subscribed"
+            )
+            assert answer["symbols"] == ["BTC-USD", "AAPL"]
+            await wait_for_first_tick(ws)
+            window = 5.0
+            ticks = await collect_ticks(ws, window)
+
+            assert {t["symbol"] for t in ticks} == {"BTC-USD", "AAPL"}
+            assert_contiguous(ticks)
+            for t in ticks:
+                assert set(t) - {"_received_ms"} == {
+                    "type", "symbol", "seq", "ts", "price", "bid", "ask", "size"
+                }  # fmt: skip
+                assert t["bid"] <= t["price"] <= t["ask"]
+            per_second = len(ticks) / window
+            # Two symbols at 10/s each; allow for the window edges and a loaded machine.
+            assert 0.7 * 2 * rate <= per_second <= 1.15 * 2 * rate, per_second
+            latencies = sorted(t["_received_ms"] - t["ts"] for t in ticks)
+            p50 = statistics.median(latencies)
+            p99 = latencies[int(0.99 * (len(latencies) - 1))]
+            print(f"\nE2E TICK_RATE={rate}: {per_second:.1f} ticks/s for 2 symbols, "
+                  f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms")  # fmt: skip
+
+            answer = await request(
+                ws, {"action": "unsubscribe", "symbols": ["AAPL"], "id": 2}, "unsubscribed"
+            )
+            assert answer["symbols"] == ["AAPL"]
+            after = await collect_ticks(ws, 2.0)
+            assert after, "BTC-USD ticks stopped too"
+            assert {t["symbol"] for t in after} == {"BTC-USD"}
+            assert_contiguous(ticks + after)
+
+
+async def test_two_workers_never_both_produce_a_symbol_and_failover_keeps_seq(tmp_path):
+    rate = 5
+    with real_stack(tmp_path, workers=2, TICK_RATE=str(rate)) as stack:
+        async with connect(stack.ws_url, origin=stack.origin) as ws:
+            symbols = ["BTC-USD", "ETH-USD", "EUR-USD", "MSFT"]
+            await request(ws, {"action": "subscribe", "symbols": symbols}, "subscribed")
+            await wait_for_first_tick(ws)
+            # Beat sends run_feed every second to either worker: both get some.
+            window = 6.0
+            before = await collect_ticks(ws, window)
+            assert_contiguous(before)
+            for symbol in symbols:
+                count = sum(t["symbol"] == symbol for t in before)
+                # Two producers of one symbol would double the rate.
+                assert count <= rate * window * 1.15 + 2, (symbol, count)
+                assert count >= rate * window * 0.6, (symbol, count)
+
+            r = redis.Redis.from_url(stack.env["REDIS_URL"])
+            owners = {s: r.get(f"{stack.prefix}:lease:{s}").decode().split(":")[1] for s in symbols}
+            r.close()
+            pids = {
+                name: str(p.pid) for name, p in stack.procs.items() if name.startswith("worker")
+            }
+            assert set(owners.values()) <= set(pids.values()), (owners, pids)
+
+            # Kill the producer outright: its leases lapse and the other worker takes over.
+            victim = next(name for name, pid in pids.items() if pid in owners.values())
+            os.kill(stack.procs[victim].pid, signal.SIGKILL)
+            stack.stop(victim)
+            after = await collect_ticks(ws, 10.0)
+            assert after, "no ticks after failover"
+            # seq carries on from the same Redis counter: no reset, no duplicate, no gap.
+            assert_contiguous(before + after)
+            survivors = [n for n in pids if n != victim]
+            assert "now produces" in stack.log(survivors[0])

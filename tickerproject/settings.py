@@ -1,0 +1,146 @@
+"""Django settings, read from the environment (see the configuration table in README.md)."""
+
+from pathlib import Path
+
+import dj_database_url
+
+from .env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env_str("SECRET_KEY", "dev-insecure-only-for-local-use" if DEBUG else "")
+if not SECRET_KEY:
+    raise RuntimeError("SECRET_KEY must be set when DEBUG is off")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "markets",
+    "feeds",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tickerproject.urls"
+ASGI_APPLICATION = "tickerproject.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=60,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "frontend.finders.PlotlyJsFinder",
+]
+# Serve straight from the finders so `make run` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Redis: one server carries the channel layer, the Celery broker and market state.
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every key this deployment writes starts with this, so parallel runs can share one server.
+REDIS_PREFIX = env_str("REDIS_PREFIX", "ticker")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    # redis-py 8 defaults socket_timeout to 5 s, which equals the layer's
+                    # 5 s BZPOPMIN and closes idle consumers with 1011 (channels_redis#422).
+                    "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0, minimum=10.0),
+                    "socket_connect_timeout": 5,
+                    # redis-py 8 caps a pool at 100 and raises past it; every group_add of
+                    # a burst of subscribers needs its own connection.
+                    "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
+                }
+            ],
+            "prefix": f"{REDIS_PREFIX}:asgi",
+            "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
+            "expiry": 10,
+            # Groups are re-joined on reconnect; a day outlives any healthy connection.
+            "group_expiry": 86400,
+        },
+    }
+}
+
+# --- Celery
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "supervise-feed": {
+        "task": "feeds.tasks.run_feed",
+        "schedule": env_float("FEED_SUPERVISE_SECONDS", 5.0, minimum=0.5),
+        # A missed beat is replaced by the next one; never let them pile up.
+        "options": {"expires": env_float("FEED_SUPERVISE_SECONDS", 5.0, minimum=0.5)},
+    },
+}
+
+# --- Market data
+TICK_RATE = env_float("TICK_RATE", 2.0, minimum=0.01)
+FEED_SEED = env_int("FEED_SEED", 0)
+FEED_LEASE_SECONDS = env_float("FEED_LEASE_SECONDS", 5.0, minimum=1.0)
+HISTORY_DEPTH = env_int("HISTORY_DEPTH", 10_000, minimum=100)
+MAX_SYMBOLS_PER_CONNECTION = env_int("MAX_SYMBOLS_PER_CONNECTION", 50, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}

