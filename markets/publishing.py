@@ -55,7 +55,12 @@ def now_ms() -> int:
 
 def tick_event(tick: Tick) -> dict:
     """The channel-layer event for one tick; the JSON is encoded once, here, for all."""
-    return {"type": TICK_EVENT_TYPE, "symbol": tick.symbol, "text": tick.to_json()}
+    return {
+        "type": TICK_EVENT_TYPE,
+        "symbol": tick.symbol,
+        "seq": tick.seq,
+        "text": tick.to_json(),
+    }
 
 
 class TickPublisher:
