@@ -1,5 +1,6 @@
-"""PriceStreamConsumer: the WebSocket end of protocol v1 (docs/protocol.md)."""
+"""PriceStreamConsumer: the WebSocket end of the price protocol (docs/protocol.md)."""
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -7,26 +8,35 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from . import history
 from .protocol import MAX_MESSAGE_BYTES, Command, ErrorCode, ProtocolError, parse_command
 from .publishing import TICK_EVENT_TYPE, now_ms
 from .selectors import active_tickers
 from .symbols import symbol_group_name
+from .ticks import Tick
 
 logger = logging.getLogger(__name__)
 
 
 class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
-    """Streams ticks of the symbols a client subscribes to."""
+    """Streams ticks of the symbols a client subscribes to, gap-free and in seq order."""
 
     async def connect(self) -> None:
         """Called when the WebSocket handshake arrives."""
-        self.subscriptions: set[str] = set()
+        # symbol -> seq of the last tick this client has been sent; the keys are
+        # the subscriptions.
+        self.last_seq: dict[str, int] = {}
         self.symbol_limit: int = settings.MAX_SYMBOLS_PER_CONNECTION
+        self.batch_ms = 0
+        self._batch: list[str] = []
+        self._flush_task: asyncio.Task | None = None
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes, for any reason."""
-        for symbol in getattr(self, "subscriptions", ()):
+        if getattr(self, "_flush_task", None) is not None:
+            self._flush_task.cancel()
+        for symbol in getattr(self, "last_seq", ()):
             await self.channel_layer.group_discard(symbol_group_name(symbol), self.channel_name)
 
     async def dispatch(self, message: dict) -> None:
@@ -53,32 +63,37 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
             except ValueError:
                 raise ProtocolError(ErrorCode.BAD_JSON, "the frame is not valid JSON") from None
             command = parse_command(raw, symbol_limit=self.symbol_limit)
-            await self.handle_command(command)
+            await getattr(self, f"do_{command.action}")(command)
         except ProtocolError as exc:
             await self.send_json(exc.as_message())
-
-    async def handle_command(self, command: Command) -> None:
-        """Called with each valid command."""
-        handler = getattr(self, f"do_{command.action}")
-        await handler(command)
 
     async def do_subscribe(self, command: Command) -> None:
         known = await active_tickers(tickers=command.symbols)
         symbols = [s for s in command.symbols if s in known]
         unknown = [s for s in command.symbols if s not in known]
-        new = [s for s in symbols if s not in self.subscriptions]
-        if len(self.subscriptions) + len(new) > self.symbol_limit:
+        new = [s for s in symbols if s not in self.last_seq]
+        if len(self.last_seq) + len(new) > self.symbol_limit:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_SYMBOLS,
-                f"subscribing would hold {len(self.subscriptions) + len(new)} symbols; "
+                f"subscribing would hold {len(self.last_seq) + len(new)} symbols; "
                 f"the limit per connection is {self.symbol_limit}",
                 id=command.id,
             )
+        if command.batch_ms is not None:
+            self.batch_ms = command.batch_ms
+        # Join before reading history: a tick published in between is then both in
+        # the history read and queued for us, and the seq check drops the copy.
+        # Ticks queue in the channel layer until this handler returns.
         for symbol in new:
             await self.channel_layer.group_add(symbol_group_name(symbol), self.channel_name)
-            self.subscriptions.add(symbol)
+            self.last_seq[symbol] = 0
         if symbols:
             await self.send_json({"type": "subscribed", "id": command.id, "symbols": symbols})
+        for symbol in new:
+            if symbol in command.since:
+                await self.send_resume(symbol, command.since[symbol], command.epochs.get(symbol))
+            else:
+                await self.send_snapshot(symbol)
         if unknown:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_SYMBOL,
@@ -87,17 +102,60 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
                 symbols=unknown,
             )
 
+    async def send_snapshot(self, symbol: str) -> None:
+        snap = await history.snapshot(symbol=symbol)
+        if snap.ticks:
+            self.last_seq[symbol] = snap.ticks[-1].seq
+        await self.send_json(
+            {
+                "type": "snapshot",
+                "symbol": symbol,
+                "epoch": snap.epoch,
+                "ticks": [t.as_message() for t in snap.ticks],
+            }
+        )
+
+    async def send_resume(self, symbol: str, since: int, epoch: str | None) -> None:
+        found = await history.resume(symbol=symbol, since=since, epoch=epoch)
+        if found.reset_reason is not None:
+            await self.send_json({"type": "reset", "symbol": symbol, "reason": found.reset_reason})
+            await self.send_snapshot(symbol)
+            return
+        self.last_seq[symbol] = since
+        self.send_ticks(found.ticks)
+        await self.flush()
+
+    def send_ticks(self, ticks: list[Tick]) -> None:
+        for tick in ticks:
+            self.last_seq[tick.symbol] = tick.seq
+            self._batch.append(tick.to_json())
+
+    async def flush(self) -> None:
+        """Send what is waiting: one frame per tick, or one "ticks" frame when batching."""
+        self._flush_task = None
+        texts, self._batch = self._batch, []
+        if not texts:
+            return
+        if self.batch_ms:
+            await self.send(text_data='{"type":"ticks","ticks":[' + ",".join(texts) + "]}")
+        else:
+            for text in texts:
+                await self.send(text_data=text)
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.batch_ms / 1000)
+        await self.flush()
+
     async def do_unsubscribe(self, command: Command) -> None:
         for symbol in command.symbols:
-            if symbol in self.subscriptions:
-                # Drop it locally first so a tick already in flight is not delivered.
-                self.subscriptions.discard(symbol)
+            # Drop it locally first so a tick already in flight is not delivered.
+            if self.last_seq.pop(symbol, None) is not None:
                 await self.channel_layer.group_discard(symbol_group_name(symbol), self.channel_name)
         await self.send_json({"type": "unsubscribed", "id": command.id, "symbols": command.symbols})
 
     async def do_list(self, command: Command) -> None:
         await self.send_json(
-            {"type": "subscriptions", "id": command.id, "symbols": sorted(self.subscriptions)}
+            {"type": "subscriptions", "id": command.id, "symbols": sorted(self.last_seq)}
         )
 
     async def do_ping(self, command: Command) -> None:
@@ -105,6 +163,18 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def tick_message(self, event: dict[str, Any]) -> None:
         """Called for each tick published to a group this connection joined."""
-        if event["symbol"] in self.subscriptions:
-            # The publisher encoded the JSON once for every subscriber.
-            await self.send(text_data=event["text"])
+        symbol, seq = event["symbol"], event["seq"]
+        last = self.last_seq.get(symbol)
+        if last is None or seq <= last:
+            return  # unsubscribed, or already sent in a snapshot or replay
+        if last and seq > last + 1:
+            # The channel layer dropped some (a full queue): fill the hole from history.
+            missed = await history.ticks_after(symbol=symbol, after_seq=last, limit=seq - last - 1)
+            self.send_ticks([t for t in missed if t.seq < seq])
+        self.last_seq[symbol] = seq
+        # The publisher encoded the JSON once for every subscriber.
+        self._batch.append(event["text"])
+        if not self.batch_ms:
+            await self.flush()
+        elif self._flush_task is None:
+            self._flush_task = asyncio.ensure_future(self._flush_later())

@@ -1,10 +1,17 @@
 """Reads of recent tick history kept in Redis streams by markets.publishing."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from . import keys
 from .redis import redis_client
 from .ticks import Tick
+
+SNAPSHOT_SIZE = 300
+
+
+def _decode(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def latest_ticks(*, symbols: Iterable[str]) -> dict[str, Tick]:
@@ -27,3 +34,53 @@ async def ticks_after(*, symbol: str, after_seq: int, limit: int) -> list[Tick]:
         keys.history_key(symbol), min=f"({after_seq}-0" if after_seq > 0 else "-", count=limit
     )
     return [Tick.from_stream_entry(symbol, eid, fields) for eid, fields in entries]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    symbol: str
+    epoch: str
+    ticks: list[Tick]
+
+
+async def snapshot(*, symbol: str, size: int = SNAPSHOT_SIZE) -> Snapshot:
+    """The last ``size`` ticks of ``symbol`` (ascending) and the epoch they belong to."""
+    pipe = redis_client().pipeline(transaction=True)
+    pipe.xrevrange(keys.history_key(symbol), count=size)
+    pipe.get(keys.epoch_key(symbol))
+    entries, epoch = await pipe.execute()
+    ticks = [Tick.from_stream_entry(symbol, eid, fields) for eid, fields in reversed(entries)]
+    return Snapshot(symbol=symbol, epoch=_decode(epoch) or "", ticks=ticks)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What resuming after ``since`` found: the missed ticks, or why it cannot resume."""
+
+    symbol: str
+    epoch: str
+    ticks: list[Tick]
+    reset_reason: str | None = None
+
+
+RESET_HISTORY_TRUNCATED = "history_truncated"
+RESET_EPOCH_CHANGED = "epoch_changed"
+
+
+async def resume(*, symbol: str, since: int, epoch: str | None) -> Resume:
+    """Every tick after ``since``, unless history no longer reaches back or seq was reset."""
+    pipe = redis_client().pipeline(transaction=True)
+    pipe.get(keys.epoch_key(symbol))
+    pipe.get(keys.seq_key(symbol))
+    pipe.xrange(keys.history_key(symbol), min="-", count=1)
+    pipe.xrange(keys.history_key(symbol), min=f"({since}-0" if since > 0 else "-")
+    current_epoch, current_seq, first, entries = await pipe.execute()
+    current_epoch = _decode(current_epoch) or ""
+    current_seq = int(current_seq or 0)
+    if (epoch is not None and epoch != current_epoch) or since > current_seq:
+        return Resume(symbol, current_epoch, [], RESET_EPOCH_CHANGED)
+    oldest = Tick.from_stream_entry(symbol, first[0][0], first[0][1]).seq if first else None
+    if since < current_seq and (oldest is None or oldest > since + 1):
+        return Resume(symbol, current_epoch, [], RESET_HISTORY_TRUNCATED)
+    ticks = [Tick.from_stream_entry(symbol, eid, fields) for eid, fields in entries]
+    return Resume(symbol, current_epoch, ticks)

@@ -47,11 +47,18 @@ def error_message(
 ACTIONS = ("subscribe", "unsubscribe", "list", "ping")
 
 
+MAX_BATCH_MS = 1000
+
+
 @dataclass(frozen=True)
 class Command:
     action: str
     id: Any = None
     symbols: list[str] = field(default_factory=list)
+    # subscribe only: resume points and their epochs, and the batching window.
+    since: dict[str, int] = field(default_factory=dict)
+    epochs: dict[str, str] = field(default_factory=dict)
+    batch_ms: int | None = None
 
 
 def _parse_id(raw: dict) -> Any:
@@ -104,6 +111,55 @@ def parse_command(raw: Any, *, symbol_limit: int) -> Command:
             f"unknown action {action[:40]!r}; expected one of {', '.join(ACTIONS)}",
             id=id,
         )
-    if action in ("subscribe", "unsubscribe"):
+    if action == "unsubscribe":
         return Command(action, id, _parse_symbols(raw, id=id, limit=symbol_limit))
+    if action == "subscribe":
+        symbols = _parse_symbols(raw, id=id, limit=symbol_limit)
+        return Command(
+            action,
+            id,
+            symbols,
+            since=_parse_symbol_map(raw, "since", symbols, id=id, kind=int),
+            epochs=_parse_symbol_map(raw, "epochs", symbols, id=id, kind=str),
+            batch_ms=_parse_batch_ms(raw, id=id),
+        )
     return Command(action, id)
+
+
+def _parse_symbol_map(raw: dict, name: str, symbols: list[str], *, id: Any, kind: type) -> dict:
+    value = raw.get(name)
+    if value is None:
+        return {}
+    what = "non-negative integers" if kind is int else "strings of at most 64 characters"
+    if not isinstance(value, dict):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"'{name}' must map subscribed symbols to {what}", id=id
+        )
+    for key, item in value.items():
+        if key not in symbols:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"'{name}' names {key[:20]!r}, which is not in 'symbols'",
+                id=id,
+            )
+        ok = (
+            isinstance(item, int) and not isinstance(item, bool) and item >= 0
+            if kind is int
+            else isinstance(item, str) and len(item) <= 64
+        )
+        if not ok:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' values must be {what}", id=id)
+    return dict(value)
+
+
+def _parse_batch_ms(raw: dict, *, id: Any) -> int | None:
+    value = raw.get("batch_ms")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BATCH_MS:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"'batch_ms' must be an integer from 0 to {MAX_BATCH_MS}",
+            id=id,
+        )
+    return value

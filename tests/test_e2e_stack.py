@@ -28,7 +28,7 @@ async def request(ws, command: dict, expect: str) -> dict:
         msg = await recv_json(ws)
         if msg["type"] == expect and msg.get("id") == command.get("id"):
             return msg
-        assert msg["type"] == "tick", msg
+        assert msg["type"] in ("tick", "snapshot"), msg
     raise AssertionError(f"no {expect} answer")
 
 
@@ -55,10 +55,22 @@ def assert_contiguous(ticks: list[dict]) -> None:
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (symbol, seqs)
 
 
+async def read_snapshots(ws, symbols: list[str]) -> dict[str, list[dict]]:
+    """The snapshot frames that follow a subscribe, one per symbol."""
+    snapshots = {}
+    while len(snapshots) < len(symbols):
+        msg = await recv_json(ws)
+        assert msg["type"] == "snapshot", msg
+        snapshots[msg["symbol"]] = msg["ticks"]
+    return snapshots
+
+
 async def wait_for_first_tick(ws, timeout: float = 30.0) -> dict:
-    msg = await recv_json(ws, timeout)
-    assert msg["type"] == "tick", msg
-    return msg
+    while True:
+        msg = await recv_json(ws, timeout)
+        if msg["type"] == "tick":
+            return msg
+        assert msg["type"] == "snapshot", msg
 
 
 async def test_ticks_reach_a_websocket_client_with_contiguous_seq(tmp_path):
@@ -69,9 +81,15 @@ async def test_ticks_reach_a_websocket_client_with_contiguous_seq(tmp_path):
                 ws, {"action": "subscribe", "symbols": ["BTC-USD", "AAPL"], "id": 1}, "subscribed"
             )
             assert answer["symbols"] == ["BTC-USD", "AAPL"]
-            await wait_for_first_tick(ws)
+            snapshots = await read_snapshots(ws, ["BTC-USD", "AAPL"])
+            first = await wait_for_first_tick(ws)
             window = 5.0
             ticks = await collect_ticks(ws, window)
+            assert ticks[0]["seq"] == first["seq"] + 1 or ticks[0]["symbol"] != first["symbol"]
+            # Each symbol's live stream continues exactly where its snapshot ended.
+            for symbol, snap in snapshots.items():
+                live = [t for t in [first, *ticks] if t["symbol"] == symbol]
+                assert snap == [] or live[0]["seq"] == snap[-1]["seq"] + 1
 
             assert {t["symbol"] for t in ticks} == {"BTC-USD", "AAPL"}
             assert_contiguous(ticks)
