@@ -1,0 +1,310 @@
+// Wires the dashboard together: protocol client -> market store -> views.
+// Incoming ticks only update the store and mark symbols dirty; all DOM and
+// chart work happens in one requestAnimationFrame callback, so a burst of a
+// thousand ticks costs one redraw, not a thousand.
+
+import { ChartView } from "./chart-view.js";
+import { decimalsForTickSize, formatChange, formatPct, formatPrice } from "./format.js";
+import { MarketStore } from "./market-store.js";
+import { CHART_MODES, MAX_WATCHLIST, loadPreferences, savePreferences } from "./preferences.js";
+import { PriceStreamClient, State } from "./protocol-client.js";
+import { SearchBox } from "./search-box.js";
+import { WatchlistView } from "./watchlist-view.js";
+
+// A subscribed symbol with no tick for this long gets a stale-data warning.
+const STALE_MS = 5000;
+const TOAST_MS = 5000;
+const MAX_TOASTS = 4;
+
+const $ = (id) => document.getElementById(id);
+
+function readKnownSymbols() {
+  try {
+    const parsed = JSON.parse($("known-symbols")?.textContent ?? "[]");
+    return Array.isArray(parsed) ? parsed : [];
+  } catch {
+    return [];
+  }
+}
+
+function websocketUrl(path) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${path}`;
+}
+
+function safeStorage() {
+  try {
+    return window.localStorage;
+  } catch {
+    return null; // storage blocked: preferences just do not persist
+  }
+}
+
+export function toast(message, { kind = "error", ms = TOAST_MS } = {}) {
+  const box = $("toasts");
+  if (!box) return;
+  while (box.children.length >= MAX_TOASTS) box.firstElementChild.remove();
+  const el = document.createElement("div");
+  el.className = `toast toast-${kind}`;
+  el.setAttribute("role", kind === "error" ? "alert" : "status");
+  el.textContent = message;
+  box.appendChild(el);
+  setTimeout(() => {
+    el.classList.add("leaving");
+    setTimeout(() => el.remove(), 300);
+  }, ms);
+}
+
+class Dashboard {
+  constructor() {
+    this.known = readKnownSymbols();
+    this.meta = new Map(
+      this.known.map((k) => [k.ticker, { name: k.name, decimals: k.decimals ?? decimalsForTickSize(k.tick_size) }]),
+    );
+    this.storage = safeStorage();
+    this.prefs = loadPreferences(this.storage);
+    this.store = new MarketStore();
+    this.subscribedAt = {};
+    this.frameQueued = false;
+    this.frames = 0;
+    this.tickRate = 0;
+    this._ticksAtLastRate = 0;
+
+    this.watchlist = new WatchlistView($("watchlist-rows"), {
+      meta: this.meta,
+      onSelect: (symbol) => this.select(symbol),
+      onRemove: (symbol) => this.removeSymbol(symbol),
+    });
+    this.chart = new ChartView($("chart"), { Plotly: window.Plotly });
+    this.search = new SearchBox($("symbol-search"), $("symbol-options"), {
+      known: this.known,
+      exclude: () => new Set(this.prefs.symbols),
+      onPick: (symbol) => this.addSymbol(symbol),
+    });
+
+    const wsPath = document.body.dataset.wsPath || "/ws/prices/";
+    this.client = new PriceStreamClient({ url: websocketUrl(wsPath) });
+    this._wireClient();
+    this._wireControls();
+  }
+
+  start() {
+    for (const symbol of this.prefs.symbols) this.store.ensure(symbol);
+    this.watchlist.setSymbols(this.prefs.symbols);
+    this._renderEmptyState();
+    this._applyMode(this.prefs.mode);
+    this.select(this.prefs.selected);
+    const now = performance.now();
+    for (const symbol of this.prefs.symbols) this.subscribedAt[symbol] = now;
+    this.client.subscribe(this.prefs.symbols);
+    this.client.setNetworkOnline(navigator.onLine !== false);
+    this.client.start();
+    setInterval(() => this._checkStale(), 1000);
+    setInterval(() => this._updateRate(), 1000);
+  }
+
+  // --- protocol events -----------------------------------------------------
+
+  _wireClient() {
+    const c = this.client;
+    c.on("tick", (tick) => {
+      this.store.applyTick(tick, performance.now());
+      if (tick.symbol === this.prefs.selected) this.chart.push(tick);
+      this._requestFrame();
+    });
+    c.on("snapshot", ({ symbol, ticks }) => {
+      this.store.applySnapshot(symbol, ticks, performance.now());
+      if (symbol === this.prefs.selected) this.chart.rebuild();
+      this._requestFrame();
+    });
+    c.on("reset", ({ symbol }) => {
+      // The server's history for it restarted: drop ours, the snapshot rebuilds it.
+      this.store.reset(symbol);
+      if (symbol === this.prefs.selected) this.chart.rebuild();
+      this._requestFrame();
+    });
+    c.on("subscribed", ({ symbols }) => {
+      const now = performance.now();
+      for (const symbol of symbols) this.subscribedAt[symbol] = now;
+    });
+    c.on("rejected", ({ symbols }) => {
+      for (const symbol of symbols) this._dropFromWatchlist(symbol);
+    });
+    c.on("error", ({ code, message }) => toast(`Server: ${message || code}`));
+    c.on("listenerError", ({ type, error }) => console.warn(`dashboard: ${type} handler failed`, error));
+    c.on("state", (info) => this._renderBadge(info));
+    window.addEventListener("online", () => c.setNetworkOnline(true));
+    window.addEventListener("offline", () => c.setNetworkOnline(false));
+  }
+
+  // --- user actions --------------------------------------------------------
+
+  _wireControls() {
+    for (const button of document.querySelectorAll("#mode-toggle [data-mode]")) {
+      button.addEventListener("click", () => this.setMode(button.dataset.mode));
+    }
+    $("conn-badge").addEventListener("click", () => this.client.reconnectNow());
+  }
+
+  addSymbol(symbol) {
+    if (this.prefs.symbols.includes(symbol)) {
+      this.select(symbol);
+      return;
+    }
+    if (this.prefs.symbols.length >= MAX_WATCHLIST) {
+      toast(`The watchlist holds at most ${MAX_WATCHLIST} symbols; remove one first.`);
+      return;
+    }
+    this.prefs.symbols.push(symbol);
+    this.store.ensure(symbol);
+    this.subscribedAt[symbol] = performance.now();
+    this.watchlist.setSymbols(this.prefs.symbols);
+    this._renderEmptyState();
+    this.select(symbol);
+    this.client.subscribe([symbol]);
+  }
+
+  removeSymbol(symbol) {
+    this.client.unsubscribe([symbol]);
+    this._dropFromWatchlist(symbol);
+  }
+
+  _dropFromWatchlist(symbol) {
+    const index = this.prefs.symbols.indexOf(symbol);
+    if (index === -1) return;
+    this.prefs.symbols.splice(index, 1);
+    this.store.remove(symbol);
+    delete this.subscribedAt[symbol];
+    this.watchlist.remove(symbol);
+    this._renderEmptyState();
+    if (this.prefs.selected === symbol) {
+      this.select(this.prefs.symbols[Math.min(index, this.prefs.symbols.length - 1)] ?? null);
+    } else {
+      this._save();
+    }
+  }
+
+  select(symbol) {
+    this.prefs.selected = symbol ?? null;
+    this.watchlist.setSelected(this.prefs.selected);
+    this.chart.show(symbol ? this.store.get(symbol) ?? null : null, {
+      mode: this.prefs.mode,
+      decimals: this.meta.get(symbol)?.decimals,
+    });
+    this._renderHeader();
+    this._save();
+    this._requestFrame();
+  }
+
+  setMode(mode) {
+    if (!CHART_MODES.includes(mode)) return;
+    this._applyMode(mode);
+    this.select(this.prefs.selected);
+  }
+
+  _applyMode(mode) {
+    this.prefs.mode = mode;
+    for (const button of document.querySelectorAll("#mode-toggle [data-mode]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
+    }
+    $("chart-panel").dataset.mode = mode;
+  }
+
+  _save() {
+    savePreferences(this.storage, this.prefs);
+  }
+
+  // --- drawing -------------------------------------------------------------
+
+  _requestFrame() {
+    if (this.frameQueued) return;
+    this.frameQueued = true;
+    requestAnimationFrame(() => this._frame());
+  }
+
+  _frame() {
+    this.frameQueued = false;
+    this.frames += 1;
+    const dirty = this.store.takeDirty();
+    for (const symbol of this.watchlist.takePendingSparklines()) dirty.add(symbol);
+    this.watchlist.render(this.store, dirty);
+    if (dirty.has(this.prefs.selected)) this._renderHeader();
+    const chartOwesWork = this.chart.flush();
+    let rowsOweWork = false;
+    for (const row of this.watchlist.rows.values()) rowsOweWork ||= row.sparkPending;
+    if (chartOwesWork || rowsOweWork) this._requestFrame();
+  }
+
+  _renderHeader() {
+    const symbol = this.prefs.selected;
+    const series = symbol ? this.store.get(symbol) : null;
+    const digits = this.meta.get(symbol)?.decimals;
+    $("sel-ticker").textContent = symbol ?? "No symbol";
+    $("sel-name").textContent = symbol ? (this.meta.get(symbol)?.name ?? "") : "Add one with the search box";
+    const last = series?.last ?? null;
+    $("sel-last").textContent = last ? formatPrice(last.price, digits) : "—";
+    const change = $("sel-change");
+    change.textContent = last ? `${formatChange(series.change, digits)} (${formatPct(series.changePct)})` : "";
+    change.dataset.trend = !last || series.change === 0 ? "flat" : series.change > 0 ? "up" : "down";
+    $("sel-bidask").textContent = last ? `Bid ${formatPrice(last.bid, digits)} · Ask ${formatPrice(last.ask, digits)}` : "";
+  }
+
+  _renderEmptyState() {
+    $("watchlist-empty").hidden = this.prefs.symbols.length > 0;
+    $("watchlist-count").textContent = String(this.prefs.symbols.length);
+  }
+
+  _renderBadge({ state, retryAt }) {
+    const badge = $("conn-badge");
+    badge.dataset.state = state;
+    clearInterval(this._countdown);
+    const label = $("conn-label");
+    if (state === State.RECONNECTING && retryAt) {
+      const tick = () => {
+        const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+        label.textContent = `Reconnecting in ${seconds}s`;
+      };
+      tick();
+      this._countdown = setInterval(tick, 250);
+      badge.title = "Connection lost. Click to retry now.";
+    } else {
+      label.textContent = {
+        [State.CONNECTING]: "Connecting…",
+        [State.LIVE]: "Live",
+        [State.RECONNECTING]: "Reconnecting…",
+        [State.OFFLINE]: "Offline",
+      }[state];
+      badge.title = state === State.LIVE ? "Streaming live prices" : "";
+    }
+  }
+
+  _checkStale() {
+    const now = performance.now();
+    const watched = this.client.symbols;
+    const stale = this.store.staleSymbols(watched, now, STALE_MS, this.subscribedAt);
+    this.watchlist.setStale(new Set(stale));
+    const banner = $("stale-banner");
+    if (!stale.length) {
+      banner.hidden = true;
+      return;
+    }
+    const parts = stale.map((symbol) => {
+      const from = this.store.get(symbol)?.lastReceivedAt ?? this.subscribedAt[symbol];
+      return `${symbol} (${Math.round((now - from) / 1000)} s)`;
+    });
+    $("stale-text").textContent = `No ticks for over ${STALE_MS / 1000} s: ${parts.join(", ")}`;
+    banner.hidden = false;
+  }
+
+  _updateRate() {
+    const total = this.client.stats.ticks;
+    this.tickRate = total - this._ticksAtLastRate;
+    this._ticksAtLastRate = total;
+    $("tick-rate").textContent = `${this.tickRate} ticks/s`;
+  }
+}
+
+const dashboard = new Dashboard();
+// A handle for debugging from the console and for the benchmark script.
+window.tickerDashboard = dashboard;
+dashboard.start();

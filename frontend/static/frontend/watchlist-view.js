@@ -1,0 +1,260 @@
+// The watchlist table: one row per symbol. It only draws; app.js decides when
+// (once per animation frame, for the symbols that changed since the last one).
+
+import { formatChange, formatPct, formatPrice } from "./format.js";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const SPARK_W = 96;
+const SPARK_H = 26;
+// Sparklines move little per tick; redrawing them at ~5 Hz is indistinguishable
+// from 60 Hz and saves most of the row's per-frame work.
+const SPARK_MIN_INTERVAL_MS = 200;
+const FLASH_MS = 650;
+const FLASH_UP = "rgba(34, 197, 94, 0.55)";
+const FLASH_DOWN = "rgba(239, 68, 68, 0.55)";
+
+/** SVG polyline points for a sparkline of `values` in a w x h box. */
+export function sparklinePoints(values, w = SPARK_W, h = SPARK_H) {
+  if (values.length < 2) return "";
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of values) {
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const span = max - min || 1;
+  const step = w / (values.length - 1);
+  let out = "";
+  for (let i = 0; i < values.length; i += 1) {
+    const y = h - 2 - ((values[i] - min) / span) * (h - 4);
+    out += `${(i * step).toFixed(1)},${y.toFixed(1)} `;
+  }
+  return out.trimEnd();
+}
+
+export class WatchlistView {
+  /**
+   * @param {HTMLTableSectionElement} tbody
+   * @param {object} options
+   * @param {Map<string, {name: string, decimals: number}>} options.meta
+   * @param {(symbol: string) => void} options.onSelect
+   * @param {(symbol: string) => void} options.onRemove
+   */
+  constructor(tbody, { meta, onSelect, onRemove, now = () => performance.now() }) {
+    this.tbody = tbody;
+    this.meta = meta;
+    this.now = now;
+    this.rows = new Map();
+    this.selected = null;
+    tbody.addEventListener("click", (event) => {
+      const row = event.target.closest("tr[data-symbol]");
+      if (!row) return;
+      if (event.target.closest("button.remove")) onRemove(row.dataset.symbol);
+      else onSelect(row.dataset.symbol);
+    });
+    tbody.addEventListener("keydown", (event) => {
+      const row = event.target.closest("tr[data-symbol]");
+      if (!row || event.target !== row) return;
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        onSelect(row.dataset.symbol);
+      } else if (event.key === "Delete" || event.key === "Backspace") {
+        onRemove(row.dataset.symbol);
+      }
+    });
+  }
+
+  /** Make the rows match `symbols`, in that order, keeping existing rows. */
+  setSymbols(symbols) {
+    for (const symbol of [...this.rows.keys()]) {
+      if (!symbols.includes(symbol)) this.remove(symbol);
+    }
+    for (const symbol of symbols) {
+      const row = this.rows.get(symbol) ?? this._create(symbol);
+      this.tbody.appendChild(row.tr); // moves it into order
+    }
+  }
+
+  remove(symbol) {
+    const row = this.rows.get(symbol);
+    if (!row) return;
+    row.tr.remove();
+    this.rows.delete(symbol);
+  }
+
+  setSelected(symbol) {
+    this.selected = symbol;
+    for (const [s, row] of this.rows) {
+      const on = s === symbol;
+      row.tr.classList.toggle("selected", on);
+      row.tr.setAttribute("aria-selected", String(on));
+    }
+  }
+
+  setStale(staleSymbols) {
+    for (const [s, row] of this.rows) {
+      const stale = staleSymbols.has(s);
+      if (row.stale !== stale) {
+        row.stale = stale;
+        row.tr.classList.toggle("stale", stale);
+        row.staleMark.hidden = !stale;
+      }
+    }
+  }
+
+  /** Redraw the rows of `symbols` from the store. */
+  render(store, symbols) {
+    const now = this.now();
+    for (const symbol of symbols) {
+      const row = this.rows.get(symbol);
+      const series = store.get(symbol);
+      if (row && series) this._renderRow(row, series, now);
+    }
+  }
+
+  _renderRow(row, series, now) {
+    const digits = this.meta.get(series.symbol)?.decimals;
+    const last = series.last;
+    if (!last) {
+      this._text(row, "last", "—");
+      this._text(row, "chg", "—");
+      this._text(row, "pct", "—");
+      this._text(row, "bid", "—");
+      this._text(row, "ask", "—");
+      row.spark.setAttribute("points", "");
+      row.seq = null;
+      row.tr.dataset.seq = "";
+      return;
+    }
+    this._text(row, "last", formatPrice(last.price, digits));
+    this._text(row, "chg", formatChange(series.change, digits));
+    this._text(row, "pct", formatPct(series.changePct));
+    this._text(row, "bid", formatPrice(last.bid, digits));
+    this._text(row, "ask", formatPrice(last.ask, digits));
+    const trend = series.change > 0 ? "up" : series.change < 0 ? "down" : "flat";
+    if (row.trend !== trend) {
+      row.trend = trend;
+      row.tr.dataset.trend = trend;
+    }
+    if (row.seq !== last.seq) {
+      if (row.seq !== null && series.direction !== 0) this._flash(row, series.direction);
+      row.seq = last.seq;
+      row.tr.dataset.seq = String(last.seq);
+    }
+    const spark = series.candles["1s"];
+    if (spark.revision !== row.sparkRevision && now - row.sparkDrawnAt >= SPARK_MIN_INTERVAL_MS) {
+      row.sparkRevision = spark.revision;
+      row.sparkDrawnAt = now;
+      row.spark.setAttribute("points", sparklinePoints(series.sparkline(60)));
+    } else if (spark.revision !== row.sparkRevision) {
+      // Drawn too recently: ask to be visited again next frame.
+      row.sparkPending = true;
+    }
+  }
+
+  /** Rows whose sparkline still owes a redraw (throttled last frame). */
+  takePendingSparklines() {
+    const out = [];
+    for (const [symbol, row] of this.rows) {
+      if (row.sparkPending) {
+        row.sparkPending = false;
+        out.push(symbol);
+      }
+    }
+    return out;
+  }
+
+  _flash(row, direction) {
+    row.lastCell.dataset.dir = direction > 0 ? "up" : "down";
+    // The Web Animations API restarts the flash without forcing a style
+    // recalculation the way removing and re-adding a CSS class would.
+    row.flash?.cancel();
+    row.flash = row.lastCell.animate(
+      [{ backgroundColor: direction > 0 ? FLASH_UP : FLASH_DOWN }, { backgroundColor: "transparent" }],
+      { duration: FLASH_MS, easing: "ease-out" },
+    );
+  }
+
+  _text(row, key, value) {
+    if (row.texts[key] !== value) {
+      row.texts[key] = value;
+      row.cells[key].textContent = value;
+    }
+  }
+
+  _create(symbol) {
+    const meta = this.meta.get(symbol);
+    const tr = document.createElement("tr");
+    tr.className = "wl-row";
+    tr.dataset.symbol = symbol;
+    tr.dataset.seq = "";
+    tr.tabIndex = 0;
+    tr.setAttribute("aria-selected", "false");
+
+    const symCell = document.createElement("td");
+    symCell.className = "c-sym";
+    const tickerEl = document.createElement("span");
+    tickerEl.className = "ticker";
+    tickerEl.textContent = symbol;
+    const staleMark = document.createElement("span");
+    staleMark.className = "stale-mark";
+    staleMark.textContent = "stale";
+    staleMark.title = "No tick for several seconds";
+    staleMark.hidden = true;
+    const nameEl = document.createElement("span");
+    nameEl.className = "name";
+    nameEl.textContent = meta?.name ?? "";
+    symCell.append(tickerEl, staleMark, nameEl);
+
+    const cells = {};
+    const numCell = (key) => {
+      const td = document.createElement("td");
+      td.className = `num c-${key}`;
+      td.textContent = "—";
+      cells[key] = td;
+      return td;
+    };
+    const lastCell = numCell("last");
+    const sparkCell = document.createElement("td");
+    sparkCell.className = "c-spark";
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", `0 0 ${SPARK_W} ${SPARK_H}`);
+    svg.setAttribute("width", String(SPARK_W));
+    svg.setAttribute("height", String(SPARK_H));
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("aria-hidden", "true");
+    const spark = document.createElementNS(SVG_NS, "polyline");
+    spark.setAttribute("fill", "none");
+    svg.appendChild(spark);
+    sparkCell.appendChild(svg);
+
+    const removeCell = document.createElement("td");
+    removeCell.className = "c-remove";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "remove";
+    button.title = `Remove ${symbol}`;
+    button.setAttribute("aria-label", `Remove ${symbol}`);
+    button.textContent = "×";
+    removeCell.appendChild(button);
+
+    tr.append(symCell, lastCell, numCell("chg"), numCell("pct"), numCell("bid"), numCell("ask"), sparkCell, removeCell);
+    const row = {
+      tr,
+      cells,
+      lastCell,
+      spark,
+      staleMark,
+      texts: {},
+      seq: null,
+      trend: null,
+      stale: false,
+      flash: null,
+      sparkRevision: -1,
+      sparkDrawnAt: -Infinity,
+      sparkPending: false,
+    };
+    this.rows.set(symbol, row);
+    return row;
+  }
+}
