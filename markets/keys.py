@@ -25,3 +25,17 @@ def epoch_key(symbol: str) -> str:
 def lease_key(symbol: str) -> str:
     """Held by the one producer allowed to publish the symbol."""
     return _key("lease", symbol)
+
+
+def candle_index_key(symbol: str, interval: str) -> str:
+    """Sorted set of a symbol's candle bucket starts (epoch ms) at one interval."""
+    return f"{_key('candles', symbol)}:{interval}"
+
+
+def candle_key(symbol: str, interval: str, start_ms: int) -> str:
+    """Hash of one OHLCV candle.
+
+    Always ``candle_index_key(...) + ":" + start_ms``: the publish script builds it
+    that way from the index key, so change both together.
+    """
+    return f"{candle_index_key(symbol, interval)}:{start_ms}"

@@ -40,3 +40,39 @@ class Symbol(models.Model):
 
     def __str__(self) -> str:
         return self.ticker
+
+
+class CandleInterval(models.TextChoices):
+    """Intervals whose closed candles are persisted (1s candles live in Redis only)."""
+
+    ONE_MINUTE = "1m", "1 minute"
+    FIVE_MINUTES = "5m", "5 minutes"
+    ONE_HOUR = "1h", "1 hour"
+
+
+class Candle(models.Model):
+    """A closed OHLCV candle copied from Redis by markets.tasks.persist_candles."""
+
+    symbol = models.ForeignKey(Symbol, on_delete=models.CASCADE, related_name="candles")
+    interval = models.CharField(max_length=3, choices=CandleInterval.choices)
+    start = models.DateTimeField(help_text="Start of the bucket (inclusive), UTC.")
+    open = models.DecimalField(max_digits=20, decimal_places=8)
+    high = models.DecimalField(max_digits=20, decimal_places=8)
+    low = models.DecimalField(max_digits=20, decimal_places=8)
+    close = models.DecimalField(max_digits=20, decimal_places=8)
+    volume = models.DecimalField(max_digits=30, decimal_places=8)
+    tick_count = models.PositiveIntegerField()
+    first_seq = models.BigIntegerField()
+    last_seq = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["symbol", "interval", "start"]
+        constraints = [
+            # Also the index behind every range read (symbol, interval, start).
+            models.UniqueConstraint(
+                fields=["symbol", "interval", "start"], name="candle_unique_bucket"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol_id} {self.interval} {self.start:%Y-%m-%d %H:%M}"

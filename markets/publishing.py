@@ -1,7 +1,8 @@
 """Publishing ticks: number them, keep them in history, and fan them out to subscribers.
 
-One Redis round trip per batch does the numbering and the history write, fenced by
-the producer's lease, so a producer that lost its lease can never publish.
+One Redis round trip per batch does the numbering, the history write and the candle
+updates, fenced by the producer's lease, so a producer that lost its lease can never
+publish.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import keys
+from .candles import INTERVALS, retention_ms
 from .redis import redis_client
 from .symbols import symbol_group_name
 from .ticks import Tick, TickDraft
@@ -19,17 +21,56 @@ from .ticks import Tick, TickDraft
 # Event type the consumer handles (PriceStreamConsumer.tick_message).
 TICK_EVENT_TYPE = "tick.message"
 
-# KEYS per tick: seq, history, lease, epoch.  ARGV: token, maxlen, now_ms, then per tick
-# ts, price, bid, ask, size.  Returns each tick's seq, or 0 where the lease is not ours.
+# KEYS per tick: seq, history, lease, epoch, then one candle index per interval.
+# ARGV: token, maxlen, now_ms, interval count, per interval (length ms, retention ms),
+# then per tick ts, price, bid, ask, size.
+# Returns each tick's seq, or 0 where the lease is not ours.
+#
+# Candles are updated here, in the step that INCRs seq, so a tick is counted in its
+# candles exactly when it gets a seq: once. A candle hash is "<index key>:<start ms>"
+# (markets.keys.candle_key); o/h/l/c keep the publisher's own price strings, so no
+# Lua number formatting can alter them. See markets.candles for the bucket rule.
 _PUBLISH_LUA = """
 local token = ARGV[1]
 local maxlen = ARGV[2]
 local now = ARGV[3]
+local n_iv = tonumber(ARGV[4])
+local stride = 4 + n_iv
+local first_tick_arg = 5 + 2 * n_iv
 local out = {}
-for i = 0, (#KEYS / 4) - 1 do
-  local seq_key, hist_key, lease_key, epoch_key =
-    KEYS[4*i+1], KEYS[4*i+2], KEYS[4*i+3], KEYS[4*i+4]
-  local a = 4 + 5*i
+
+local function candle(index_key, ms, keep_ms, ts, price, size, seq)
+  local start = ts - ts % ms
+  -- Never reopen an older bucket: the newest one takes a tick from a clock that
+  -- stepped back, so a bucket with a newer one after it is final.
+  local newest = redis.call('ZREVRANGE', index_key, 0, 0, 'WITHSCORES')
+  if newest[2] and tonumber(newest[2]) > start then
+    start = tonumber(newest[2])
+  end
+  local start_s = string.format('%d', start)
+  local key = index_key .. ':' .. start_s
+  local hl = redis.call('HMGET', key, 'h', 'l')
+  if not hl[1] then
+    redis.call('HSET', key, 'start', start_s, 'o', price, 'h', price, 'l', price,
+      'c', price, 'v', size, 'n', 1, 'first_seq', seq, 'last_seq', seq)
+    redis.call('PEXPIRE', key, keep_ms)
+    redis.call('ZADD', index_key, start_s, start_s)
+    redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. string.format('%d', start - keep_ms))
+    redis.call('PEXPIRE', index_key, keep_ms)
+  else
+    local p = tonumber(price)
+    if p > tonumber(hl[1]) then redis.call('HSET', key, 'h', price) end
+    if p < tonumber(hl[2]) then redis.call('HSET', key, 'l', price) end
+    redis.call('HSET', key, 'c', price, 'last_seq', seq)
+    redis.call('HINCRBYFLOAT', key, 'v', size)
+    redis.call('HINCRBY', key, 'n', 1)
+  end
+end
+
+for i = 0, (#KEYS / stride) - 1 do
+  local k = stride * i
+  local seq_key, hist_key, lease_key, epoch_key = KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4]
+  local a = first_tick_arg + 5*i
   if token ~= '' and redis.call('GET', lease_key) ~= token then
     out[i+1] = 0
   else
@@ -42,6 +83,10 @@ for i = 0, (#KEYS / 4) - 1 do
     redis.call('XADD', hist_key, 'MAXLEN', '~', maxlen, seq .. '-0',
       'ts', ARGV[a], 'price', ARGV[a+1], 'bid', ARGV[a+2], 'ask', ARGV[a+3],
       'size', ARGV[a+4])
+    local ts = tonumber(ARGV[a])
+    for j = 1, n_iv do
+      candle(KEYS[k+4+j], tonumber(ARGV[3+2*j]), ARGV[4+2*j], ts, ARGV[a+1], ARGV[a+4], seq)
+    end
     out[i+1] = seq
   end
 end
@@ -78,13 +123,16 @@ class TickPublisher:
             return []
         ts = now_ms()
         script_keys: list[str] = []
-        args: list[str | int] = [self.lease_token, settings.HISTORY_DEPTH, ts]
+        args: list[str | int] = [self.lease_token, settings.HISTORY_DEPTH, ts, len(INTERVALS)]
+        for name, length in INTERVALS.items():
+            args += [length, retention_ms(name)]
         for d in drafts:
             script_keys += [
                 keys.seq_key(d.symbol),
                 keys.history_key(d.symbol),
                 keys.lease_key(d.symbol),
                 keys.epoch_key(d.symbol),
+                *(keys.candle_index_key(d.symbol, name) for name in INTERVALS),
             ]
             args += [ts, repr(d.price), repr(d.bid), repr(d.ask), repr(d.size)]
         seqs = await self._script(keys=script_keys, args=args)

@@ -24,6 +24,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    # Serves the API docs page's Swagger UI from local static files, not a CDN.
+    "ninja",
     "markets",
     "feeds",
     "frontend",
@@ -135,6 +137,29 @@ FEED_SEED = env_int("FEED_SEED", 0)
 FEED_LEASE_SECONDS = env_float("FEED_LEASE_SECONDS", 5.0, minimum=1.0)
 HISTORY_DEPTH = env_int("HISTORY_DEPTH", 10_000, minimum=100)
 MAX_SYMBOLS_PER_CONNECTION = env_int("MAX_SYMBOLS_PER_CONNECTION", 50, minimum=1)
+
+# --- Candles (markets.candles): Redis keeps this many buckets per symbol and interval
+# (900 = 15 min of 1s candles, 15 h of 1m); closed 1m/5m/1h ones are also persisted.
+CANDLE_REDIS_BUCKETS = env_int("CANDLE_REDIS_BUCKETS", 900, minimum=10)
+CANDLE_PERSIST_SECONDS = env_float("CANDLE_PERSIST_SECONDS", 10.0, minimum=0.5)
+CANDLE_PERSIST_BATCH = env_int("CANDLE_PERSIST_BATCH", 500, minimum=1)
+# A bucket counts as closed this long after its end, so an in-flight tick still lands.
+CANDLE_CLOSE_GRACE_MS = env_int("CANDLE_CLOSE_GRACE_MS", 2000, minimum=0)
+CELERY_BEAT_SCHEDULE["persist-candles"] = {
+    "task": "markets.tasks.persist_candles",
+    "schedule": CANDLE_PERSIST_SECONDS,
+    "options": {"expires": CANDLE_PERSIST_SECONDS},
+}
+
+# --- REST API (markets.api): the one place its limits live.
+API_TICKS_DEFAULT_LIMIT = env_int("API_TICKS_DEFAULT_LIMIT", 100, minimum=1)
+API_TICKS_MAX_LIMIT = env_int("API_TICKS_MAX_LIMIT", 1000, minimum=1)
+API_CANDLES_DEFAULT_LIMIT = env_int("API_CANDLES_DEFAULT_LIMIT", 300, minimum=1)
+API_CANDLES_MAX_LIMIT = env_int("API_CANDLES_MAX_LIMIT", 1000, minimum=1)
+# A symbol is "live" when its last tick is at most this old; /api/health/ is degraded
+# (503) when any active symbol's last tick is older than FEED_STALE_SECONDS.
+FEED_LIVE_SECONDS = env_float("FEED_LIVE_SECONDS", 5.0, minimum=0.1)
+FEED_STALE_SECONDS = env_float("FEED_STALE_SECONDS", 15.0, minimum=0.1)
 
 LOGGING = {
     "version": 1,
