@@ -4,7 +4,7 @@
 import { formatChange, formatPct, formatPrice } from "./format.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const SPARK_W = 96;
+const SPARK_W = 80;
 const SPARK_H = 26;
 // Sparklines move little per tick; redrawing them at ~5 Hz is indistinguishable
 // from 60 Hz and saves most of the row's per-frame work.
