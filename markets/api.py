@@ -1,0 +1,218 @@
+"""The REST API (django-ninja), mounted at /api/; schema at /api/openapi.json, docs at /api/docs.
+
+Views stay thin: reads live in markets.quotes, markets.candles and markets.history.
+Every limit comes from settings (the "REST API" block), nowhere else.
+"""
+
+from typing import Annotated
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Path, Query, Status
+from ninja.errors import HttpError, ValidationError
+from ninja.openapi.docs import Swagger
+
+from . import candles as candle_reads
+from . import history, quotes
+from .candles import INTERVALS, now_ms
+from .models import Symbol
+from .schemas import (
+    AssetClassName,
+    CandleOut,
+    CandlesOut,
+    ErrorOut,
+    HealthOut,
+    IntervalName,
+    SymbolOut,
+    TickOut,
+    TicksOut,
+)
+from .symbols import SYMBOL_MAX_LENGTH, SYMBOL_PATTERN
+
+api = NinjaAPI(
+    title="ticker API",
+    version="1",
+    description=(
+        "Symbols with live quotes, recent ticks, OHLCV candles and health. "
+        "Times are epoch milliseconds (UTC)."
+    ),
+    # Swagger UI comes from ninja's bundled static files ("ninja" is an installed app);
+    # the validator badge would call an outside service, so it is off.
+    docs=Swagger(settings={"validatorUrl": None}),
+    urls_namespace="api",
+)
+
+SymbolPath = Annotated[
+    str,
+    Path(
+        description="Ticker, e.g. BTC-USD.",
+        pattern=f"^{SYMBOL_PATTERN.pattern}$",
+        max_length=SYMBOL_MAX_LENGTH,
+    ),
+]
+# Epoch ms from 1970 up to the end of year 9999, so a datetime can always be built.
+MAX_EPOCH_MS = 253_402_300_799_999
+ERRORS = {404: ErrorOut, 422: ErrorOut}
+
+
+class UnknownSymbol(Exception):
+    def __init__(self, ticker: str) -> None:
+        super().__init__(ticker)
+        self.ticker = ticker
+
+
+def _error(request: HttpRequest, status: int, code: str, message: str, **extra) -> HttpResponse:
+    return api.create_response(request, {"code": code, "message": message, **extra}, status=status)
+
+
+@api.exception_handler(UnknownSymbol)
+def unknown_symbol(request: HttpRequest, exc: UnknownSymbol) -> HttpResponse:
+    """Called when a view names a symbol that is not an active one."""
+    return _error(request, 404, "unknown_symbol", f"unknown symbol: {exc.ticker}")
+
+
+@api.exception_handler(ValidationError)
+def bad_parameters(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    """Called when ninja rejects a request's parameters; one readable message for them all."""
+    parts = []
+    for err in exc.errors:
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    detail = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+        for e in exc.errors
+    ]
+    return _error(request, 422, "bad_request", "; ".join(parts) or "invalid", detail=detail)
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    """Called when a view raises HttpError (a parameter check beyond the schema's)."""
+    return _error(request, exc.status_code, "bad_request", str(exc))
+
+
+async def _symbol_or_404(ticker: str) -> Symbol:
+    symbol = await quotes.active_symbol(ticker=ticker)
+    if symbol is None:
+        raise UnknownSymbol(ticker)
+    return symbol
+
+
+def _symbol_out(q: quotes.Quote) -> dict:
+    s, t = q.symbol, q.last
+    return {
+        "ticker": s.ticker,
+        "name": s.name,
+        "asset_class": s.asset_class,
+        "quote_currency": s.quote_currency,
+        "tick_size": float(s.tick_size),
+        "last_price": t.price if t else None,
+        "bid": t.bid if t else None,
+        "ask": t.ask if t else None,
+        "last_seq": t.seq if t else None,
+        "last_ts": t.ts if t else None,
+        "session_open": q.session_open,
+        "change_pct": q.change_pct,
+        "live": q.live,
+    }
+
+
+@api.get("/symbols/", response={200: list[SymbolOut], 422: ErrorOut}, tags=["symbols"])
+async def list_symbols(request: HttpRequest, asset_class: AssetClassName | None = None):
+    """Active symbols, optionally of one asset class, with last price, change % and liveness."""
+    symbols = await quotes.active_symbols(asset_class=asset_class)
+    return [_symbol_out(q) for q in await quotes.quotes(symbols=symbols)]
+
+
+@api.get("/symbols/{symbol}/", response={200: SymbolOut, **ERRORS}, tags=["symbols"])
+async def get_symbol(request: HttpRequest, symbol: SymbolPath):
+    """One active symbol with its last price, change % and liveness."""
+    (quote,) = await quotes.quotes(symbols=[await _symbol_or_404(symbol)])
+    return _symbol_out(quote)
+
+
+@api.get("/symbols/{symbol}/ticks", response={200: TicksOut, **ERRORS}, tags=["ticks"])
+async def get_ticks(
+    request: HttpRequest,
+    symbol: SymbolPath,
+    after_seq: Annotated[int, Query(ge=0, le=2**62, description="Ticks with seq > this.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=settings.API_TICKS_MAX_LIMIT)] = (
+        settings.API_TICKS_DEFAULT_LIMIT
+    ),
+):
+    """Recent ticks from history (the last HISTORY_DEPTH per symbol), ascending by seq."""
+    await _symbol_or_404(symbol)
+    found = await history.ticks_after(symbol=symbol, after_seq=after_seq, limit=limit + 1)
+    return {
+        "symbol": symbol,
+        "ticks": [TickOut(**t.as_message()) for t in found[:limit]],
+        "has_more": len(found) > limit,
+    }
+
+
+@api.get("/symbols/{symbol}/candles", response={200: CandlesOut, **ERRORS}, tags=["candles"])
+async def get_candles(
+    request: HttpRequest,
+    symbol: SymbolPath,
+    interval: IntervalName = "1m",
+    start: Annotated[
+        int | None, Query(ge=0, le=MAX_EPOCH_MS, description="Epoch ms, inclusive.")
+    ] = None,
+    end: Annotated[
+        int | None, Query(ge=0, le=MAX_EPOCH_MS, description="Epoch ms, exclusive.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=settings.API_CANDLES_MAX_LIMIT)] = (
+        settings.API_CANDLES_DEFAULT_LIMIT
+    ),
+):
+    """OHLCV candles starting in [start, end), ascending; the current one has closed=false.
+
+    With ``start``: the first ``limit`` candles from it. Without: the last ``limit``
+    before ``end`` (or now). 1s candles cover only the recent CANDLE_REDIS_BUCKETS seconds.
+    """
+    if start is not None and end is not None and start >= end:
+        raise HttpError(422, "start must be before end")
+    await _symbol_or_404(symbol)
+    at = now_ms()
+    found = await candle_reads.candles(
+        symbol=symbol, interval=interval, start=start, end=end, limit=limit
+    )
+    length = INTERVALS[interval]
+    return {
+        "symbol": symbol,
+        "interval": interval,
+        "candles": [
+            CandleOut(
+                start=c.start,
+                end=c.start + length,
+                open=c.open,
+                high=c.high,
+                low=c.low,
+                close=c.close,
+                volume=c.volume,
+                ticks=c.ticks,
+                first_seq=c.first_seq,
+                last_seq=c.last_seq,
+                closed=c.is_closed(at_ms=at),
+            )
+            for c in found
+        ],
+    }
+
+
+@api.get("/health/", response={200: HealthOut, 503: HealthOut}, tags=["health"])
+async def get_health(request: HttpRequest):
+    """Redis, database and feed freshness; 503 when any is down or any active symbol is stale."""
+    report = await quotes.health()
+    body = {
+        "status": "ok" if report.ok else "degraded",
+        "redis": vars_of(report.redis),
+        "database": vars_of(report.database),
+        "feed": report.feed,
+        "stale": report.stale,
+    }
+    return Status(200 if report.ok else 503, body)
+
+
+def vars_of(check: quotes.Check) -> dict:
+    return {"ok": check.ok, "latency_ms": check.latency_ms, "error": check.error}

@@ -1,0 +1,96 @@
+"""Pydantic schemas of the REST API (markets.api); they define its OpenAPI schema."""
+
+from typing import Literal
+
+from ninja import Schema
+from pydantic import Field
+
+from .candles import INTERVALS
+
+IntervalName = Literal["1s", "1m", "5m", "1h"]
+if set(IntervalName.__args__) != set(INTERVALS):  # the schema must name every interval
+    raise ImportError("IntervalName is out of step with markets.candles.INTERVALS")
+
+AssetClassName = Literal["crypto", "equity", "fx"]
+
+
+class ErrorOut(Schema):
+    code: str = Field(description="Machine-readable: unknown_symbol, bad_request, ...")
+    message: str = Field(description="Human-readable explanation.")
+    detail: list[dict] | None = Field(
+        None, description="Per-parameter validation errors, when there are any."
+    )
+
+
+class SymbolOut(Schema):
+    ticker: str
+    name: str
+    asset_class: AssetClassName
+    quote_currency: str
+    tick_size: float
+    last_price: float | None = Field(description="Price of the last tick; null before any.")
+    bid: float | None
+    ask: float | None
+    last_seq: int | None
+    last_ts: int | None = Field(description="Epoch ms (UTC) of the last tick.")
+    session_open: float | None = Field(
+        description="First price of the current UTC day (the day's first 1h candle's open)."
+    )
+    change_pct: float | None = Field(
+        description="(last_price - session_open) / session_open * 100; null when unknown."
+    )
+    live: bool = Field(description="Whether the last tick is at most FEED_LIVE_SECONDS old.")
+
+
+class TickOut(Schema):
+    symbol: str
+    seq: int
+    ts: int = Field(description="Creation time, epoch ms (UTC).")
+    price: float
+    bid: float
+    ask: float
+    size: float
+
+
+class TicksOut(Schema):
+    symbol: str
+    ticks: list[TickOut] = Field(description="Ascending by seq, all with seq > after_seq.")
+    has_more: bool = Field(description="More ticks follow; ask again with the last seq.")
+
+
+class CandleOut(Schema):
+    start: int = Field(description="Bucket start, epoch ms (UTC), inclusive.")
+    end: int = Field(description="Bucket end, epoch ms (UTC), exclusive.")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = Field(description="Sum of the ticks' sizes.")
+    ticks: int = Field(description="Number of ticks in the candle.")
+    first_seq: int
+    last_seq: int
+    closed: bool = Field(description="False for the current candle, which still changes.")
+
+
+class CandlesOut(Schema):
+    symbol: str
+    interval: IntervalName
+    candles: list[CandleOut] = Field(description="Ascending by start, at most one per start.")
+
+
+class CheckOut(Schema):
+    ok: bool
+    latency_ms: float | None
+    error: str | None
+
+
+class HealthOut(Schema):
+    status: Literal["ok", "degraded"]
+    redis: CheckOut
+    database: CheckOut
+    feed: dict[str, float | None] = Field(
+        description="Seconds since each active symbol's last tick; null if it never ticked."
+    )
+    stale: list[str] = Field(
+        description="Active symbols with no tick in the last FEED_STALE_SECONDS."
+    )
