@@ -238,7 +238,18 @@ export class WatchlistView {
     button.textContent = "×";
     removeCell.appendChild(button);
 
-    tr.append(symCell, lastCell, numCell("chg"), numCell("pct"), numCell("bid"), numCell("ask"), sparkCell, removeCell);
+    // Bid over ask in one cell keeps the row narrow enough for the sparkline.
+    const quoteCell = document.createElement("td");
+    quoteCell.className = "num c-quote";
+    for (const key of ["bid", "ask"]) {
+      const span = document.createElement("span");
+      span.className = `c-${key}`;
+      span.textContent = "—";
+      cells[key] = span;
+      quoteCell.appendChild(span);
+    }
+
+    tr.append(symCell, lastCell, numCell("chg"), numCell("pct"), quoteCell, sparkCell, removeCell);
     const row = {
       tr,
       cells,
