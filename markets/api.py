@@ -46,6 +46,7 @@ SymbolPath = Annotated[
     str,
     Path(
         description="Ticker, e.g. BTC-USD.",
+        examples=["BTC-USD"],
         pattern=f"^{SYMBOL_PATTERN.pattern}$",
         max_length=SYMBOL_MAX_LENGTH,
     ),

@@ -1,0 +1,184 @@
+"""The REST API served by a real stack (daphne + Celery worker + beat + Redis).
+
+Schemathesis generates requests from /api/openapi.json and checks every response
+against the schema; none may be a server error. The docs page is loaded in real
+headless Chromium with every non-local request blocked, to show it works offline.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.realstack import BIN, real_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+# Bounded so the whole schemathesis run stays well under a minute.
+MAX_EXAMPLES = 60
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, bytes, float]:
+    """Status, body and seconds taken; HTTP errors are answers too."""
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read(), time.perf_counter() - started
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """A live stack whose feed ticks every symbol; yielded once /api/health/ says ok."""
+    with real_stack(
+        tmp_path_factory.mktemp("api-stack"), TICK_RATE="10", CANDLE_PERSIST_SECONDS="1"
+    ) as stack:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            status, body, _ = get(f"{stack.http_url}/api/health/")
+            if status == 200:
+                break
+            time.sleep(0.5)
+        assert status == 200, (body, stack.log("worker1")[-3000:])
+        yield stack
+
+
+def test_schemathesis_finds_no_server_error(stack, tmp_path):
+    """Generated requests (valid and invalid) all get documented, schema-valid answers.
+
+    Runs the schemathesis CLI against the live server: its pytest loader cannot
+    follow a fixture on this pytest, and the CLI adds the coverage phase's edge cases.
+    """
+    report = tmp_path / "schemathesis.json"
+    started = time.monotonic()
+    run = subprocess.run(
+        [
+            str(BIN / "st"), "--config-file", str(CONFIG),
+            "run", f"{stack.http_url}/api/openapi.json",
+            "--checks", "all",
+            "--phases", "examples,coverage,fuzzing",
+            "--max-examples", str(MAX_EXAMPLES),
+            "--seed", "20260105",
+            "--workers", "2",
+            "--request-timeout", "10",
+            "--report", "json", "--report-json-path", str(report),
+        ],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    took = time.monotonic() - started
+    print(run.stdout[-3000:])
+    print(f"schemathesis took {took:.1f} s")
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "No issues found" in run.stdout
+
+
+def test_live_endpoints_answer_quickly_with_real_feed_data(stack):
+    base = stack.http_url
+    status, body, _ = get(f"{base}/api/symbols/?asset_class=crypto")
+    assert status == 200
+    symbols = json.loads(body)
+    assert symbols and all(s["live"] and s["last_price"] > 0 for s in symbols)
+    assert all(s["change_pct"] is not None for s in symbols)
+
+    status, body, _ = get(f"{base}/api/symbols/BTC-USD/ticks?limit=50")
+    ticks = json.loads(body)["ticks"]
+    assert status == 200 and ticks
+    seqs = [t["seq"] for t in ticks]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+    status, body, _ = get(f"{base}/api/symbols/BTC-USD/candles?interval=1s&limit=5")
+    candles = json.loads(body)["candles"]
+    assert status == 200 and candles and candles[-1]["closed"] is False
+
+    # Latency of each endpoint over keep-alive-less requests, as a client would see it.
+    paths = [
+        "/api/symbols/",
+        "/api/symbols/BTC-USD/",
+        "/api/symbols/BTC-USD/ticks?limit=100",
+        "/api/symbols/BTC-USD/candles?interval=1m",
+        "/api/health/",
+    ]
+    figures = {}
+    for path in paths:
+        took = []
+        for _ in range(40):
+            status, _, seconds = get(base + path)
+            assert status == 200, path
+            took.append(seconds * 1000)
+        took.sort()
+        figures[path] = (statistics.median(took), took[int(len(took) * 0.95) - 1])
+    for path, (p50, p95) in figures.items():
+        print(f"REST latency {path}: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+        assert p50 < 100, (path, p50)
+
+
+def test_closed_candles_reach_the_database_through_celery_beat(stack):
+    """The beat-scheduled task persists closed 1m candles; the API serves them merged."""
+    import sqlite3
+
+    db = stack.workdir / "db.sqlite3"
+    deadline = time.monotonic() + 90
+    rows = []
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute(
+                "SELECT c.start, c.tick_count FROM markets_candle c JOIN markets_symbol s "
+                "ON s.id = c.symbol_id WHERE s.ticker = 'BTC-USD' AND c.interval = '1m'"
+            ).fetchall()
+        conn.close()
+        if rows:
+            break
+        time.sleep(1)
+    assert rows, "no 1m candle was persisted within 90 s"
+    status, body, _ = get(f"{stack.http_url}/api/symbols/BTC-USD/candles?interval=1m")
+    served = json.loads(body)["candles"]
+    assert status == 200
+    starts = [c["start"] for c in served]
+    assert len(starts) == len(set(starts))  # merged without duplicates
+    assert served[0]["closed"] is True and served[0]["ticks"] > 0
+
+
+@pytest.mark.browser
+async def test_docs_page_renders_offline_in_chromium(stack):
+    from playwright.async_api import async_playwright
+
+    foreign: list[str] = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium")
+        try:
+            page = await browser.new_page()
+
+            async def only_local(route):
+                url = route.request.url
+                if url.startswith(stack.http_url) or url.startswith("data:"):
+                    await route.continue_()
+                else:
+                    foreign.append(url)
+                    await route.abort()
+
+            await page.route("**/*", only_local)
+            await page.goto(f"{stack.http_url}/api/docs")
+            await page.wait_for_selector(".opblock", timeout=15_000)
+            operations = await page.locator(".opblock-summary-path").all_inner_texts()
+        finally:
+            await browser.close()
+    assert sorted(o.replace("\u200b", "") for o in operations) == sorted(
+        [
+            "/api/symbols/",
+            "/api/symbols/{symbol}/",
+            "/api/symbols/{symbol}/ticks",
+            "/api/symbols/{symbol}/candles",
+            "/api/health/",
+        ]
+    )
+    assert foreign == []
