@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "markets",
     "feeds",
     "frontend",
+    "loadtest",
 ]
 
 MIDDLEWARE = [
@@ -89,30 +90,42 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Every key this deployment writes starts with this, so parallel runs can share one server.
 REDIS_PREFIX = env_str("REDIS_PREFIX", "ticker")
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [
-                {
-                    "address": REDIS_URL,
-                    # redis-py 8 defaults socket_timeout to 5 s, which equals the layer's
-                    # 5 s BZPOPMIN and closes idle consumers with 1011 (channels_redis#422).
-                    "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0, minimum=10.0),
-                    "socket_connect_timeout": 5,
-                    # redis-py 8 caps a pool at 100 and raises past it; every group_add of
-                    # a burst of subscribers needs its own connection.
-                    "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
-                }
-            ],
-            "prefix": f"{REDIS_PREFIX}:asgi",
-            "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
-            "expiry": 10,
-            # Groups are re-joined on reconnect; a day outlives any healthy connection.
-            "group_expiry": 86400,
-        },
-    }
+_REDIS_HOST = {
+    "address": REDIS_URL,
+    # redis-py 8 defaults socket_timeout to 5 s, which equals the core layer's 5 s
+    # BZPOPMIN and closes idle consumers with 1011 (channels_redis#422).
+    "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0, minimum=10.0),
+    "socket_connect_timeout": 5,
+    # redis-py 8 caps a pool at 100 and raises past it; every group_add of a burst
+    # of subscribers needs its own connection.
+    "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
 }
+# "pubsub": one PUBLISH per group and fan-out inside each web process.
+# "core": channels_redis' default layer, which writes a copy per group member to Redis.
+CHANNEL_LAYER = env_str("CHANNEL_LAYER", "core")
+if CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [_REDIS_HOST], "prefix": f"{REDIS_PREFIX}:asgi"},
+        }
+    }
+elif CHANNEL_LAYER == "core":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [_REDIS_HOST],
+                "prefix": f"{REDIS_PREFIX}:asgi",
+                "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
+                "expiry": 10,
+                # Groups are re-joined on reconnect; a day outlives any healthy connection.
+                "group_expiry": 86400,
+            },
+        }
+    }
+else:
+    raise ValueError(f"CHANNEL_LAYER={CHANNEL_LAYER!r}: use 'pubsub' or 'core'")
 
 # --- Celery
 CELERY_BROKER_URL = REDIS_URL
