@@ -34,5 +34,9 @@ chromium:
 test: install lint chromium
 	$(BIN)/python -m tickerproject.stack test -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Load-test a running stack (default: the local one); e.g. make loadtest ARGS="--clients 1000".
+loadtest: install
+	$(BIN)/python manage.py loadtest $(ARGS)
+
 clean:
 	rm -rf $(VENV) var staticfiles db.sqlite3

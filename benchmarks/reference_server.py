@@ -1,0 +1,197 @@
+"""The bare-Python ceiling: one asyncio process, `websockets`, ticks made in-process.
+
+It speaks the subset of protocol v1 (docs/protocol.md) that the load-test harness
+uses, so ``python manage.py loadtest`` can load it exactly like the real stack:
+
+- ``{"action": "subscribe", "symbols": [...], "id": 1}`` answers ``subscribed``
+  (unknown symbols get an ``unknown_symbol`` error); ``unsubscribe``, ``list`` and
+  ``ping`` work as in v1; anything else is answered with a v1 error.
+- Every ``1 / tick-rate`` seconds each symbol gets one tick,
+  ``{"type": "tick", "symbol", "seq", "ts", "price", "bid", "ask", "size"}``, with
+  ``seq`` rising by exactly 1. The JSON is encoded once per tick and fanned out with
+  ``websockets.broadcast``; there is no channel layer, no Redis and no Django.
+- ``batch_ms`` in ``subscribe`` is ignored: this server always sends ``tick`` frames,
+  which is the point of comparison for the real stack's batched ``ticks`` frames.
+- No snapshot or resume: a client simply starts at the next live tick.
+
+Run: ``python benchmarks/reference_server.py --port 8765 --tick-rate 10``.
+It listens on 127.0.0.1 only and stops on SIGINT or SIGTERM.
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterable
+
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+
+# The first twenty tickers of the project's default universe (markets/universe.py).
+DEFAULT_SYMBOLS = (
+    "AAPL,ADA-USD,AMZN,AUD-USD,BTC-USD,DOGE-USD,ETH-USD,EUR-USD,GBP-USD,GOOGL,"
+    "JPM,LTC-USD,META,MSFT,NVDA,SOL-USD,TSLA,USD-CAD,USD-CHF,USD-JPY"
+)
+MAX_SYMBOLS_PER_CONNECTION = 50
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def error(code: str, message: str, *, id=None, symbols: list[str] | None = None) -> str:
+    msg = {"type": "error", "id": id, "code": code, "message": message}
+    if symbols is not None:
+        msg["symbols"] = symbols
+    return json.dumps(msg)
+
+
+class Market:
+    """Per-symbol random walks, seq counters and subscriber sets."""
+
+    def __init__(self, symbols: Iterable[str], *, seed: int = 0) -> None:
+        self.symbols = list(symbols)
+        self.subscribers: dict[str, set[ServerConnection]] = {s: set() for s in self.symbols}
+        self.seq = dict.fromkeys(self.symbols, 0)
+        self.price = {s: 100.0 + 10 * i for i, s in enumerate(self.symbols)}
+        self.rng = random.Random(seed)
+        self.ticks_sent = 0
+
+    def tick_all(self) -> None:
+        """Called once per tick interval: one tick per symbol, encoded once, broadcast."""
+        ts = now_ms()
+        gauss = self.rng.gauss
+        for symbol in self.symbols:
+            self.seq[symbol] += 1
+            price = round(self.price[symbol] * math.exp(0.0005 * gauss(0.0, 1.0)), 4)
+            self.price[symbol] = price
+            subs = self.subscribers[symbol]
+            if not subs:
+                continue
+            spread = round(price * 0.0001, 4)
+            text = json.dumps(
+                {
+                    "type": "tick",
+                    "symbol": symbol,
+                    "seq": self.seq[symbol],
+                    "ts": ts,
+                    "price": price,
+                    "bid": round(price - spread, 4),
+                    "ask": round(price + spread, 4),
+                    "size": round(self.rng.random() * 10, 3),
+                },
+                separators=(",", ":"),
+            )
+            broadcast(subs, text)
+            self.ticks_sent += len(subs)
+
+    async def run(self, tick_rate: float) -> None:
+        """Ticks on a fixed schedule; a late interval is caught up, not skipped."""
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / tick_rate
+        next_at = loop.time()
+        while True:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            self.tick_all()
+
+
+async def handle(ws: ServerConnection, market: Market) -> None:
+    """Called once per accepted connection; serves its commands until it closes."""
+    mine: set[str] = set()
+    try:
+        async for frame in ws:
+            if not isinstance(frame, str):
+                await ws.send(error("bad_request", "binary frames are not accepted"))
+                continue
+            if len(frame) > MAX_MESSAGE_BYTES:
+                await ws.send(error("message_too_large", "a command may be at most 64 KiB"))
+                continue
+            try:
+                cmd = json.loads(frame)
+            except ValueError:
+                await ws.send(error("bad_json", "the frame is not valid JSON"))
+                continue
+            for answer in command(cmd, mine, ws, market):
+                await ws.send(answer)
+    except ConnectionClosed:
+        pass
+    finally:
+        for symbol in mine:
+            market.subscribers[symbol].discard(ws)
+
+
+def command(cmd: object, mine: set[str], ws: ServerConnection, market: Market) -> list[str]:
+    """Answer one decoded command (the v1 subset), updating subscriptions."""
+    if not isinstance(cmd, dict):
+        return [error("bad_request", "a command must be a JSON object")]
+    id = cmd.get("id")
+    action = cmd.get("action")
+    if action == "ping":
+        return [json.dumps({"type": "pong", "id": id, "ts": now_ms()})]
+    if action == "list":
+        return [json.dumps({"type": "subscriptions", "id": id, "symbols": sorted(mine)})]
+    if action not in ("subscribe", "unsubscribe"):
+        return [error("unknown_action", f"unknown action {str(action)[:40]!r}", id=id)]
+    symbols = cmd.get("symbols")
+    if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
+        return [error("bad_request", "'symbols' must be a non-empty list of strings", id=id)]
+    symbols = list(dict.fromkeys(symbols))
+    if action == "unsubscribe":
+        for symbol in symbols:
+            if symbol in mine:
+                mine.discard(symbol)
+                market.subscribers[symbol].discard(ws)
+        return [json.dumps({"type": "unsubscribed", "id": id, "symbols": symbols})]
+    known = [s for s in symbols if s in market.subscribers]
+    unknown = [s for s in symbols if s not in market.subscribers]
+    if len(mine | set(known)) > MAX_SYMBOLS_PER_CONNECTION:
+        return [error("too_many_symbols", "too many symbols for one connection", id=id)]
+    answers = []
+    for symbol in known:
+        mine.add(symbol)
+        market.subscribers[symbol].add(ws)
+    if known:
+        answers.append(json.dumps({"type": "subscribed", "id": id, "symbols": known}))
+    if unknown:
+        answers.append(
+            error(
+                "unknown_symbol", f"unknown symbol(s): {', '.join(unknown)}", id=id, symbols=unknown
+            )
+        )
+    return answers
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="comma-separated tickers")
+    parser.add_argument("--tick-rate", type=float, default=10.0, help="ticks/s per symbol")
+    args = parser.parse_args(argv)
+
+    market = Market(s.strip() for s in args.symbols.split(",") if s.strip())
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
+    # No compression: daphne does not negotiate permessage-deflate either.
+    async with serve(
+        lambda ws: handle(ws, market),
+        "127.0.0.1",
+        args.port,
+        compression=None,
+        max_size=MAX_MESSAGE_BYTES,
+    ):
+        print(f"reference server on ws://127.0.0.1:{args.port}/ ", end="", flush=True)
+        print(f"({len(market.symbols)} symbols at {args.tick_rate}/s)", flush=True)
+        ticker = asyncio.create_task(market.run(args.tick_rate))
+        await stop
+        ticker.cancel()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,143 @@
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from loadtest.config import LoadTestConfig, origin_for
+from loadtest.report import build_report, summary_lines, write_report
+from loadtest.runner import LoadTestError, Second, run_loadtest
+from loadtest.selectors import loadtest_symbols
+from markets.symbols import is_valid_symbol
+from tickerproject.env import env_str
+
+# Exit status when the run worked but a --max-*/--min-* threshold was broken.
+THRESHOLD_EXIT_CODE = 3
+
+
+def default_url() -> str:
+    host = env_str("HOST", "127.0.0.1")
+    # A server bound to every interface is still reached over loopback.
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"ws://{host}:{env_str('PORT', '8000')}/ws/prices/"
+
+
+class Command(BaseCommand):
+    help = (
+        "Load-test a price stream: open N WebSocket clients that each subscribe to K "
+        "symbols, measure delivery, latency and seq continuity, and report. "
+        "See docs/loadtest.md."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--url", default=None, help="ws:// URL (default: the local stack)")
+        parser.add_argument("--origin", default=None, help="Origin header (default: from --url)")
+        parser.add_argument("--clients", type=int, default=100)
+        parser.add_argument("--symbols-per-client", type=int, default=5, metavar="K")
+        parser.add_argument(
+            "--symbols",
+            default=None,
+            help="comma-separated tickers, or a count N for the first N active symbols "
+            "(default: every active symbol)",
+        )
+        parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
+        parser.add_argument(
+            "--ramp", type=float, default=5.0, help="seconds over which clients connect"
+        )
+        parser.add_argument(
+            "--processes", type=int, default=os.cpu_count() or 1, help="client processes"
+        )
+        parser.add_argument("--report", default=None, help="write PATH.json and PATH.html")
+        parser.add_argument(
+            "--tick-rate",
+            type=float,
+            default=None,
+            help="ticks/s per symbol the server sends (default: the TICK_RATE setting)",
+        )
+        parser.add_argument(
+            "--batch-ms", type=int, default=None, help="ask for batched 'ticks' frames"
+        )
+        parser.add_argument("--connect-timeout", type=float, default=30.0)
+        parser.add_argument("--max-p99-ms", type=float, default=None)
+        parser.add_argument("--max-gap-ratio", type=float, default=None)
+        parser.add_argument("--min-delivered-ratio", type=float, default=None)
+
+    def handle(self, *args, **options) -> None:
+        config = self.build_config(options)
+        self.stdout.write(
+            f"load test: {config.clients:,} clients x {config.symbols_per_client} of "
+            f"{len(config.symbols)} symbols at {config.tick_rate}/s -> "
+            f"{config.expected_ticks_per_s:,.0f} ticks/s expected; {config.url}; "
+            f"ramp {config.ramp} s, measuring {config.duration} s, "
+            f"{config.processes} client processes"
+        )
+        try:
+            outcome = run_loadtest(config=config, on_second=self.progress)
+        except LoadTestError as exc:
+            raise CommandError(str(exc)) from exc
+        report = build_report(outcome)
+        self.stdout.write("")
+        for line in summary_lines(report):
+            self.stdout.write(line)
+        if options["report"]:
+            json_path, html_path = write_report(report, options["report"])
+            self.stdout.write(f"report: {json_path} and {html_path}")
+        if not report["connections"]["opened"]:
+            raise CommandError("no connection opened; is the server running at that URL?")
+        if not report["thresholds"]["passed"]:
+            raise CommandError(
+                "; ".join(report["thresholds"]["violations"]), returncode=THRESHOLD_EXIT_CODE
+            )
+
+    def progress(self, row: Second) -> None:
+        """Called by the runner once per second with totals over all client processes."""
+        self.stdout.write(
+            f"{row.second:5d}s {row.phase:<8} open {row.open:>6,}  failed {row.failed:,}  "
+            f"closed {row.closed_early:,}  |  {row.frames_per_s:>8,} msg/s  "
+            f"{row.ticks_per_s:>8,} ticks/s"
+        )
+        self.stdout.flush()
+
+    def build_config(self, options: dict) -> LoadTestConfig:
+        url = options["url"] or default_url()
+        symbols = self.parse_symbols(options["symbols"])
+        processes = max(1, min(options["processes"], options["clients"]))
+        thresholds = {
+            name: options[name]
+            for name in ("max_p99_ms", "max_gap_ratio", "min_delivered_ratio")
+            if options[name] is not None
+        }
+        try:
+            return LoadTestConfig(
+                url=url,
+                origin=options["origin"] or origin_for(url),
+                clients=options["clients"],
+                symbols_per_client=options["symbols_per_client"],
+                symbols=tuple(symbols),
+                duration=options["duration"],
+                ramp=options["ramp"],
+                processes=processes,
+                tick_rate=options["tick_rate"] or settings.TICK_RATE,
+                batch_ms=options["batch_ms"],
+                connect_timeout=options["connect_timeout"],
+                thresholds=thresholds,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def parse_symbols(self, value: str | None) -> list[str]:
+        if value is None:
+            symbols = loadtest_symbols()
+        elif value.strip().isdigit():
+            count = int(value)
+            symbols = loadtest_symbols(count=count)
+            if len(symbols) < count:
+                raise CommandError(f"--symbols {count}: only {len(symbols)} active symbols")
+        else:
+            symbols = list(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+            bad = [s for s in symbols if not is_valid_symbol(s)]
+            if bad:
+                raise CommandError(f"--symbols: not valid tickers: {', '.join(bad)}")
+        if not symbols:
+            raise CommandError("--symbols: no symbols to subscribe to")
+        return symbols

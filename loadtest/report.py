@@ -1,0 +1,322 @@
+"""Turning a load test's outcome into a summary, a JSON report and an HTML report.
+
+The HTML report is one self-contained file: plotly.js is embedded inline from the
+plotly Python package (``include_plotlyjs=True``), so it opens offline and never
+fetches anything from a CDN.
+"""
+
+import html
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .runner import Outcome
+from .stats import gap_ratio, percentile
+
+REPORT_FORMAT = 1
+# A client process busier than this was probably the bottleneck, not the server.
+SATURATED_CPU = 0.9
+
+
+def build_report(outcome: Outcome) -> dict[str, Any]:
+    """Everything measured, as JSON-ready data; thresholds are judged here too."""
+    cfg = outcome.config
+    t = outcome.totals
+    window = cfg.duration
+    expected = cfg.expected_ticks_per_s
+    delivered = t.ticks_counted / window
+    spans = [hi - lo for lo, hi in t.seq_span.values()]
+    cpu = [round(s / window, 3) for s in t.cpu_seconds]
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+        "config": cfg.as_dict(),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "connections": {
+            "requested": cfg.clients,
+            "attempted": t.attempted,
+            "opened": t.opened,
+            "failed": t.failed,
+            "closed_early": t.closed_early,
+            "open_at_end": t.open_at_end,
+            "subscribed": t.subscribed,
+            "connect_ms": {
+                "p50": _round(percentile(t.connect_ms, 50)),
+                "p90": _round(percentile(t.connect_ms, 90)),
+                "p99": _round(percentile(t.connect_ms, 99)),
+                "max": _round(max(t.connect_ms, default=None)),
+            },
+            "connect_errors": dict(t.connect_errors.most_common()),
+            "close_codes": dict(t.close_codes.most_common()),
+        },
+        "throughput": {
+            "window_s": window,
+            "expected_ticks_per_s": expected,
+            "delivered_ticks_per_s": round(delivered, 1),
+            "delivered_ratio": round(delivered / expected, 4) if expected else None,
+            "frames_per_s": round(t.frames_counted / window, 1),
+            "ticks_per_frame": round(t.ticks_counted / t.frames_counted, 2)
+            if t.frames_counted
+            else None,
+            "batch_frames_per_s": round(t.batch_frames_counted / window, 1),
+            "ticks_counted": t.ticks_counted,
+            # Seqs advanced per second per symbol, median over symbols: the server's
+            # real tick rate, to check the expected figure against.
+            "observed_tick_rate": round((statistics.median(spans) + 1) / window, 2)
+            if spans
+            else None,
+        },
+        "latency_ms": t.latency.summary(),
+        "seq": {
+            "streams": t.streams,
+            "gaps": t.seq.gaps,
+            "gap_ratio": round(gap_ratio(gaps=t.seq.gaps, delivered=t.ticks_counted), 6),
+            "duplicates": t.seq.duplicates,
+            "out_of_order": t.seq.out_of_order,
+            "resets": t.seq.resets,
+        },
+        "errors": {
+            "total": sum(t.errors.values()),
+            "by_code": dict(t.errors.most_common()),
+            "samples": t.error_samples,
+        },
+        "snapshots": {"frames": t.snapshots, "ticks": t.snapshot_ticks},
+        "unexpected": dict(t.unexpected.most_common()),
+        "harness": {
+            "processes": cfg.processes,
+            "cpu_per_process": cpu,
+            "saturated": any(c >= SATURATED_CPU for c in cpu),
+        },
+        "timeline": {
+            "second": [r.second for r in outcome.timeline],
+            "phase": [r.phase for r in outcome.timeline],
+            "open": [r.open for r in outcome.timeline],
+            "failed": [r.failed for r in outcome.timeline],
+            "closed_early": [r.closed_early for r in outcome.timeline],
+            "frames_per_s": [r.frames_per_s for r in outcome.timeline],
+            "ticks_per_s": [r.ticks_per_s for r in outcome.timeline],
+        },
+    }
+    xs, ys = t.latency.cdf()
+    report["latency_cdf"] = {"ms": xs, "fraction": [round(y, 6) for y in ys]}
+    report["thresholds"] = judge(report, cfg.thresholds)
+    return report
+
+
+def judge(report: dict[str, Any], thresholds: dict[str, float]) -> dict[str, Any]:
+    """Compare the figures with the limits given on the command line."""
+    violations: list[str] = []
+    if (limit := thresholds.get("max_p99_ms")) is not None:
+        p99 = report["latency_ms"]["p99"]
+        if p99 is None:
+            violations.append(f"p99 latency: no ticks were measured (limit {limit} ms)")
+        elif p99 > limit:
+            violations.append(f"p99 latency {p99} ms is above {limit} ms")
+    if (limit := thresholds.get("max_gap_ratio")) is not None:
+        ratio = report["seq"]["gap_ratio"]
+        if ratio > limit:
+            violations.append(f"gap ratio {ratio} is above {limit}")
+    if (limit := thresholds.get("min_delivered_ratio")) is not None:
+        ratio = report["throughput"]["delivered_ratio"]
+        if ratio is not None and ratio < limit:
+            violations.append(f"delivered ratio {ratio} is below {limit}")
+    return {**thresholds, "violations": violations, "passed": not violations}
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _n(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The end-of-run summary, as printed by the command."""
+    c = report["connections"]
+    tp = report["throughput"]
+    lat = report["latency_ms"]
+    seq = report["seq"]
+    err = report["errors"]
+    ratio = tp["delivered_ratio"]
+    lines = [
+        f"connections  opened {_n(c['opened'])}/{_n(c['requested'])}  failed {_n(c['failed'])}"
+        f"  closed early {_n(c['closed_early'])}  open at end {_n(c['open_at_end'])}"
+        f"  (connect p50 {_n(c['connect_ms']['p50'])} ms, p99 {_n(c['connect_ms']['p99'])} ms)",
+        f"throughput   delivered {_n(tp['delivered_ticks_per_s'])} ticks/s of expected "
+        f"{_n(tp['expected_ticks_per_s'])} ("
+        + ("-" if ratio is None else f"{ratio:.1%}")
+        + f")  frames {_n(tp['frames_per_s'])}/s  observed tick rate "
+        f"{_n(tp['observed_tick_rate'])}/s per symbol",
+        f"latency ms   p50 {_n(lat['p50'])}  p90 {_n(lat['p90'])}  p99 {_n(lat['p99'])}"
+        f"  max {_n(lat['max'])}  (ts to receipt, {_n(lat['count'])} ticks)",
+        f"seq          gaps {_n(seq['gaps'])} (ratio {seq['gap_ratio']:.6f})  duplicates "
+        f"{_n(seq['duplicates'])}  out of order {_n(seq['out_of_order'])}  resets "
+        f"{_n(seq['resets'])}  over {_n(seq['streams'])} streams",
+        f"errors       {_n(err['total'])} received"
+        + (f" {err['by_code']}" if err["by_code"] else ""),
+    ]
+    if c["connect_errors"]:
+        lines.append(f"connect errors {c['connect_errors']}")
+    if c["close_codes"]:
+        lines.append(f"early close codes {c['close_codes']}")
+    if report["unexpected"]:
+        lines.append(f"unexpected frames {report['unexpected']}")
+    cpu = report["harness"]["cpu_per_process"]
+    lines.append(
+        "harness      CPU per client process " + ", ".join(f"{c:.0%}" for c in cpu)
+        if cpu
+        else "harness      -"
+    )
+    if report["harness"]["saturated"]:
+        lines.append(
+            "WARNING: a client process was near 100% CPU; the harness may be the bottleneck "
+            "(more --processes, or run it on another machine)."
+        )
+    th = report["thresholds"]
+    for violation in th["violations"]:
+        lines.append(f"THRESHOLD BROKEN: {violation}")
+    return lines
+
+
+def report_paths(path: str | Path) -> tuple[Path, Path]:
+    """``PATH`` -> (PATH.json, PATH.html); a .json or .html suffix on PATH is dropped."""
+    path = Path(path)
+    if path.suffix in (".json", ".html"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".json"), path.with_name(path.name + ".html")
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
+    json_path, html_path = report_paths(path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    html_path.write_text(render_html(report))
+    return json_path, html_path
+
+
+def _figures(report: dict[str, Any]) -> list[Any]:
+    import plotly.graph_objects as go
+
+    cfg = report["config"]
+    tl = report["timeline"]
+    window = (cfg["ramp"], cfg["ramp"] + cfg["duration"])
+
+    cdf = report["latency_cdf"]
+    latency = go.Figure(
+        go.Scatter(x=cdf["ms"], y=cdf["fraction"], mode="lines", name="ticks", line_shape="hv")
+    )
+    for name in ("p50", "p90", "p99"):
+        value = report["latency_ms"][name]
+        if value is not None:
+            latency.add_vline(x=max(value, 0.1), line_dash="dot", annotation_text=name)
+    latency.update_layout(
+        title="Latency CDF: tick ts to receipt (measurement window)",
+        xaxis={"title": "latency (ms, log scale)", "type": "log"},
+        yaxis={"title": "fraction of ticks", "range": [0, 1.02]},
+    )
+
+    throughput = go.Figure()
+    throughput.add_scatter(x=tl["second"], y=tl["ticks_per_s"], name="ticks/s", mode="lines")
+    throughput.add_scatter(x=tl["second"], y=tl["frames_per_s"], name="frames/s", mode="lines")
+    expected = report["throughput"]["expected_ticks_per_s"]
+    if expected:
+        throughput.add_hline(y=expected, line_dash="dash", annotation_text="expected ticks/s")
+    throughput.add_vrect(x0=window[0], x1=window[1], fillcolor="green", opacity=0.06, line_width=0)
+    throughput.update_layout(
+        title="Throughput over time (shaded: measurement window)",
+        xaxis={"title": "seconds since start"},
+        yaxis={"title": "per second", "rangemode": "tozero"},
+    )
+
+    connections = go.Figure()
+    connections.add_scatter(x=tl["second"], y=tl["open"], name="open", mode="lines")
+    connections.add_scatter(x=tl["second"], y=tl["failed"], name="failed (total)", mode="lines")
+    connections.add_scatter(
+        x=tl["second"], y=tl["closed_early"], name="closed early (total)", mode="lines"
+    )
+    connections.add_vrect(x0=window[0], x1=window[1], fillcolor="green", opacity=0.06, line_width=0)
+    connections.update_layout(
+        title="Connections over time",
+        xaxis={"title": "seconds since start"},
+        yaxis={"title": "connections", "rangemode": "tozero"},
+    )
+    for fig in (latency, throughput, connections):
+        fig.update_layout(template="plotly_white", height=420, margin={"t": 60})
+    return [latency, throughput, connections]
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """One self-contained page: summary table, three charts, plotly.js inline."""
+    charts = []
+    for i, fig in enumerate(_figures(report)):
+        charts.append(
+            fig.to_html(
+                full_html=False,
+                # The first chart carries plotly.js inline; the others reuse it.
+                include_plotlyjs=(i == 0),
+                config={"displaylogo": False, "responsive": True},
+            )
+        )
+    cfg = report["config"]
+    rows = [
+        ("Target", f"{cfg['url']} (Origin {cfg['origin']})"),
+        (
+            "Load",
+            f"{cfg['clients']:,} clients x {cfg['symbols_per_client']} symbols of "
+            f"{len(cfg['symbols'])}, tick rate {cfg['tick_rate']}/s, batch_ms "
+            f"{cfg['batch_ms']}, ramp {cfg['ramp']} s, window {cfg['duration']} s, "
+            f"{cfg['processes']} client processes",
+        ),
+        ("Started", report["started_at"]),
+    ]
+    rows += [
+        (line.split(" ", 1)[0], line.split(" ", 1)[1].strip()) for line in summary_lines(report)
+    ]
+    verdict = report["thresholds"]
+    given = [k for k in verdict if k not in ("violations", "passed")]
+    if not given:
+        status = "no thresholds given"
+    else:
+        status = "all thresholds met" if verdict["passed"] else "THRESHOLDS BROKEN"
+    table = "\n".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>ticker load test {html.escape(report["started_at"])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5rem; }}
+th, td {{ text-align: left; padding: .25rem .75rem; border-bottom: 1px solid #ddd;
+  vertical-align: top; }}
+th {{ white-space: nowrap; }}
+.status {{ font-weight: bold; }}
+</style>
+</head>
+<body>
+<h1>ticker load test</h1>
+<p class="status">{html.escape(status)}</p>
+<table>
+{table}
+</table>
+{"".join(charts)}
+</body>
+</html>
+"""
