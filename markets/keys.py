@@ -27,6 +27,11 @@ def lease_key(symbol: str) -> str:
     return _key("lease", symbol)
 
 
+def candle_clock_key(symbol: str) -> str:
+    """Newest tick time (epoch ms) the symbol's candles have seen; it never goes back."""
+    return _key("candleclock", symbol)
+
+
 def candle_index_key(symbol: str, interval: str) -> str:
     """Sorted set of a symbol's candle bucket starts (epoch ms) at one interval."""
     return f"{_key('candles', symbol)}:{interval}"

@@ -21,9 +21,9 @@ from .ticks import Tick, TickDraft
 # Event type the consumer handles (PriceStreamConsumer.tick_message).
 TICK_EVENT_TYPE = "tick.message"
 
-# KEYS per tick: seq, history, lease, epoch, then one candle index per interval.
-# ARGV: token, maxlen, now_ms, interval count, per interval (length ms, retention ms),
-# then per tick ts, price, bid, ask, size.
+# KEYS per tick: seq, history, lease, epoch, candle clock, then one candle index per
+# interval. ARGV: token, maxlen, now_ms, interval count, per interval (length ms,
+# retention ms), then per tick ts, price, bid, ask, size.
 # Returns each tick's seq, or 0 where the lease is not ours.
 #
 # Candles are updated here, in the step that INCRs seq, so a tick is counted in its
@@ -35,22 +35,16 @@ local token = ARGV[1]
 local maxlen = ARGV[2]
 local now = ARGV[3]
 local n_iv = tonumber(ARGV[4])
-local stride = 4 + n_iv
+local stride = 5 + n_iv
 local first_tick_arg = 5 + 2 * n_iv
 local out = {}
 
-local function candle(index_key, ms, keep_ms, ts, price, size, seq)
-  local start = ts - ts % ms
-  -- Never reopen an older bucket: the newest one takes a tick from a clock that
-  -- stepped back, so a bucket with a newer one after it is final.
-  local newest = redis.call('ZREVRANGE', index_key, 0, 0, 'WITHSCORES')
-  if newest[2] and tonumber(newest[2]) > start then
-    start = tonumber(newest[2])
-  end
+local function candle(index_key, ms, keep_ms, at, price, size, seq)
+  local start = at - at % ms
   local start_s = string.format('%d', start)
   local key = index_key .. ':' .. start_s
-  local hl = redis.call('HMGET', key, 'h', 'l')
-  if not hl[1] then
+  local cur = redis.call('HMGET', key, 'h', 'l', 'v', 'n')
+  if not cur[1] then
     redis.call('HSET', key, 'start', start_s, 'o', price, 'h', price, 'l', price,
       'c', price, 'v', size, 'n', 1, 'first_seq', seq, 'last_seq', seq)
     redis.call('PEXPIRE', key, keep_ms)
@@ -58,18 +52,20 @@ local function candle(index_key, ms, keep_ms, ts, price, size, seq)
     redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. string.format('%d', start - keep_ms))
     redis.call('PEXPIRE', index_key, keep_ms)
   else
-    local p = tonumber(price)
-    if p > tonumber(hl[1]) then redis.call('HSET', key, 'h', price) end
-    if p < tonumber(hl[2]) then redis.call('HSET', key, 'l', price) end
-    redis.call('HSET', key, 'c', price, 'last_seq', seq)
-    redis.call('HINCRBYFLOAT', key, 'v', size)
-    redis.call('HINCRBY', key, 'n', 1)
+    local p, h, l = tonumber(price), cur[1], cur[2]
+    if p > tonumber(h) then h = price end
+    if p < tonumber(l) then l = price end
+    -- %.17g round-trips a double exactly: the volume is a plain float sum.
+    redis.call('HSET', key, 'h', h, 'l', l, 'c', price, 'last_seq', seq,
+      'v', string.format('%.17g', tonumber(cur[3]) + tonumber(size)),
+      'n', string.format('%d', tonumber(cur[4]) + 1))
   end
 end
 
 for i = 0, (#KEYS / stride) - 1 do
   local k = stride * i
-  local seq_key, hist_key, lease_key, epoch_key = KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4]
+  local seq_key, hist_key, lease_key, epoch_key, clock_key =
+    KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4], KEYS[k+5]
   local a = first_tick_arg + 5*i
   if token ~= '' and redis.call('GET', lease_key) ~= token then
     out[i+1] = 0
@@ -83,10 +79,16 @@ for i = 0, (#KEYS / stride) - 1 do
     redis.call('XADD', hist_key, 'MAXLEN', '~', maxlen, seq .. '-0',
       'ts', ARGV[a], 'price', ARGV[a+1], 'bid', ARGV[a+2], 'ask', ARGV[a+3],
       'size', ARGV[a+4])
-    local ts = tonumber(ARGV[a])
+    -- Candles follow a per-symbol clock that never goes back: a tick stamped before
+    -- the newest bucket joins that bucket, so a bucket with a newer one is final.
+    local at = tonumber(ARGV[a])
+    local last = tonumber(redis.call('GET', clock_key) or '0')
+    if last > at then at = last end
+    local seq_s = string.format('%d', seq)
     for j = 1, n_iv do
-      candle(KEYS[k+4+j], tonumber(ARGV[3+2*j]), ARGV[4+2*j], ts, ARGV[a+1], ARGV[a+4], seq)
+      candle(KEYS[k+5+j], tonumber(ARGV[3+2*j]), ARGV[4+2*j], at, ARGV[a+1], ARGV[a+4], seq_s)
     end
+    redis.call('SET', clock_key, string.format('%d', at), 'PX', ARGV[4+2*n_iv])
     out[i+1] = seq
   end
 end
@@ -132,6 +134,7 @@ class TickPublisher:
                 keys.history_key(d.symbol),
                 keys.lease_key(d.symbol),
                 keys.epoch_key(d.symbol),
+                keys.candle_clock_key(d.symbol),
                 *(keys.candle_index_key(d.symbol, name) for name in INTERVALS),
             ]
             args += [ts, repr(d.price), repr(d.bid), repr(d.ask), repr(d.size)]
