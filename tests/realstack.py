@@ -84,21 +84,28 @@ class RealStack:
         self.manage("migrate", "--noinput")
         self.manage("seed_symbols")
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, args: list[str], extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")  # closed in stop()
         proc = subprocess.Popen(
-            args, env=self.env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT
+            args,
+            env={**self.env, **(extra_env or {})},
+            cwd=BASE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         proc._log = log  # type: ignore[attr-defined]
         self.procs[name] = proc
         return proc
 
     def start_web(self) -> subprocess.Popen:
+        """The ASGI server ASGI_SERVER names (daphne by default), as `make run` starts it."""
         proc = self._spawn(
             "web",
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
-             "tickerproject.asgi:application"],
-        )  # fmt: skip
+            [sys.executable, "-m", "tickerproject.serve"],
+            extra_env={"HOST": "127.0.0.1", "PORT": str(self.port)},
+        )
         wait_for_port(self.port)
         return proc
 
