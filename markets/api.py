@@ -174,10 +174,10 @@ async def get_candles(
     if start is not None and end is not None and start >= end:
         raise HttpError(422, "start must be before end")
     await _symbol_or_404(symbol)
-    at = now_ms()
     found = await candle_reads.candles(
         symbol=symbol, interval=interval, start=start, end=end, limit=limit
     )
+    at, clock = now_ms(), await candle_reads.candle_clock(symbol=symbol)
     length = INTERVALS[interval]
     return {
         "symbol": symbol,
@@ -194,7 +194,7 @@ async def get_candles(
                 ticks=c.ticks,
                 first_seq=c.first_seq,
                 last_seq=c.last_seq,
-                closed=c.is_closed(at_ms=at),
+                closed=c.is_closed(at_ms=at, clock_ms=clock),
             )
             for c in found
         ],

@@ -81,8 +81,14 @@ class Candle:
     def end(self) -> int:
         return self.start + INTERVALS[self.interval]
 
-    def is_closed(self, *, at_ms: int) -> bool:
-        """Whether no tick can still change it at ``at_ms`` (its end plus the grace)."""
+    def is_closed(self, *, at_ms: int, clock_ms: int | None = None) -> bool:
+        """Whether no tick can still change it.
+
+        True once the symbol's candle clock (``candle_clock``) has reached its end, since
+        later ticks go to newer buckets; else once ``at_ms`` is past its end plus the grace.
+        """
+        if clock_ms is not None and clock_ms >= self.end:
+            return True
         return at_ms >= self.end + settings.CANDLE_CLOSE_GRACE_MS
 
 
@@ -124,6 +130,12 @@ def candle_from_row(row: CandleRow, symbol: str) -> Candle:
         first_seq=row.first_seq,
         last_seq=row.last_seq,
     )
+
+
+async def candle_clock(*, symbol: str) -> int | None:
+    """The newest tick time the symbol's candles have seen (epoch ms), if any."""
+    value = await redis_client().get(keys.candle_clock_key(symbol))
+    return None if value is None else int(value)
 
 
 async def redis_candles(

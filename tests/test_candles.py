@@ -5,12 +5,14 @@ import random
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from feeds.lease import SymbolLeases
 from markets import keys, publishing
 from markets.candles import (
     INTERVALS,
     bucket_start,
+    candle_clock,
     candles,
     persist_closed_candles,
     redis_candles,
@@ -138,6 +140,27 @@ async def test_a_clock_stepping_back_never_reopens_an_older_bucket(clock):
     assert [c.start for c in await read("1m")] == [T0 + 60_000]
     (c,) = await read("1m")
     assert (c.ticks, c.low, c.close) == (2, 90.0, 90.0)
+
+
+async def test_a_candle_closes_once_the_symbols_clock_passes_its_end(clock):
+    publisher = TickPublisher()
+    clock.ms = T0 + 500
+    await publisher.publish([draft(100.0)])
+    assert await candle_clock(symbol="BTC-USD") == T0 + 500
+    (first,) = await read("1s")
+    assert not first.is_closed(at_ms=T0 + 600, clock_ms=T0 + 500)
+    clock.ms = T0 + 1_500
+    await publisher.publish([draft(101.0)])
+    clock.ms = T0 + 1_200  # stepping back leaves the clock where it was
+    await publisher.publish([draft(102.0)])
+    now_clock = await candle_clock(symbol="BTC-USD")
+    assert now_clock == T0 + 1_500
+    first, second = await read("1s")
+    # Within the time grace, yet final: every later tick goes to a newer bucket.
+    assert first.is_closed(at_ms=T0 + 1_600, clock_ms=now_clock)
+    assert not second.is_closed(at_ms=T0 + 1_600, clock_ms=now_clock)
+    assert second.is_closed(at_ms=T0 + 2_000 + settings.CANDLE_CLOSE_GRACE_MS, clock_ms=None)
+    assert await candle_clock(symbol="ETH-USD") is None
 
 
 async def test_redis_keeps_a_bounded_number_of_buckets(clock, settings):
