@@ -218,12 +218,28 @@ def _figures(report: dict[str, Any]) -> list[Any]:
 
     cdf = report["latency_cdf"]
     latency = go.Figure(
-        go.Scatter(x=cdf["ms"], y=cdf["fraction"], mode="lines", name="ticks", line_shape="hv")
+        go.Scatter(
+            x=[max(x, 0.1) for x in cdf["ms"]],
+            y=cdf["fraction"],
+            mode="lines",
+            name="ticks",
+            line_shape="hv",
+        )
     )
-    for name in ("p50", "p90", "p99"):
-        value = report["latency_ms"][name]
-        if value is not None:
-            latency.add_vline(x=max(value, 0.1), line_dash="dot", annotation_text=name)
+    marks = [
+        (name, report["latency_ms"][name], fraction)
+        for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+        if report["latency_ms"][name] is not None
+    ]
+    latency.add_scatter(
+        # A log axis cannot show 0 ms: the floor bucket is drawn at 0.1 ms.
+        x=[max(value, 0.1) for _, value, _ in marks],
+        y=[fraction for _, _, fraction in marks],
+        text=[f"{name} {value} ms" for name, value, _ in marks],
+        mode="markers+text",
+        textposition="middle left",
+        name="percentiles",
+    )
     latency.update_layout(
         title="Latency CDF: tick ts to receipt (measurement window)",
         xaxis={"title": "latency (ms, log scale)", "type": "log"},

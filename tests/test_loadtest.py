@@ -1,0 +1,433 @@
+"""The load-test harness: its bookkeeping, its frame handling, and whole runs.
+
+Unit tests check the statistics against hand-made seq and latency sequences.
+The end-to-end tests run ``manage.py loadtest`` as a subprocess, once against the
+bare-Python reference server and once against a real stack (daphne + Celery +
+Redis), and check the figures and reports it produced.
+"""
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect as sync_connect
+
+from loadtest.client import Run, TickClient
+from loadtest.config import LoadTestConfig, origin_for
+from loadtest.report import build_report, judge, render_html, report_paths
+from loadtest.runner import Outcome, Second, _Timeline
+from loadtest.stats import LatencyHistogram, SeqCounts, SeqTracker, WorkerTotals, percentile
+from tests.realstack import free_port, real_stack, wait_for_port
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+THRESHOLD_EXIT_CODE = 3
+
+
+def make_config(**overrides) -> LoadTestConfig:
+    values = {
+        "url": "ws://127.0.0.1:1/ws/prices/",
+        "origin": "http://127.0.0.1:1",
+        "clients": 10,
+        "symbols_per_client": 2,
+        "symbols": ("AAPL", "BTC-USD", "ETH-USD", "MSFT"),
+        "duration": 5.0,
+        "ramp": 1.0,
+        "processes": 2,
+        "tick_rate": 10.0,
+    }
+    values.update(overrides)
+    return LoadTestConfig(**values)
+
+
+# --- seq checks
+
+
+def feed(tracker: SeqTracker, seqs: list[int], counting: bool = True) -> SeqCounts:
+    counts = SeqCounts()
+    for seq in seqs:
+        tracker.observe(seq, counting, counts)
+    return counts
+
+
+def test_contiguous_seqs_are_clean():
+    counts = feed(SeqTracker(), list(range(41, 61)))
+    assert counts == SeqCounts()
+
+
+def test_a_skipped_seq_is_a_gap_of_the_right_size():
+    counts = feed(SeqTracker(), [1, 2, 3, 7, 8, 10])
+    assert counts.gaps == 3 + 1
+    assert counts.duplicates == counts.out_of_order == 0
+
+
+def test_a_repeated_seq_is_a_duplicate():
+    counts = feed(SeqTracker(), [1, 2, 2, 3, 1])
+    assert counts.duplicates == 2
+    assert counts.gaps == counts.out_of_order == 0
+
+
+def test_a_late_seq_is_out_of_order_and_not_a_gap():
+    counts = feed(SeqTracker(), [1, 2, 4, 5, 3, 6])
+    assert counts.out_of_order == 1
+    assert counts.gaps == 0  # 3 arrived late: nothing was lost
+    assert counts.duplicates == 0
+    # ...and the same seq once more is then a duplicate.
+    tracker = SeqTracker()
+    counts = feed(tracker, [1, 3, 2, 2])
+    assert (counts.out_of_order, counts.duplicates, counts.gaps) == (1, 1, 0)
+
+
+def test_a_snapshot_seeds_the_stream():
+    tracker = SeqTracker()
+    tracker.seed(100)
+    assert feed(tracker, [101, 102]) == SeqCounts()
+    tracker = SeqTracker()
+    tracker.seed(100)
+    assert feed(tracker, [103]).gaps == 2
+
+
+def test_a_snapshot_takes_back_gaps_it_covers():
+    tracker = SeqTracker()
+    counts = SeqCounts()
+    for seq in (1, 5):
+        tracker.observe(seq, True, counts)
+    assert counts.gaps == 3
+    tracker.seed(5)  # seqs 2..4 arrive in the snapshot: forget them as missing
+    tracker.observe(3, True, counts)
+    assert counts.duplicates == 1 and counts.out_of_order == 0
+
+
+def test_reset_forgets_the_stream():
+    tracker = SeqTracker()
+    counts = feed(tracker, [50, 51])
+    tracker.reset()
+    for seq in (1, 2):
+        tracker.observe(seq, True, counts)
+    assert counts == SeqCounts()
+
+
+def test_anomalies_before_the_window_seed_but_are_not_counted():
+    tracker = SeqTracker()
+    counts = feed(tracker, [1, 5, 5], counting=False)
+    assert counts == SeqCounts()
+    assert tracker.last == 5
+    assert feed(tracker, [6, 7]) == SeqCounts()
+    assert (tracker.first_counted, tracker.last_counted) == (6, 7)
+
+
+# --- latency
+
+
+def test_histogram_percentiles_match_nearest_rank():
+    hist = LatencyHistogram()
+    values = [float(v) for v in range(1, 1001)]
+    for v in reversed(values):
+        hist.record(v)
+    for p in (50, 90, 99):
+        assert hist.percentile(p) == percentile(values, p)
+    assert (hist.percentile(50), hist.percentile(90), hist.percentile(99)) == (500, 900, 990)
+    assert hist.percentile(100) == hist.summary()["max"] == 1000
+    assert hist.summary()["mean"] == pytest.approx(500.5)
+
+
+def test_histogram_floors_to_a_tenth_of_a_millisecond_and_clamps_negatives():
+    hist = LatencyHistogram()
+    for v in (0.04, 0.15, 12.349, -3.0):
+        hist.record(v)
+    assert hist.percentile(25) == 0.0
+    assert hist.percentile(75) == 0.1
+    assert hist.percentile(99) == 12.3
+    assert LatencyHistogram().percentile(50) is None
+
+
+def test_histograms_merge_as_if_recorded_together():
+    a, b, both = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    for i in range(500):
+        (a if i % 3 else b).record(i / 7)
+        both.record(i / 7)
+    a.merge(b)
+    assert a.counts == both.counts
+    assert a.summary() == both.summary()
+    xs, ys = a.cdf()
+    assert xs == sorted(xs) and ys == sorted(ys) and ys[-1] == 1.0
+
+
+def test_worker_totals_merge_sums_and_unions():
+    a, b = WorkerTotals(opened=3, ticks_counted=10), WorkerTotals(opened=2, ticks_counted=5)
+    a.errors["bad_json"] += 1
+    b.errors["bad_json"] += 2
+    a.seq_span["AAPL"] = [10, 20]
+    b.seq_span["AAPL"] = [8, 18]
+    b.seq_span["MSFT"] = [1, 2]
+    a.merge(b)
+    assert (a.opened, a.ticks_counted, a.errors["bad_json"]) == (5, 15, 3)
+    assert a.seq_span == {"AAPL": [8, 20], "MSFT": [1, 2]}
+
+
+# --- configuration
+
+
+def test_symbols_are_spread_evenly_over_clients():
+    cfg = make_config(clients=30, symbols_per_client=3, symbols=tuple(f"S{i}" for i in range(7)))
+    per_symbol = Counter(s for c in range(cfg.clients) for s in cfg.client_symbols(c))
+    assert sum(per_symbol.values()) == 30 * 3
+    assert max(per_symbol.values()) - min(per_symbol.values()) <= 1
+    for c in range(cfg.clients):
+        assert len(set(cfg.client_symbols(c))) == 3
+
+
+def test_clients_are_split_across_processes_without_overlap():
+    cfg = make_config(clients=11, processes=3)
+    shares = [cfg.worker_clients(w) for w in range(3)]
+    assert sorted(i for share in shares for i in share) == list(range(11))
+    assert [len(s) for s in shares] == [4, 4, 3]
+
+
+def test_config_rejects_impossible_loads():
+    with pytest.raises(ValueError, match="more than"):
+        make_config(symbols_per_client=5)
+    with pytest.raises(ValueError):
+        make_config(clients=0)
+    with pytest.raises(ValueError):
+        make_config(batch_ms=5000)
+    assert make_config(symbols_per_client=0).expected_ticks_per_s == 0
+
+
+def test_origin_follows_the_url():
+    assert origin_for("ws://127.0.0.1:8000/ws/prices/") == "http://127.0.0.1:8000"
+    assert origin_for("wss://example.test/ws/") == "https://example.test"
+    with pytest.raises(ValueError):
+        origin_for("http://127.0.0.1/")
+
+
+# --- frame handling in one client, no server needed
+
+
+def tick(symbol: str, seq: int, ts: int) -> dict:
+    return {"type": "tick", "symbol": symbol, "seq": seq, "ts": ts, "price": 1.0,
+            "bid": 0.9, "ask": 1.1, "size": 0.1}  # fmt: skip
+
+
+async def test_client_counts_tick_batch_snapshot_error_and_reset_frames():
+    cfg = make_config(ramp=0.0, duration=60.0)
+    run = Run(cfg, t0=time.time() - 1)  # inside the measurement window
+    client = TickClient(run, 0, ["AAPL", "BTC-USD"])
+    now = time.time() * 1000
+    ts = int(now) - 20
+
+    def send(msg: dict) -> None:
+        client._text(json.dumps(msg).encode(), now)
+
+    send({"type": "subscribed", "id": 1, "symbols": ["AAPL", "BTC-USD"]})
+    # Snapshot ticks seed the seq check and never count as delivered or for latency.
+    send({"type": "snapshot", "symbol": "AAPL", "epoch": "1",
+          "ticks": [tick("AAPL", s, ts - 5000) for s in (8, 9, 10)]})  # fmt: skip
+    send({"type": "snapshot", "symbol": "BTC-USD", "epoch": "1", "ticks": []})
+    send(tick("AAPL", 11, ts))
+    send({"type": "ticks", "ticks": [tick("AAPL", 12, ts), tick("BTC-USD", 500, ts)]})
+    send({"type": "ticks", "ticks": [tick("AAPL", 14, ts), tick("BTC-USD", 501, ts)]})
+    send(tick("AAPL", 14, ts))
+    send({"type": "error", "id": None, "code": "bad_request", "message": "x"})
+    send({"type": "reset", "symbol": "BTC-USD", "reason": "epoch_changed"})
+    send(tick("BTC-USD", 1, ts))
+    send(tick("MSFT", 1, ts))
+    client._text(b"not json", now)
+
+    t = run.totals
+    assert t.subscribed == 1
+    assert (t.snapshots, t.snapshot_ticks) == (2, 3)
+    assert t.ticks_counted == t.ticks == 7
+    assert t.batch_frames_counted == 2
+    assert t.latency.total == 7 and 19 <= t.latency.percentile(50) <= 21
+    assert t.seq == SeqCounts(gaps=1, duplicates=1, out_of_order=0, resets=1)
+    assert t.errors == Counter({"bad_request": 1})
+    assert t.unexpected == Counter({"tick of a symbol not subscribed": 1, "not a JSON object": 1})
+
+
+async def test_ticks_outside_the_window_are_not_measured():
+    cfg = make_config(ramp=30.0, duration=5.0)
+    run = Run(cfg, t0=time.time())  # the ramp has only begun
+    client = TickClient(run, 0, ["AAPL"])
+    now = time.time() * 1000
+    for seq in (1, 2, 4):
+        client._text(json.dumps(tick("AAPL", seq, int(now))).encode(), now)
+    t = run.totals
+    assert t.ticks == 3 and t.ticks_counted == 0 and t.latency.total == 0
+    assert t.seq.gaps == 0
+    assert client.trackers["AAPL"].last == 4
+
+
+# --- progress, report, thresholds
+
+
+def test_timeline_sums_processes_per_second_and_waits_for_laggards():
+    cfg = make_config(processes=2, ramp=1.0, duration=2.0)
+    rows: list[Second] = []
+    timeline = _Timeline(cfg, rows.append)
+    timeline.add(0, 1, (5, 5, 0, 0, 100, 90))
+    assert rows == []  # process 1 has not reported second 1 yet
+    timeline.add(1, 1, (4, 4, 1, 0, 50, 40))
+    timeline.add(1, 2, (4, 4, 1, 0, 150, 130))
+    timeline.add(0, 2, (5, 5, 0, 0, 300, 280))
+    assert [(r.second, r.phase, r.open, r.failed) for r in rows] == [
+        (1, "ramp", 9, 1),
+        (2, "measure", 9, 1),
+    ]
+    assert (rows[1].frames_per_s, rows[1].ticks_per_s) == (300, 280)
+
+
+def synthetic_outcome(**config) -> Outcome:
+    cfg = make_config(**config)
+    totals = WorkerTotals(clients=10, attempted=10, opened=10, subscribed=10, streams=20)
+    for i in range(900):
+        totals.latency.record(1 + i % 50)
+    totals.ticks_counted = totals.frames_counted = 900
+    totals.seq.gaps = 9
+    totals.seq_span = {"AAPL": [1, 50], "MSFT": [3, 52]}
+    totals.cpu_seconds = [0.5, 0.6]
+    totals.connect_ms = [1.0, 2.0, 30.0]
+    timeline = [Second(s, "measure", 10, 10, 0, 0, 180 * s, 180 * s, 180, 180) for s in range(1, 7)]
+    return Outcome(cfg, totals, timeline, "2026-01-01T00:00:00+00:00", "later")
+
+
+def test_report_figures_and_thresholds():
+    report = build_report(synthetic_outcome(thresholds={"max_p99_ms": 10, "max_gap_ratio": 0}))
+    assert report["throughput"]["delivered_ticks_per_s"] == 180.0
+    assert report["throughput"]["expected_ticks_per_s"] == 200.0
+    assert report["throughput"]["delivered_ratio"] == 0.9
+    assert report["throughput"]["observed_tick_rate"] == 10.0
+    assert report["seq"]["gap_ratio"] == pytest.approx(9 / 909, abs=1e-6)
+    assert report["latency_ms"]["p99"] == 50
+    verdict = report["thresholds"]
+    assert not verdict["passed"]
+    assert len(verdict["violations"]) == 2
+    ok = judge(report, {"max_p99_ms": 50, "max_gap_ratio": 0.01, "min_delivered_ratio": 0.9})
+    assert ok["passed"] and ok["violations"] == []
+    json.dumps(report)  # JSON-ready throughout
+
+
+def test_html_report_is_self_contained():
+    page = render_html(build_report(synthetic_outcome()))
+    assert_self_contained(page)
+
+
+def assert_self_contained(page: str) -> None:
+    # plotly.js itself is inline: no <script src>, no stylesheet link, no CDN load.
+    assert not re.search(r"<script[^>]*\bsrc=", page)
+    assert not re.search(r"<link[^>]*\bhref=", page)
+    assert "plotly.js v" in page
+    assert page.count('class="plotly-graph-div"') == 3
+
+
+def test_report_paths():
+    assert report_paths("out/run") == (Path("out/run.json"), Path("out/run.html"))
+    assert report_paths("out/run.html") == (Path("out/run.json"), Path("out/run.html"))
+
+
+# --- whole runs
+
+
+def run_command(*args: str, env: dict | None = None, timeout: float = 120):
+    return subprocess.run(
+        [sys.executable, "manage.py", "loadtest", *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for_a_live_tick(url: str, origin: str, symbol: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with sync_connect(url, origin=origin, open_timeout=10) as ws:
+        ws.send(json.dumps({"action": "subscribe", "symbols": [symbol]}))
+        while time.monotonic() < deadline:
+            msg = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if msg["type"] in ("tick", "ticks"):
+                return
+    raise AssertionError(f"no live tick of {symbol} within {timeout}s")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_against_the_reference_server_and_the_threshold_exit_code(tmp_path):
+    """The bare-Python server delivers everything; an impossible p99 limit fails the run."""
+    port = free_port()
+    symbols = "AAPL,BTC-USD,ETH-USD,MSFT"
+    server = subprocess.Popen(
+        [sys.executable, str(BASE_DIR / "benchmarks" / "reference_server.py"),
+         "--port", str(port), "--symbols", symbols, "--tick-rate", "20"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        result = run_command(
+            "--url", f"ws://127.0.0.1:{port}/", "--clients", "10", "--processes", "2",
+            "--symbols", symbols, "--symbols-per-client", "2", "--tick-rate", "20",
+            "--duration", "3", "--ramp", "1", "--report", str(tmp_path / "ref"),
+            "--max-gap-ratio", "0", "--max-p99-ms", "0.05",
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert result.returncode == THRESHOLD_EXIT_CODE, result.stdout + result.stderr
+    assert "p99 latency" in result.stderr and "above 0.05 ms" in result.stderr
+    report = json.loads((tmp_path / "ref.json").read_text())
+    assert report["connections"]["opened"] == 10
+    # 10 clients x 2 symbols x 20/s: this server has no reason to lose a tick.
+    assert report["throughput"]["expected_ticks_per_s"] == 400
+    assert report["throughput"]["delivered_ratio"] >= 0.9, report["throughput"]
+    assert report["seq"]["gaps"] == report["seq"]["duplicates"] == 0
+    assert report["seq"]["streams"] == 20
+    assert report["thresholds"]["violations"] == [
+        f"p99 latency {report['latency_ms']['p99']} ms is above 0.05 ms"
+    ]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_loadtest_command_against_a_real_stack(tmp_path):
+    rate = 10
+    symbols = ["AAPL", "BTC-USD", "ETH-USD", "MSFT"]
+    with real_stack(tmp_path, TICK_RATE=str(rate)) as stack:
+        wait_for_a_live_tick(stack.ws_url, stack.origin, symbols[0])
+        result = run_command(
+            "--url", stack.ws_url, "--clients", "20", "--processes", "2",
+            "--symbols", ",".join(symbols), "--symbols-per-client", "2",
+            "--tick-rate", str(rate), "--duration", "5", "--ramp", "2",
+            "--report", str(tmp_path / "report"),
+            "--max-gap-ratio", "0", "--max-p99-ms", "5000",
+            env=stack.env,
+        )  # fmt: skip
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Live progress, once a second.
+    assert len(re.findall(r"^\s+\d+s (ramp|measure)", result.stdout, re.M)) >= 5
+    assert "delivered" in result.stdout and "p99" in result.stdout
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    conns = report["connections"]
+    assert (conns["opened"], conns["failed"], conns["closed_early"]) == (20, 0, 0)
+    assert conns["subscribed"] == 20
+    # Every new subscription starts with a snapshot (protocol addition 1).
+    assert report["snapshots"]["frames"] == 40
+    tp = report["throughput"]
+    assert tp["expected_ticks_per_s"] == 20 * 2 * rate
+    assert tp["delivered_ratio"] >= 0.8, tp
+    assert 0.7 * rate <= tp["observed_tick_rate"] <= 1.1 * rate, tp
+    seq = report["seq"]
+    assert (seq["gaps"], seq["duplicates"], seq["out_of_order"], seq["resets"]) == (0, 0, 0, 0)
+    assert seq["streams"] == 40
+    assert report["errors"]["total"] == 0 and report["unexpected"] == {}
+    lat = report["latency_ms"]
+    assert lat["count"] == tp["ticks_counted"] > 0
+    assert 0 <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] <= 5000
+    assert max(report["timeline"]["open"]) == 20
+    assert report["thresholds"]["passed"] is True
+    assert_self_contained((tmp_path / "report.html").read_text())
