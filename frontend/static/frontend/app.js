@@ -226,13 +226,11 @@ class Dashboard {
     this.frameQueued = false;
     this.frames += 1;
     const dirty = this.store.takeDirty();
-    for (const symbol of this.watchlist.takePendingSparklines()) dirty.add(symbol);
-    this.watchlist.render(this.store, dirty);
-    if (dirty.has(this.prefs.selected)) this._renderHeader();
+    for (const symbol of this.watchlist.takeOwed()) dirty.add(symbol);
+    const drawn = this.watchlist.render(this.store, dirty);
+    if (drawn.has(this.prefs.selected)) this._renderHeader();
     const chartOwesWork = this.chart.flush();
-    let rowsOweWork = false;
-    for (const row of this.watchlist.rows.values()) rowsOweWork ||= row.sparkPending;
-    if (chartOwesWork || rowsOweWork) this._requestFrame();
+    if (chartOwesWork || this.watchlist.owesWork) this._requestFrame();
   }
 
   _renderHeader() {

@@ -6,6 +6,7 @@ import { INTERVALS } from "./candles.js";
 
 export const LINE_MAX_POINTS = 600;
 export const CANDLES_SHOWN = 120;
+const MIN_DRAW_GAP_MS = 50;
 
 const COLORS = {
   price: "#38bdf8",
@@ -64,8 +65,8 @@ export class ChartView {
     this.candlesRevision = -1;
     this.lastDrawAt = -Infinity;
     // Plotly redraws the whole SVG on every update; how long that takes sets how
-    // often we allow it (see flush). Starts at one frame.
-    this.minGapMs = 16;
+    // often we allow it (see flush).
+    this.minGapMs = MIN_DRAW_GAP_MS;
     this.lastDrawCostMs = 0;
     this.draws = 0;
   }
@@ -110,10 +111,11 @@ export class ChartView {
     const end = this.now();
     this.lastDrawAt = end;
     this.lastDrawCostMs = end - start;
-    // Keep Plotly under roughly a third of the main thread whatever the tick
-    // rate: a draw that cost 20 ms waits 40 ms before the next one. Ticks that
-    // arrive meanwhile are drawn together.
-    this.minGapMs = Math.min(500, Math.max(16, this.lastDrawCostMs * 2));
+    // Keep Plotly under about a quarter of the main thread whatever the tick
+    // rate: a draw that cost 20 ms waits 60 ms before the next one, and the
+    // chart never redraws more than 20 times a second (the watchlist still
+    // updates every frame). Ticks that arrive meanwhile are drawn together.
+    this.minGapMs = Math.min(1000, Math.max(MIN_DRAW_GAP_MS, this.lastDrawCostMs * 3));
     this.draws += 1;
     return this.hasWork;
   }

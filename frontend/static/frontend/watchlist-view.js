@@ -6,12 +6,12 @@ import { formatChange, formatPct, formatPrice } from "./format.js";
 const SVG_NS = "http://www.w3.org/2000/svg";
 const SPARK_W = 80;
 const SPARK_H = 26;
-// Sparklines move little per tick; redrawing them at ~5 Hz is indistinguishable
-// from 60 Hz and saves most of the row's per-frame work.
+// Nobody reads a price that changes 60 times a second: a row's numbers are
+// redrawn at most ~12 times a second, which also caps its flashes and keeps
+// text layout off most frames. Sparklines move little per tick: ~5 Hz.
+const ROW_MIN_INTERVAL_MS = 80;
 const SPARK_MIN_INTERVAL_MS = 200;
 const FLASH_MS = 650;
-const FLASH_UP = "rgba(34, 197, 94, 0.55)";
-const FLASH_DOWN = "rgba(239, 68, 68, 0.55)";
 
 /** SVG polyline points for a sparkline of `values` in a w x h box. */
 export function sparklinePoints(values, w = SPARK_W, h = SPARK_H) {
@@ -102,14 +102,43 @@ export class WatchlistView {
     }
   }
 
-  /** Redraw the rows of `symbols` from the store. */
+  /** Redraw the rows of `symbols` from the store; rows drawn too recently wait. Returns those drawn. */
   render(store, symbols) {
     const now = this.now();
+    const drawn = new Set();
     for (const symbol of symbols) {
       const row = this.rows.get(symbol);
       const series = store.get(symbol);
-      if (row && series) this._renderRow(row, series, now);
+      if (!row || !series) continue;
+      if (now - row.drawnAt < ROW_MIN_INTERVAL_MS && series.last !== null && row.seq !== null) {
+        row.owed = true; // drawn by a later frame, with whatever is newest then
+        continue;
+      }
+      row.owed = false;
+      row.drawnAt = now;
+      this._renderRow(row, series, now);
+      drawn.add(symbol);
     }
+    return drawn;
+  }
+
+  /** Symbols whose rows still owe a redraw (throttled in an earlier frame). */
+  takeOwed() {
+    const out = [];
+    for (const [symbol, row] of this.rows) {
+      if (row.owed || row.sparkPending) {
+        row.owed = false;
+        row.sparkPending = false;
+        out.push(symbol);
+      }
+    }
+    return out;
+  }
+
+  /** True while some row waits for a later frame. */
+  get owesWork() {
+    for (const row of this.rows.values()) if (row.owed || row.sparkPending) return true;
+    return false;
   }
 
   _renderRow(row, series, now) {
@@ -152,27 +181,16 @@ export class WatchlistView {
     }
   }
 
-  /** Rows whose sparkline still owes a redraw (throttled last frame). */
-  takePendingSparklines() {
-    const out = [];
-    for (const [symbol, row] of this.rows) {
-      if (row.sparkPending) {
-        row.sparkPending = false;
-        out.push(symbol);
-      }
-    }
-    return out;
-  }
-
   _flash(row, direction) {
-    row.lastCell.dataset.dir = direction > 0 ? "up" : "down";
-    // The Web Animations API restarts the flash without forcing a style
-    // recalculation the way removing and re-adding a CSS class would.
+    const dir = direction > 0 ? "up" : "down";
+    if (row.dir !== dir) {
+      row.dir = dir;
+      row.lastCell.dataset.dir = dir;
+    }
+    // Restarting through the Web Animations API avoids the forced style
+    // recalculation of removing and re-adding a CSS class.
     row.flash?.cancel();
-    row.flash = row.lastCell.animate(
-      [{ backgroundColor: direction > 0 ? FLASH_UP : FLASH_DOWN }, { backgroundColor: "transparent" }],
-      { duration: FLASH_MS, easing: "ease-out" },
-    );
+    row.flash = row.flashEl.animate([{ opacity: 1 }, { opacity: 0 }], { duration: FLASH_MS, easing: "ease-out" });
   }
 
   _text(row, key, value) {
@@ -214,7 +232,19 @@ export class WatchlistView {
       cells[key] = td;
       return td;
     };
-    const lastCell = numCell("last");
+    // The flash is an overlay whose opacity is animated: the compositor runs
+    // that without main-thread style or paint work in every frame, unlike an
+    // animated background colour.
+    const lastCell = document.createElement("td");
+    lastCell.className = "num c-last";
+    const flash = document.createElement("span");
+    flash.className = "flash";
+    flash.setAttribute("aria-hidden", "true");
+    const lastValue = document.createElement("span");
+    lastValue.className = "value";
+    lastValue.textContent = "—";
+    cells.last = lastValue;
+    lastCell.append(flash, lastValue);
     const sparkCell = document.createElement("td");
     sparkCell.className = "c-spark";
     const svg = document.createElementNS(SVG_NS, "svg");
@@ -254,6 +284,8 @@ export class WatchlistView {
       tr,
       cells,
       lastCell,
+      flashEl: flash,
+      dir: null,
       spark,
       staleMark,
       texts: {},
@@ -264,6 +296,8 @@ export class WatchlistView {
       sparkRevision: -1,
       sparkDrawnAt: -Infinity,
       sparkPending: false,
+      owed: false,
+      drawnAt: -Infinity,
     };
     this.rows.set(symbol, row);
     return row;
