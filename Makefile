@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test install lint format chromium loadtest clean
+.PHONY: run test test-js install lint format chromium loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,7 +31,13 @@ format: install
 chromium:
 	@scripts/ensure-chromium.sh
 
-test: install lint chromium
+# The dashboard's JS unit tests: node's built-in test runner, no npm packages.
+NODE ?= node
+test-js:
+	@command -v $(NODE) >/dev/null || { echo "The JS unit tests need Node.js >= 18: apt-get install nodejs" >&2; exit 1; }
+	$(NODE) --test tests/js/*.test.mjs
+
+test: install lint chromium test-js
 	$(BIN)/python -m tickerproject.stack test -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Load-test a running stack (default: the local one); e.g. make loadtest ARGS="--clients 1000".
