@@ -123,7 +123,7 @@ class Server:
 
     def start(self, env: dict[str, str], args: list[str]) -> None:
         self._log = open(self.log_path, "ab")  # closed in stop()
-        # A session of its own: stop() can then end the whole tree it spawned.
+        # A session of its own: Ctrl-C reaches only this script, which stops it in order.
         self.proc = subprocess.Popen(
             args,
             env=env,
@@ -136,18 +136,30 @@ class Server:
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None:
             return
+        try:
+            # honcho puts each of its processes in a process group of its own, so
+            # remember the whole tree now and end any survivor by PID afterwards.
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.kill()
                 self.proc.wait(timeout=10)
-        try:
-            # Anything of this session still alive (a grandchild that ignored SIGTERM).
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for p in tree:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(tree, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
         self._log.close()
         self.proc = None
 

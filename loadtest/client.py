@@ -1,10 +1,11 @@
 """The client side of a load test: one process runs many WebSocket clients on one loop.
 
 Each client is an ``asyncio.Protocol`` driving the websockets library's Sans-I/O
-``ClientProtocol`` (handshake, framing, ping replies, closing handshake). The
-library's high-level ``connect()`` costs about 35 us of CPU per received frame here,
-against about 9 us this way; on a 2-core machine the harness shares the CPUs with
-the server it measures, so every microsecond it spends is taken from the server.
+``ClientProtocol`` (handshake, framing, ping replies, closing handshake): frames are
+handled in the read callback, with no task or future per message, and one receipt
+time serves every frame of a socket read. About 20-30 us of CPU per frame remain on
+the 2-core benchmark machine, mostly the socket read, the frame parser and
+``json``; the harness shares those CPUs with the server it measures.
 
 Nothing here imports Django: client processes start fast and stay small.
 """
