@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Symbol
+from .models import Candle, Symbol
 
 
 @admin.register(Symbol)
@@ -17,3 +17,10 @@ class SymbolAdmin(admin.ModelAdmin):
     )
     list_filter = ("asset_class", "active")
     search_fields = ("ticker", "name")
+
+
+@admin.register(Candle)
+class CandleAdmin(admin.ModelAdmin):
+    list_display = ("symbol", "interval", "start", "open", "high", "low", "close", "volume")
+    list_filter = ("interval", "symbol")
+    date_hierarchy = "start"
