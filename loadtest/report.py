@@ -92,6 +92,7 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
         "unexpected": dict(t.unexpected.most_common()),
         "harness": {
             "processes": cfg.processes,
+            "event_loop": t.event_loop,
             "cpu_per_process": cpu,
             "saturated": any(c >= SATURATED_CPU for c in cpu),
         },
@@ -178,7 +179,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"unexpected frames {report['unexpected']}")
     cpu = report["harness"]["cpu_per_process"]
     lines.append(
-        "harness      CPU per client process " + ", ".join(f"{c:.0%}" for c in cpu)
+        f"harness      {report['harness']['event_loop']} loop, CPU per client process "
+        + ", ".join(f"{c:.0%}" for c in cpu)
         if cpu
         else "harness      -"
     )

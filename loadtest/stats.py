@@ -190,6 +190,7 @@ class WorkerTotals:
     # symbol -> [lowest first seq, highest last seq] seen inside the window
     seq_span: dict[str, list[int]] = field(default_factory=dict)
     cpu_seconds: list[float] = field(default_factory=list)  # per process, inside the window
+    event_loop: str = ""
 
     def merge(self, other: "WorkerTotals") -> None:
         for name in (
@@ -211,6 +212,7 @@ class WorkerTotals:
             mine[0] = min(mine[0], lo)
             mine[1] = max(mine[1], hi)
         self.cpu_seconds.extend(other.cpu_seconds)
+        self.event_loop = self.event_loop or other.event_loop
 
 
 def percentile(values: list[float], p: float) -> float | None:
