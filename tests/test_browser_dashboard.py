@@ -279,6 +279,19 @@ def test_server_restart_shows_reconnecting_then_live_and_ticks_resume(page, stac
     assert watch.unexpected_errors() == []
 
 
+def test_browser_offline_shows_offline_then_live(page):
+    page, watch = page
+    context = page.context
+    seq = wait_for_row_ticks(page, "AAPL")
+    context.set_offline(True)
+    page.wait_for_selector("#conn-badge[data-state='offline']", timeout=5_000)
+    assert page.text_content("#conn-label") == "Offline"
+    context.set_offline(False)
+    page.wait_for_selector("#conn-badge[data-state='live']", timeout=10_000)
+    wait_for_row_ticks(page, "AAPL", after=seq)
+    assert watch.unexpected_errors() == []
+
+
 def test_ten_symbols_screenshot(browser, stack):
     """Ten symbols ticking; saves test-artifacts/dashboard.png (docs/img/dashboard.png is one)."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})

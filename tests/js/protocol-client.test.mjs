@@ -311,16 +311,21 @@ describe("reconnecting", () => {
     assert.equal(ctx.WS.sockets.length, 1);
   });
 
-  test("without a network it waits offline, and connects when the network returns", () => {
+  test("going offline drops the socket and waits; the network's return reconnects and resumes", () => {
     const ctx = setup();
-    const ws = connected(ctx);
+    const ws = connected(ctx, ["BTC-USD"]);
+    ws.serverSend(tick("BTC-USD", 8));
     ctx.client.setNetworkOnline(false);
-    ws.serverClose(1006);
+    assert.equal(ctx.client.state, State.OFFLINE);
+    assert.equal(ws.closedWith.code, 4001);
+    ws.serverClose(1006); // the close event that follows changes nothing
     assert.equal(ctx.client.state, State.OFFLINE);
     ctx.clock.advance(60_000);
     assert.equal(ctx.WS.sockets.length, 1, "no retries while offline");
     ctx.client.setNetworkOnline(true);
     assert.equal(ctx.WS.sockets.length, 2);
+    ctx.WS.last().serverOpen();
+    assert.deepEqual(ctx.WS.last().sentOf("subscribe")[0].since, { "BTC-USD": 8 });
   });
 
   test("going offline while waiting cancels the retry timer", () => {

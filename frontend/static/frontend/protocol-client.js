@@ -188,8 +188,18 @@ export class PriceStreamClient {
     if (this._stopped) return;
     if (!this._networkOnline) {
       // Retrying without a network only burns the backoff budget; wait for "online".
-      if (!this._ws) {
-        this._cancelRetry();
+      this._cancelRetry();
+      const ws = this._ws;
+      if (ws) {
+        // Browsers keep such a socket "open" while nothing can pass; drop it
+        // now so the badge tells the truth, and resume with `since` later.
+        this._onClose({ code: 4001, reason: "browser offline", wasClean: false });
+        try {
+          ws.close(4001, "browser offline");
+        } catch {
+          // Already closing.
+        }
+      } else {
         this._setState(State.OFFLINE);
       }
       return;
