@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -34,6 +35,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -366,6 +368,7 @@ def run_harness(
     budget = args.ramp + args.duration + 120
     timer = threading.Timer(budget, proc.kill)
     timer.start()
+    profiler: subprocess.Popen | None = None
     try:
         with open(out / f"{label}.harness.log", "w") as transcript:
             for line in proc.stdout:
@@ -373,15 +376,68 @@ def run_harness(
                 print(f"  {label:>9} | {line}", end="", flush=True)
                 match = PROGRESS_LINE.match(line)
                 if match:
-                    sampler.phases.setdefault(match.group(2), time.monotonic())
+                    phase = match.group(2)
+                    if phase not in sampler.phases and phase == "measure" and args.profile:
+                        profiler = start_profiler(server, args, out / f"{label}.pyspy")
+                    sampler.phases.setdefault(phase, time.monotonic())
         proc.wait()
     finally:
         timer.cancel()
         sampler.stop()
+        if profiler is not None:
+            try:
+                profiler.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+                profiler.wait()
+            summarize_profile(out / f"{label}.pyspy")
     json_path = report_base.with_name(report_base.name + ".json")
     if not json_path.exists():
         raise RuntimeError(f"the harness wrote no report (exit {proc.returncode}); see its log")
     return json.loads(json_path.read_text()), sampler
+
+
+def start_profiler(server: Server, args: argparse.Namespace, base: Path) -> subprocess.Popen | None:
+    """py-spy on the web server (and its worker processes) for the measurement window."""
+    py_spy = shutil.which("py-spy", path=f"{Path(PYTHON).parent}{os.pathsep}{os.environ['PATH']}")
+    web = server.processes().get("web") or []
+    if py_spy is None or not web:
+        log("profile: py-spy or the web process not found; not profiling")
+        return None
+    seconds = max(1, int(min(args.duration - 2, 20)))
+    cmd = [
+        py_spy, "record", "--pid", str(web[0].pid), "--duration", str(seconds),
+        "--rate", "100", "--format", "raw", "--output", f"{base}.raw", "--subprocesses",
+    ]  # fmt: skip
+    log(f"profile: {' '.join(cmd[1:])}")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(base: Path, top: int = 40) -> None:
+    """Own and inclusive time per function from py-spy's collapsed stacks, as text."""
+    raw = Path(str(base) + ".raw")
+    if not raw.exists():
+        return
+    own: Counter = Counter()
+    inclusive: Counter = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        # Idle pool threads waiting for work are not the server's work.
+        if any("concurrent/futures/thread.py" in f for f in frames):
+            continue
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    lines = [f"{total} samples at 100 Hz (idle thread-pool workers left out)", "", "own time:"]
+    lines += [f"{n / total:6.1%}  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive time:"]
+    lines += [f"{n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)]
+    Path(str(base) + ".txt").write_text("\n".join(lines) + "\n")
+    log(f"profile: {base}.txt")
 
 
 def start_server(kind: str, args: argparse.Namespace, out: Path) -> Server:
@@ -608,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         help="extra environment for the stack (repeatable), e.g. CHANNEL_LAYER=pubsub",
     )  # fmt: skip
     common.add_argument("--out", default=None, help="directory for reports and logs")
+    common.add_argument(
+        "--profile", action="store_true", help="py-spy the web server during the window"
+    )
     load = sub.add_parser("load", parents=[common], help="throughput and latency under load")
     load.add_argument("--clients", type=int, default=1000)
     load.add_argument("--symbols-per-client", type=int, default=5)
