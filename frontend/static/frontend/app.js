@@ -208,6 +208,7 @@ class Dashboard {
       button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
     }
     $("chart-panel").dataset.mode = mode;
+    $("legend-interval").textContent = `${mode} candles`;
   }
 
   _save() {

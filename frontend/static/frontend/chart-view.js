@@ -34,9 +34,10 @@ function baseLayout(decimals, uirevision) {
     plot_bgcolor: "rgba(0,0,0,0)",
     font: { color: COLORS.text, family: "Inter, system-ui, sans-serif", size: 11 },
     autosize: true,
-    margin: { l: 10, r: 70, t: 28, b: 30 },
-    showlegend: true,
-    legend: { orientation: "h", x: 0, y: 1, xanchor: "left", yanchor: "bottom", font: { size: 11 }, bgcolor: "rgba(0,0,0,0)" },
+    margin: { l: 10, r: 70, t: 10, b: 30 },
+    // The legend is static HTML in the page: Plotly re-measures its own legend
+    // text on every redraw, about a quarter of a live redraw's cost.
+    showlegend: false,
     hovermode: "x unified",
     xaxis: { type: "date", gridcolor: COLORS.grid, linecolor: COLORS.grid, zeroline: false },
     yaxis: { side: "right", gridcolor: COLORS.grid, zeroline: false, tickformat, hoverformat: tickformat, automargin: true },
@@ -196,6 +197,7 @@ export class ChartView {
     ];
     const layout = baseLayout(this.decimals, this._uirevision());
     layout.xaxis.rangeslider = { visible: false };
+    layout.xaxis.anchor = "y2"; // time labels under the volume pane, not between the panes
     layout.yaxis.domain = [0.28, 1];
     layout.yaxis2 = { domain: [0, 0.2], side: "right", gridcolor: COLORS.grid, zeroline: false, showticklabels: true, tickfont: { size: 9 }, automargin: true };
     layout.bargap = 0.15;
