@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 # How often the feed re-reads the symbol table and renews or takes leases.
 SYMBOLS_REFRESH_SECONDS = 10.0
+# How far behind schedule the feed may run before it drops slots instead of catching up.
+MAX_CATCH_UP_SECONDS = 1.0
 
 
 @dataclass
@@ -127,9 +129,11 @@ async def run_feed(
                 # The publish script refuses symbols whose lease is not ours.
                 drop(set(walks) - {t.symbol for t in published})
                 next_tick += interval
-                if next_tick < loop.time():
-                    # Fell behind (a stall): skip the missed slots rather than burst.
+                if loop.time() - next_tick > MAX_CATCH_UP_SECONDS:
+                    # A stall: skip the missed slots rather than burst them out.
                     next_tick = loop.time() + interval
+                # Otherwise a slot that is late runs at once, so short hiccups (a busy
+                # core, a slow Redis call) do not lower the average rate below TICK_RATE.
             wake = min(next_tick, next_renew, next_refresh)
             await asyncio.sleep(max(0.0, wake - loop.time()))
     finally:
