@@ -34,7 +34,8 @@ chromium:
 # The dashboard's JS unit tests: node's built-in test runner, no npm packages.
 NODE ?= node
 test-js:
-	@command -v $(NODE) >/dev/null || { echo "The JS unit tests need Node.js >= 18: apt-get install nodejs" >&2; exit 1; }
+	@command -v $(NODE) >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs; }
+	@command -v $(NODE) >/dev/null || { echo "The JS unit tests need Node.js >= 18: run 'apt-get install nodejs' as root" >&2; exit 1; }
 	$(NODE) --test tests/js/*.test.mjs
 
 test: install lint chromium test-js
