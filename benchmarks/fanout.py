@@ -50,7 +50,7 @@ from markets.universe import DEFAULT_UNIVERSE  # noqa: E402
 from tickerproject.stack import find_redis_server, free_port  # noqa: E402
 
 PYTHON = sys.executable
-PROGRESS_LINE = re.compile(r"^\s*(\d+)s (ramp|measure|closing)\b")
+PROGRESS_LINE = re.compile(r"^\s*(\d+)s (ramp|measure|closing)\s+open\s+([\d,]+)")
 
 
 def log(message: str) -> None:
@@ -380,6 +380,8 @@ def run_harness(
                     if phase not in sampler.phases and phase == "measure" and args.profile:
                         profiler = start_profiler(server, args, out / f"{label}.pyspy")
                     sampler.phases.setdefault(phase, time.monotonic())
+                    if int(match.group(3).replace(",", "")) >= args.clients:
+                        sampler.phases.setdefault("all open", time.monotonic())
         proc.wait()
     finally:
         timer.cancel()
@@ -556,7 +558,11 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
                 server=server, args=args, out=out, label=f"{kind}-idle", extra=[]
             )
             before = sampler.samples[0].rss["web"]
-            held = sampler.window("measure", "closing")
+            # Held = every client connected; the window may begin with some still opening.
+            start = "all open" if "all open" in sampler.phases else "measure"
+            if sampler.phases.get(start, 0) < sampler.phases.get("measure", 0):
+                start = "measure"
+            held = sampler.window(start, "closing")
             if not held:
                 raise RuntimeError("the harness never reached its measurement window")
             rss = [s.rss["web"] for s in held]
@@ -576,6 +582,8 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
                 # Drift while held: the median of the last third against the first third.
                 "drift_mb": round((late - early) / 2**20, 2),
                 "hold_s": args.hold,
+                "held_from": start,
+                "held_s": round(held[-1].t - held[0].t, 1),
                 "server_cpu_idle": sampler.cpu_share("measure", "closing"),
             }
             rows.append(row)
@@ -585,13 +593,14 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
     print()
     print(
         f"{'server':<10} {'conns':>6} {'failed':>6} {'closed':>6} {'RSS before':>11} "
-        f"{'RSS held':>9} {'KB/conn':>8} {'drift MB':>9}  server CPU while idle"
+        f"{'RSS held':>9} {'KB/conn':>8} {'drift MB':>9} {'held s':>7}  server CPU while idle"
     )
     for r in rows:
         print(
             f"{r['server']:<10} {r['connections']:>6} {r['failed']:>6} {r['closed_early']:>6} "
             f"{r['rss_before_mb']:>10.1f}M {r['rss_held_mb']:>8.1f}M "
-            f"{r['kb_per_connection'] or 0:>8.1f} {r['drift_mb']:>9.2f}  {r['server_cpu_idle']}"
+            f"{r['kb_per_connection'] or 0:>8.1f} {r['drift_mb']:>9.2f} {r['held_s']:>7.1f}  "
+            f"{r['server_cpu_idle']}"
         )
     return {"mode": "idle", "rows": rows}
 
@@ -612,6 +621,14 @@ def versions() -> dict[str, str]:
         ).stdout
         out["redis-server"] = line.split("v=")[1].split()[0] if "v=" in line else line.strip()
     except (OSError, SystemExit, subprocess.TimeoutExpired):
+        pass
+    try:
+        # The servers run the working tree: say which commit, and whether it was edited.
+        out["git"] = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=BASE_DIR, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
         pass
     procfile = (BASE_DIR / "Procfile").read_text().splitlines()
     out["procfile_web"] = next(
