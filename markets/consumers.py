@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -12,6 +13,7 @@ from . import history
 from .protocol import MAX_MESSAGE_BYTES, Command, ErrorCode, ProtocolError, parse_command
 from .publishing import TICK_EVENT_TYPE, now_ms
 from .selectors import active_tickers
+from .snapshots import snapshot_reader
 from .symbols import symbol_group_name
 from .ticks import Tick
 
@@ -87,13 +89,16 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         for symbol in new:
             await self.channel_layer.group_add(symbol_group_name(symbol), self.channel_name)
             self.last_seq[symbol] = 0
+        joined_at = time.monotonic()
         if symbols:
             await self.send_json({"type": "subscribed", "id": command.id, "symbols": symbols})
         for symbol in new:
             if symbol in command.since:
-                await self.send_resume(symbol, command.since[symbol], command.epochs.get(symbol))
+                await self.send_resume(
+                    symbol, command.since[symbol], command.epochs.get(symbol), joined_at
+                )
             else:
-                await self.send_snapshot(symbol)
+                await self.send_snapshot(symbol, joined_at)
         if unknown:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_SYMBOL,
@@ -102,24 +107,19 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
                 symbols=unknown,
             )
 
-    async def send_snapshot(self, symbol: str) -> None:
-        snap = await history.snapshot(symbol=symbol)
-        if snap.ticks:
-            self.last_seq[symbol] = snap.ticks[-1].seq
-        await self.send_json(
-            {
-                "type": "snapshot",
-                "symbol": symbol,
-                "epoch": snap.epoch,
-                "ticks": [t.as_message() for t in snap.ticks],
-            }
-        )
+    async def send_snapshot(self, symbol: str, joined_at: float) -> None:
+        # A read shared with every subscriber that joined before it began.
+        snap = await snapshot_reader().read(symbol=symbol, joined_at=joined_at)
+        self.last_seq[symbol] = snap.last_seq
+        await self.send(text_data=snap.text)
 
-    async def send_resume(self, symbol: str, since: int, epoch: str | None) -> None:
+    async def send_resume(
+        self, symbol: str, since: int, epoch: str | None, joined_at: float
+    ) -> None:
         found = await history.resume(symbol=symbol, since=since, epoch=epoch)
         if found.reset_reason is not None:
             await self.send_json({"type": "reset", "symbol": symbol, "reason": found.reset_reason})
-            await self.send_snapshot(symbol)
+            await self.send_snapshot(symbol, joined_at)
             return
         self.last_seq[symbol] = since
         self.send_ticks(found.ticks)

@@ -16,14 +16,18 @@ def redis_client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
             socket_timeout=settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0][
                 "socket_timeout"
             ],
             socket_connect_timeout=5,
+            # Blocking: a burst waits for a free connection instead of failing with
+            # redis-py 8's "Too many connections".
             max_connections=200,
+            timeout=20,
         )
+        client = aioredis.Redis.from_pool(pool)
         _clients[loop] = client
     return client
 
