@@ -431,3 +431,40 @@ def test_loadtest_command_against_a_real_stack(tmp_path):
     assert max(report["timeline"]["open"]) == 20
     assert report["thresholds"]["passed"] is True
     assert_self_contained((tmp_path / "report.html").read_text())
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_fanout_benchmark_runs_both_servers_and_the_idle_mode(tmp_path):
+    """benchmarks/fanout.py end to end at a tiny load: the real stack as `make run`
+    starts it, then the reference server; then the idle mode on the reference."""
+    script = str(BASE_DIR / "benchmarks" / "fanout.py")
+    small = ["--symbols", "4", "--ramp", "1", "--settle", "1", "--processes", "2"]
+    load = subprocess.run(
+        [sys.executable, script, "load", "--clients", "10", "--symbols-per-client", "2",
+         "--duration", "3", "--out", str(tmp_path / "load"), *small],
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert load.returncode == 0, load.stdout[-3000:] + load.stderr[-3000:]
+    result = json.loads((tmp_path / "load" / "fanout.json").read_text())
+    rows = {r["server"]: r for r in result["rows"]}
+    assert set(rows) == {"stack", "reference"}
+    for row in rows.values():
+        assert (row["opened"], row["failed"], row["closed_early"]) == (10, 0, 0)
+        assert row["gaps"] == row["duplicates"] == row["out_of_order"] == 0
+        assert row["delivered_per_s"] > 0
+        assert row["server_cpu"]["web"] > 0
+    assert rows["reference"]["delivered_ratio"] >= 0.9
+    assert result["stack_over_reference"] > 0
+    assert result["machine"]["nproc"] and result["versions"]["websockets"]
+    assert "throughput stack / reference" in load.stdout
+
+    idle = subprocess.run(
+        [sys.executable, script, "idle", "--servers", "reference", "--connections", "50",
+         "--hold", "3", "--out", str(tmp_path / "idle"), *small],
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert idle.returncode == 0, idle.stdout[-3000:] + idle.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "idle" / "fanout.json").read_text())["rows"]
+    assert row["connections"] == 50 and row["failed"] == 0
+    assert row["rss_held_mb"] > 0 and row["kb_per_connection"] is not None
