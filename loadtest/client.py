@@ -3,9 +3,11 @@
 Each client is an ``asyncio.Protocol`` driving the websockets library's Sans-I/O
 ``ClientProtocol`` (handshake, framing, ping replies, closing handshake): frames are
 handled in the read callback, with no task or future per message, and one receipt
-time serves every frame of a socket read. About 20-30 us of CPU per frame remain on
-the 2-core benchmark machine, mostly the socket read, the frame parser and
-``json``; the harness shares those CPUs with the server it measures.
+time serves every frame of a socket read. Complete unfragmented text frames (the
+ticks) are cut out of the byte stream here; every other frame goes whole through
+the protocol. About 17 us of CPU per frame remain on the 2-core benchmark machine,
+mostly the socket read and ``json``; the harness shares those CPUs with the server
+it measures.
 
 Nothing here imports Django: client processes start fast and stay small.
 """
@@ -28,6 +30,7 @@ from .config import LoadTestConfig
 from .stats import SeqTracker, WorkerTotals
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_HANDSHAKE_BYTES = 64 * 1024
 USER_AGENT = "ticker-loadtest"
 
 _raw_decode = json.JSONDecoder().raw_decode
@@ -68,6 +71,9 @@ class TickClient(asyncio.Protocol):
         self.is_open = False
         self.closing = False
         self.fragments: list[bytes] | None = None
+        # Bytes read but not handled yet: a partial HTTP response, or the start of a
+        # frame not yet complete (see data_received and _split_frames).
+        self.pending = b""
         run.clients.append(self)
 
     # --- asyncio.Protocol callbacks
@@ -83,6 +89,27 @@ class TickClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Called with each chunk read from the socket; one receipt time for all of it."""
         now = time.time() * 1000.0
+        if self.is_open:
+            self._split_frames(data, now)
+            return
+        # Give the protocol the HTTP response alone, so that it then stands on a frame
+        # boundary; whatever follows in the same read goes through _split_frames.
+        self.pending += data
+        end = self.pending.find(b"\r\n\r\n")
+        if end < 0 and len(self.pending) < MAX_HANDSHAKE_BYTES:
+            return
+        head = self.pending if end < 0 else self.pending[: end + 4]
+        rest = b"" if end < 0 else self.pending[end + 4 :]
+        self.pending = b""
+        self._to_protocol(head, now)
+        if rest:
+            if self.is_open:
+                self._split_frames(rest, now)
+            else:
+                self._to_protocol(rest, now)  # a refusal's body
+
+    def _to_protocol(self, data: bytes, now: float) -> None:
+        """Let the websockets protocol parse ``data`` (whole frames once open)."""
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -93,8 +120,56 @@ class TickClient(asyncio.Protocol):
             else:
                 self._response()
 
+    def _split_frames(self, data: bytes, now: float) -> None:
+        """Handle complete unfragmented text frames here; pass every other frame, whole,
+        to the websockets protocol, which so always sits on a frame boundary.
+
+        A tick frame is most of the traffic, and skipping the protocol's generic
+        parser for it saves a fifth of the harness's CPU per frame.
+        """
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        size = len(data)
+        pos = 0
+        while size - pos >= 2:
+            b0 = data[pos]
+            length = data[pos + 1]
+            head = 2
+            if length & 0x80:  # a masked server frame: let the protocol fail it
+                self._to_protocol(data[pos:], now)
+                return
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 4])
+                head = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10])
+                head = 10
+            end = pos + head + length
+            if end > size:
+                if length > MAX_FRAME_BYTES:  # too big to buffer: the protocol refuses it
+                    self._to_protocol(data[pos:], now)
+                    return
+                break
+            if b0 == 0x81:  # FIN, no RSV bits, text
+                self._text(data[pos + head : end], now)
+            else:
+                self._to_protocol(data[pos:end], now)
+                if not self.is_open:
+                    return
+            pos = end
+        if pos < size:
+            self.pending = data[pos:]
+
     def eof_received(self) -> None:
         """Called when the server half-closes; the transport closes after this."""
+        if self.pending and not self.is_open:
+            data, self.pending = self.pending, b""
+            self._to_protocol(data, time.time() * 1000.0)
         self.protocol.receive_eof()
         self._flush()
 

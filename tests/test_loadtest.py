@@ -6,6 +6,8 @@ bare-Python reference server and once against a real stack (daphne + Celery +
 Redis), and check the figures and reports it produced.
 """
 
+import base64
+import hashlib
 import json
 import re
 import subprocess
@@ -260,6 +262,100 @@ async def test_ticks_outside_the_window_are_not_measured():
     assert t.ticks == 3 and t.ticks_counted == 0 and t.latency.total == 0
     assert t.seq.gaps == 0
     assert client.trackers["AAPL"].last == 4
+
+
+class FakeTransport:
+    """Stands in for the socket: records what the client writes."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """An unmasked frame as a server sends it (RFC 6455 section 5.2)."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        return bytes([first, n]) + payload
+    if n < 65536:
+        return bytes([first, 126]) + n.to_bytes(2) + payload
+    return bytes([first, 127]) + n.to_bytes(8) + payload
+
+
+def handshake_response(transport: FakeTransport) -> bytes:
+    request = b"".join(transport.written)
+    key = re.search(rb"Sec-WebSocket-Key: (\S+)", request).group(1)
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 50, 1000, 1_000_000])
+async def test_client_reads_frames_split_anywhere(chunk):
+    """Frames reach the client cut at any byte: tick frames take the fast path, the
+    others (ping, fragments, close) go whole through the websockets protocol."""
+    now_ms = int(time.time() * 1000)
+    run = Run(make_config(ramp=0.0, duration=60.0), t0=time.time() - 1)
+    client = TickClient(run, 0, ["AAPL", "MSFT"])
+    transport = FakeTransport()
+    client.connection_made(transport)
+
+    def text(msg: dict) -> bytes:
+        return json.dumps(msg).encode()
+
+    big_snapshot = text(
+        {"type": "snapshot", "symbol": "MSFT", "epoch": "1",
+         "ticks": [tick("MSFT", s, now_ms) for s in range(1, 701)]}
+    )  # fmt: skip
+    assert len(big_snapshot) > 65536  # a 64-bit length field
+    split_tick = text(tick("AAPL", 3, now_ms))
+    stream = b"".join(
+        [
+            handshake_response(transport),
+            server_frame(0x1, text({"type": "subscribed", "id": 1, "symbols": ["AAPL"]})),
+            server_frame(0x1, text(tick("AAPL", 1, now_ms))),
+            server_frame(0x9, b"are you there"),
+            server_frame(0x1, big_snapshot),
+            server_frame(0x1, text({"type": "ticks", "ticks": [tick("AAPL", 2, now_ms)]})),
+            server_frame(0x1, split_tick[:10], fin=False),
+            server_frame(0x0, split_tick[10:]),
+            server_frame(0x1, text(tick("MSFT", 701, now_ms))),
+            server_frame(0x1, text(tick("AAPL", 5, now_ms))),
+            server_frame(0x8, (1000).to_bytes(2) + b"bye"),
+        ]
+    )
+    for i in range(0, len(stream), chunk):
+        client.data_received(stream[i : i + chunk])
+
+    t = run.totals
+    assert client.is_open and t.opened == 1 and t.subscribed == 1
+    assert t.snapshots == 1 and t.snapshot_ticks == 700
+    assert t.ticks == t.ticks_counted == 5
+    assert t.seq == SeqCounts(gaps=1)  # AAPL 4 never came
+    assert t.unexpected == Counter()
+    sent = transport.written[1:]  # after the HTTP request
+    subscribe = sent[0]
+    assert subscribe[0] == 0x81 and subscribe[1] & 0x80  # a masked text frame
+    opcodes = [frame[0] & 0x0F for frame in sent]
+    assert opcodes == [0x1, 0xA, 0x8]  # subscribe, the pong, the close reply
 
 
 # --- progress, report, thresholds
