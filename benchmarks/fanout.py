@@ -285,6 +285,7 @@ class Sampler:
     interval: float = 0.5
     samples: list[Sample] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # phase -> first time seen
+    open_at: list[tuple[float, int]] = field(default_factory=list)  # (time, open) per second
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -380,8 +381,7 @@ def run_harness(
                     if phase not in sampler.phases and phase == "measure" and args.profile:
                         profiler = start_profiler(server, args, out / f"{label}.pyspy")
                     sampler.phases.setdefault(phase, time.monotonic())
-                    if int(match.group(3).replace(",", "")) >= args.clients:
-                        sampler.phases.setdefault("all open", time.monotonic())
+                    sampler.open_at.append((time.monotonic(), int(match.group(3).replace(",", ""))))
         proc.wait()
     finally:
         timer.cancel()
@@ -558,10 +558,14 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
                 server=server, args=args, out=out, label=f"{kind}-idle", extra=[]
             )
             before = sampler.samples[0].rss["web"]
-            # Held = every client connected; the window may begin with some still opening.
-            start = "all open" if "all open" in sampler.phases else "measure"
-            if sampler.phases.get(start, 0) < sampler.phases.get("measure", 0):
-                start = "measure"
+            # Held = from the first second with every connection that will ever open
+            # open (and the window begun): some may still be opening after the ramp.
+            if "measure" not in sampler.phases:
+                raise RuntimeError("the harness never reached its measurement window")
+            final = report["connections"]["open_at_end"]
+            reached = [t for t, n in sampler.open_at if n >= final]
+            sampler.phases["held"] = max(reached[0] if reached else 0, sampler.phases["measure"])
+            start = "held"
             held = sampler.window(start, "closing")
             if not held:
                 raise RuntimeError("the harness never reached its measurement window")
@@ -582,7 +586,9 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
                 # Drift while held: the median of the last third against the first third.
                 "drift_mb": round((late - early) / 2**20, 2),
                 "hold_s": args.hold,
-                "held_from": start,
+                "held_from_s_after_window_start": round(
+                    sampler.phases["held"] - sampler.phases["measure"], 1
+                ),
                 "held_s": round(held[-1].t - held[0].t, 1),
                 "server_cpu_idle": sampler.cpu_share("measure", "closing"),
             }
