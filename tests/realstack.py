@@ -100,7 +100,7 @@ class RealStack:
         return proc
 
     def start_web(self) -> subprocess.Popen:
-        """The ASGI server ASGI_SERVER names (daphne by default), as `make run` starts it."""
+        """The ASGI server ASGI_SERVER names (uvicorn by default), as `make run` starts it."""
         proc = self._spawn(
             "web",
             [sys.executable, "-m", "tickerproject.serve"],

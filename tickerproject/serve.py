@@ -36,7 +36,7 @@ def server_argv(*, server: str, host: str, port: int, workers: int) -> list[str]
 
 def main() -> None:
     argv = server_argv(
-        server=env_str("ASGI_SERVER", "daphne"),
+        server=env_str("ASGI_SERVER", "uvicorn"),
         host=env_str("HOST", "127.0.0.1"),
         port=env_int("PORT", 8000),
         workers=env_int("WEB_CONCURRENCY", 1, minimum=1),
