@@ -146,53 +146,74 @@ def _n(value: Any) -> str:
     return str(value)
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
-    """The end-of-run summary, as printed by the command."""
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The end-of-run summary as (label, text) rows."""
     c = report["connections"]
     tp = report["throughput"]
     lat = report["latency_ms"]
     seq = report["seq"]
     err = report["errors"]
-    ratio = tp["delivered_ratio"]
-    lines = [
-        f"connections  opened {_n(c['opened'])}/{_n(c['requested'])}  failed {_n(c['failed'])}"
-        f"  closed early {_n(c['closed_early'])}  open at end {_n(c['open_at_end'])}"
-        f"  (connect p50 {_n(c['connect_ms']['p50'])} ms, p99 {_n(c['connect_ms']['p99'])} ms)",
-        f"throughput   delivered {_n(tp['delivered_ticks_per_s'])} ticks/s of expected "
-        f"{_n(tp['expected_ticks_per_s'])} ("
-        + ("-" if ratio is None else f"{ratio:.1%}")
-        + f")  frames {_n(tp['frames_per_s'])}/s  observed tick rate "
-        f"{_n(tp['observed_tick_rate'])}/s per symbol",
-        f"latency ms   p50 {_n(lat['p50'])}  p90 {_n(lat['p90'])}  p99 {_n(lat['p99'])}"
-        f"  max {_n(lat['max'])}  (ts to receipt, {_n(lat['count'])} ticks)",
-        f"seq          gaps {_n(seq['gaps'])} (ratio {seq['gap_ratio']:.6f})  duplicates "
-        f"{_n(seq['duplicates'])}  out of order {_n(seq['out_of_order'])}  resets "
-        f"{_n(seq['resets'])}  over {_n(seq['streams'])} streams",
-        f"errors       {_n(err['total'])} received"
-        + (f" {err['by_code']}" if err["by_code"] else ""),
+    ratio = "-" if tp["delivered_ratio"] is None else f"{tp['delivered_ratio']:.1%}"
+    rows = [
+        (
+            "connections",
+            f"opened {_n(c['opened'])}/{_n(c['requested'])}  failed {_n(c['failed'])}"
+            f"  closed early {_n(c['closed_early'])}  open at end {_n(c['open_at_end'])}"
+            f"  (connect p50 {_n(c['connect_ms']['p50'])} ms, "
+            f"p99 {_n(c['connect_ms']['p99'])} ms)",
+        ),
+        (
+            "throughput",
+            f"delivered {_n(tp['delivered_ticks_per_s'])} ticks/s of expected "
+            f"{_n(tp['expected_ticks_per_s'])} ({ratio})  frames {_n(tp['frames_per_s'])}/s"
+            f"  observed tick rate {_n(tp['observed_tick_rate'])}/s per symbol",
+        ),
+        (
+            "latency ms",
+            f"p50 {_n(lat['p50'])}  p90 {_n(lat['p90'])}  p99 {_n(lat['p99'])}"
+            f"  max {_n(lat['max'])}  (ts to receipt, {_n(lat['count'])} ticks)",
+        ),
+        (
+            "seq",
+            f"gaps {_n(seq['gaps'])} (ratio {seq['gap_ratio']:.6f})  duplicates "
+            f"{_n(seq['duplicates'])}  out of order {_n(seq['out_of_order'])}  resets "
+            f"{_n(seq['resets'])}  over {_n(seq['streams'])} streams",
+        ),
+        (
+            "errors",
+            f"{_n(err['total'])} received" + (f" {err['by_code']}" if err["by_code"] else ""),
+        ),
     ]
     if c["connect_errors"]:
-        lines.append(f"connect errors {c['connect_errors']}")
+        rows.append(("connect errors", str(c["connect_errors"])))
     if c["close_codes"]:
-        lines.append(f"early close codes {c['close_codes']}")
+        rows.append(("early closes", f"close codes {c['close_codes']}"))
     if report["unexpected"]:
-        lines.append(f"unexpected frames {report['unexpected']}")
+        rows.append(("unexpected", f"frames {report['unexpected']}"))
     cpu = report["harness"]["cpu_per_process"]
-    lines.append(
-        f"harness      {report['harness']['event_loop']} loop, CPU per client process "
-        + ", ".join(f"{c:.0%}" for c in cpu)
-        if cpu
-        else "harness      -"
+    rows.append(
+        (
+            "harness",
+            f"{report['harness']['event_loop']} loop, CPU per client process "
+            + ", ".join(f"{c:.0%}" for c in cpu),
+        )
     )
     if report["harness"]["saturated"]:
-        lines.append(
-            "WARNING: a client process was near 100% CPU; the harness may be the bottleneck "
-            "(more --processes, or run it on another machine)."
+        rows.append(
+            (
+                "WARNING:",
+                "a client process was near 100% CPU; the harness may be the bottleneck "
+                "(more --processes, or run it on another machine).",
+            )
         )
-    th = report["thresholds"]
-    for violation in th["violations"]:
-        lines.append(f"THRESHOLD BROKEN: {violation}")
-    return lines
+    for violation in report["thresholds"]["violations"]:
+        rows.append(("THRESHOLD BROKEN:", violation))
+    return rows
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The end-of-run summary, as printed by the command."""
+    return [f"{label:<12} {text}" for label, text in summary_rows(report)]
 
 
 def report_paths(path: str | Path) -> tuple[Path, Path]:
@@ -302,9 +323,7 @@ def render_html(report: dict[str, Any]) -> str:
         ),
         ("Started", report["started_at"]),
     ]
-    rows += [
-        (line.split(" ", 1)[0], line.split(" ", 1)[1].strip()) for line in summary_lines(report)
-    ]
+    rows += summary_rows(report)
     verdict = report["thresholds"]
     given = [k for k in verdict if k not in ("violations", "passed")]
     if not given:
