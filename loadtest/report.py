@@ -318,7 +318,8 @@ def render_html(report: dict[str, Any]) -> str:
             "Load",
             f"{cfg['clients']:,} clients x {cfg['symbols_per_client']} symbols of "
             f"{len(cfg['symbols'])}, tick rate {cfg['tick_rate']}/s, batch_ms "
-            f"{cfg['batch_ms']}, ramp {cfg['ramp']} s, window {cfg['duration']} s, "
+            f"{'off' if cfg['batch_ms'] is None else cfg['batch_ms']}, "
+            f"ramp {cfg['ramp']} s, window {cfg['duration']} s, "
             f"{cfg['processes']} client processes",
         ),
         ("Started", report["started_at"]),
