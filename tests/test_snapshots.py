@@ -51,3 +51,40 @@ async def test_a_failed_read_reaches_every_waiter_and_the_next_read_retries():
     assert all(isinstance(r, ConnectionError) for r in results)
     snap = await reader.read(symbol="AAPL", joined_at=time.monotonic())
     assert snap.last_seq == 0 and json.loads(snap.text)["ticks"] == []
+
+
+async def publish_n(symbol: str, n: int) -> None:
+    for i in range(n):
+        await publish_tick(TickDraft(symbol, 100.0 + i, 99.0, 101.0, 1.0))
+
+
+async def test_later_reads_fetch_only_the_new_ticks_and_match_a_full_read():
+    reader = SnapshotReader(size=10)
+    await publish_n("ETH-USD", 8)
+    first = await reader.read(symbol="ETH-USD", joined_at=time.monotonic())
+    await publish_n("ETH-USD", 5)
+    with mock.patch.object(history, "snapshot", wraps=history.snapshot) as full_read:
+        second = await reader.read(symbol="ETH-USD", joined_at=time.monotonic())
+    assert full_read.await_count == 0  # extended from the first, not re-read
+    assert (first.last_seq, second.last_seq) == (8, 13)
+    fresh = await SnapshotReader(size=10).read(symbol="ETH-USD", joined_at=time.monotonic())
+    assert second.text == fresh.text
+    assert [t["seq"] for t in json.loads(second.text)["ticks"]] == list(range(4, 14))
+
+
+async def test_a_new_epoch_or_trimmed_history_falls_back_to_a_full_read():
+    from markets import keys
+    from markets.redis import redis_client
+
+    reader = SnapshotReader(size=5)
+    await publish_n("SOL-USD", 3)
+    old = await reader.read(symbol="SOL-USD", joined_at=time.monotonic())
+    await redis_client().delete(keys.seq_key("SOL-USD"))  # Redis "lost" the counter
+    await publish_n("SOL-USD", 2)
+    new = await reader.read(symbol="SOL-USD", joined_at=time.monotonic())
+    assert new.epoch != old.epoch
+    assert [t["seq"] for t in json.loads(new.text)["ticks"]] == [1, 2]
+    # More new ticks than a snapshot holds: a full read of the newest ones.
+    await publish_n("SOL-USD", 12)
+    newest = await reader.read(symbol="SOL-USD", joined_at=time.monotonic())
+    assert [t["seq"] for t in json.loads(newest.text)["ticks"]] == list(range(10, 15))
