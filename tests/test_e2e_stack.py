@@ -73,9 +73,10 @@ async def wait_for_first_tick(ws, timeout: float = 30.0) -> dict:
         assert msg["type"] == "snapshot", msg
 
 
-async def test_ticks_reach_a_websocket_client_with_contiguous_seq(tmp_path):
+@pytest.mark.parametrize("server", ["uvicorn", "daphne"])
+async def test_ticks_reach_a_websocket_client_with_contiguous_seq(tmp_path, server):
     rate = 10
-    with real_stack(tmp_path, TICK_RATE=str(rate)) as stack:
+    with real_stack(tmp_path, TICK_RATE=str(rate), ASGI_SERVER=server) as stack:
         async with connect(stack.ws_url, origin=stack.origin) as ws:
             answer = await request(
                 ws, {"action": "subscribe", "symbols": ["BTC-USD", "AAPL"], "id": 1}, "subscribed"
@@ -104,7 +105,7 @@ async def test_ticks_reach_a_websocket_client_with_contiguous_seq(tmp_path):
             latencies = sorted(t["_received_ms"] - t["ts"] for t in ticks)
             p50 = statistics.median(latencies)
             p99 = latencies[int(0.99 * (len(latencies) - 1))]
-            print(f"\nE2E TICK_RATE={rate}: {per_second:.1f} ticks/s for 2 symbols, "
+            print(f"\nE2E {server} TICK_RATE={rate}: {per_second:.1f} ticks/s for 2 symbols, "
                   f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms")  # fmt: skip
 
             answer = await request(
