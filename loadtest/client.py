@@ -397,6 +397,12 @@ async def run_worker(cfg: LoadTestConfig, worker: int, queue: Any, t0: float) ->
 
     await _sleep_until(run.window_start)
     cpu_start = time.process_time()
+    # The newest seq of each symbol any client had when the window opened.
+    newest_at_start: dict[str, int] = {}
+    for client in run.clients:
+        for symbol, tracker in client.trackers.items():
+            if tracker.last is not None and tracker.last > newest_at_start.get(symbol, -1):
+                newest_at_start[symbol] = tracker.last
     await _sleep_until(run.window_end)
     run.totals.cpu_seconds.append(time.process_time() - cpu_start)
 
@@ -416,16 +422,21 @@ async def run_worker(cfg: LoadTestConfig, worker: int, queue: Any, t0: float) ->
     progress.cancel()
 
     totals = run.totals
+    newest_at_end: dict[str, int] = {}
+    first_counted: dict[str, int] = {}
     for client in run.clients:
         for symbol, tracker in client.trackers.items():
             if tracker.last is not None:
                 totals.streams += 1
             if tracker.first_counted is not None:
-                span = totals.seq_span.setdefault(
-                    symbol, [tracker.first_counted, tracker.last_counted]
+                totals.stream_spans.append(tracker.last_counted - tracker.first_counted + 1)
+                newest_at_end[symbol] = max(newest_at_end.get(symbol, -1), tracker.last_counted)
+                first_counted[symbol] = min(
+                    first_counted.get(symbol, tracker.first_counted), tracker.first_counted
                 )
-                span[0] = min(span[0], tracker.first_counted)
-                span[1] = max(span[1], tracker.last_counted)
+    for symbol, end in newest_at_end.items():
+        start = newest_at_start.get(symbol, first_counted[symbol] - 1)
+        totals.seq_span[symbol] = [start, end]
     return totals
 
 

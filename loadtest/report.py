@@ -29,6 +29,7 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
     expected = cfg.expected_ticks_per_s
     delivered = t.ticks_counted / window
     spans = [hi - lo for lo, hi in t.seq_span.values()]
+    progress = sorted(t.stream_spans)
     cpu = [round(s / window, 3) for s in t.cpu_seconds]
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
@@ -68,10 +69,17 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             else None,
             "batch_frames_per_s": round(t.batch_frames_counted / window, 1),
             "ticks_counted": t.ticks_counted,
-            # Seqs advanced per second per symbol, median over symbols: the server's
-            # real tick rate, to check the expected figure against.
-            "observed_tick_rate": round((statistics.median(spans) + 1) / window, 2)
-            if spans
+            # How fast the newest seq seen of each symbol advanced (median over
+            # symbols): the server's real tick rate when it keeps up, to check the
+            # expected figure against.
+            "observed_tick_rate": round(statistics.median(spans) / window, 2) if spans else None,
+            # How fast each (client, symbol) stream advanced: below the tick rate, the
+            # server is falling further behind; the slowest tenth shows the laggards.
+            "stream_progress_per_s": {
+                "median": round(statistics.median(progress) / window, 2),
+                "slowest_10pct": round(percentile(progress, 10) / window, 2),
+            }
+            if progress
             else None,
         },
         "latency_ms": t.latency.summary(),
@@ -167,6 +175,16 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             f"delivered {_n(tp['delivered_ticks_per_s'])} ticks/s of expected "
             f"{_n(tp['expected_ticks_per_s'])} ({ratio})  frames {_n(tp['frames_per_s'])}/s"
             f"  observed tick rate {_n(tp['observed_tick_rate'])}/s per symbol",
+        ),
+        (
+            "streams",
+            "each advanced "
+            + (
+                f"{sp['median']} seq/s (median), {sp['slowest_10pct']} (slowest 10%)"
+                if (sp := tp["stream_progress_per_s"])
+                else "-"
+            )
+            + f"; tick rate {report['config']['tick_rate']}/s",
         ),
         (
             "latency ms",

@@ -187,8 +187,10 @@ class WorkerTotals:
     close_codes: Counter = field(default_factory=Counter)
     unexpected: Counter = field(default_factory=Counter)  # frames the harness could not use
     connect_ms: list[float] = field(default_factory=list)
-    # symbol -> [lowest first seq, highest last seq] seen inside the window
+    # symbol -> [newest seq any client had when the window opened, newest at its end]
     seq_span: dict[str, list[int]] = field(default_factory=dict)
+    # per (client, symbol) stream: seqs it advanced through inside the window
+    stream_spans: list[int] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)  # per process, inside the window
     event_loop: str = ""
 
@@ -209,8 +211,9 @@ class WorkerTotals:
         self.connect_ms.extend(other.connect_ms)
         for symbol, (lo, hi) in other.seq_span.items():
             mine = self.seq_span.setdefault(symbol, [lo, hi])
-            mine[0] = min(mine[0], lo)
+            mine[0] = max(mine[0], lo)
             mine[1] = max(mine[1], hi)
+        self.stream_spans.extend(other.stream_spans)
         self.cpu_seconds.extend(other.cpu_seconds)
         self.event_loop = self.event_loop or other.event_loop
 

@@ -168,7 +168,7 @@ def test_worker_totals_merge_sums_and_unions():
     b.seq_span["MSFT"] = [1, 2]
     a.merge(b)
     assert (a.opened, a.ticks_counted, a.errors["bad_json"]) == (5, 15, 3)
-    assert a.seq_span == {"AAPL": [8, 20], "MSFT": [1, 2]}
+    assert a.seq_span == {"AAPL": [10, 20], "MSFT": [1, 2]}  # the newest at each end
 
 
 # --- configuration
@@ -384,7 +384,8 @@ def synthetic_outcome(**config) -> Outcome:
         totals.latency.record(1 + i % 50)
     totals.ticks_counted = totals.frames_counted = 900
     totals.seq.gaps = 9
-    totals.seq_span = {"AAPL": [1, 50], "MSFT": [3, 52]}
+    totals.seq_span = {"AAPL": [0, 50], "MSFT": [2, 52]}
+    totals.stream_spans = [50] * 18 + [25, 10]
     totals.cpu_seconds = [0.5, 0.6]
     totals.connect_ms = [1.0, 2.0, 30.0]
     timeline = [Second(s, "measure", 10, 10, 0, 0, 180 * s, 180 * s, 180, 180) for s in range(1, 7)]
@@ -397,6 +398,7 @@ def test_report_figures_and_thresholds():
     assert report["throughput"]["expected_ticks_per_s"] == 200.0
     assert report["throughput"]["delivered_ratio"] == 0.9
     assert report["throughput"]["observed_tick_rate"] == 10.0
+    assert report["throughput"]["stream_progress_per_s"] == {"median": 10.0, "slowest_10pct": 5.0}
     assert report["seq"]["gap_ratio"] == pytest.approx(9 / 909, abs=1e-6)
     assert report["latency_ms"]["p99"] == 50
     verdict = report["thresholds"]
@@ -517,6 +519,7 @@ def test_loadtest_command_against_a_real_stack(tmp_path):
     assert tp["expected_ticks_per_s"] == 20 * 2 * rate
     assert tp["delivered_ratio"] >= 0.8, tp
     assert 0.7 * rate <= tp["observed_tick_rate"] <= 1.1 * rate, tp
+    assert 0.7 * rate <= tp["stream_progress_per_s"]["median"] <= 1.1 * rate, tp
     seq = report["seq"]
     assert (seq["gaps"], seq["duplicates"], seq["out_of_order"], seq["resets"]) == (0, 0, 0, 0)
     assert seq["streams"] == 40
