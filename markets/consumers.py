@@ -4,9 +4,11 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 
 from . import history
@@ -18,6 +20,24 @@ from .symbols import symbol_group_name
 from .ticks import Tick
 
 logger = logging.getLogger(__name__)
+
+
+def frame_sender(send: Callable[[dict], Awaitable[None]]) -> Callable[[dict], Awaitable[None]]:
+    """The ASGI send to use for tick frames: below channels' session wrapper if present.
+
+    InstanceSessionWrapper.send reads the session's state and Django settings on every
+    message, yet acts only on ``http.response.start``; for a ``websocket.send`` it just
+    calls the send it wraps. Tick frames go straight there, everything else keeps the
+    full middleware path.
+    """
+    wrapper = getattr(send, "__self__", None)
+    if (
+        isinstance(wrapper, InstanceSessionWrapper)
+        and "websocket.send" not in wrapper.save_message_types
+        and "websocket.send" not in wrapper.cookie_response_message_types
+    ):
+        return wrapper.real_send
+    return send
 
 
 class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
@@ -32,6 +52,8 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         self.batch_ms = 0
         self._batch: list[str] = []
         self._flush_task: asyncio.Task | None = None
+        self._send_frame = frame_sender(self.base_send)
+        self._snapshots = snapshot_reader()
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -109,7 +131,7 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_snapshot(self, symbol: str, joined_at: float) -> None:
         # A read shared with every subscriber that joined before it began.
-        snap = await snapshot_reader().read(symbol=symbol, joined_at=joined_at)
+        snap = await self._snapshots.read(symbol=symbol, joined_at=joined_at)
         self.last_seq[symbol] = snap.last_seq
         await self.send(text_data=snap.text)
 
@@ -137,10 +159,9 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         if not texts:
             return
         if self.batch_ms:
-            await self.send(text_data='{"type":"ticks","ticks":[' + ",".join(texts) + "]}")
-        else:
-            for text in texts:
-                await self.send(text_data=text)
+            texts = ['{"type":"ticks","ticks":[' + ",".join(texts) + "]}"]
+        for text in texts:
+            await self._send_frame({"type": "websocket.send", "text": text})
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.batch_ms / 1000)
@@ -164,13 +185,20 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
     async def tick_message(self, event: dict[str, Any]) -> None:
         """Called for each tick published to a group this connection joined."""
         symbol, seq = event["symbol"], event["seq"]
+        self._snapshots.observe(symbol=symbol, seq=seq, text=event["text"])
         last = self.last_seq.get(symbol)
         if last is None or seq <= last:
             return  # unsubscribed, or already sent in a snapshot or replay
         if last and seq > last + 1:
-            # The channel layer dropped some (a full queue): fill the hole from history.
-            missed = await history.ticks_after(symbol=symbol, after_seq=last, limit=seq - last - 1)
-            self.send_ticks([t for t in missed if t.seq < seq])
+            # The channel layer dropped some (a full queue): fill the hole, from this
+            # process's recent ticks when it has them, else from history in Redis.
+            texts = self._snapshots.cached_range(symbol=symbol, after_seq=last, before_seq=seq)
+            if texts is None:
+                missed = await history.ticks_after(
+                    symbol=symbol, after_seq=last, limit=seq - last - 1
+                )
+                texts = [t.to_json() for t in missed if t.seq < seq]
+            self._batch.extend(texts)
         self.last_seq[symbol] = seq
         # The publisher encoded the JSON once for every subscriber.
         self._batch.append(event["text"])

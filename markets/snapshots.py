@@ -81,6 +81,26 @@ class SnapshotReader:
             current = self._reads[symbol] = (time.monotonic(), task)
         return await asyncio.shield(current[1])
 
+    def observe(self, *, symbol: str, seq: int, text: str) -> None:
+        """Extend the newest snapshot with a live tick this process received."""
+        latest = self._latest.get(symbol)
+        # Only the next seq keeps it contiguous; every other copy of a tick (one per
+        # local subscriber) or a tick after a hole is ignored.
+        if latest is not None and seq == latest.last_seq + 1:
+            texts = (*latest.tick_texts, text)[-self.size :]
+            self._latest[symbol] = EncodedSnapshot(symbol, latest.epoch, seq, texts)
+
+    def cached_range(self, *, symbol: str, after_seq: int, before_seq: int) -> list[str] | None:
+        """The ticks with after_seq < seq < before_seq if this process holds them all."""
+        latest = self._latest.get(symbol)
+        if latest is None or latest.last_seq < before_seq - 1:
+            return None
+        first_seq = latest.last_seq - len(latest.tick_texts) + 1
+        if first_seq > after_seq + 1:
+            return None
+        start = after_seq + 1 - first_seq
+        return list(latest.tick_texts[start : start + (before_seq - after_seq - 1)])
+
     async def _read(self, symbol: str) -> EncodedSnapshot:
         base = self._latest.get(symbol)
         snap = await _extend(base, self.size) if base is not None else None

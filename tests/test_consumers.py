@@ -253,6 +253,29 @@ async def test_tick_delivery_skips_the_per_message_db_connection_cleanup():
             assert cleanup.await_count == calls_after_subscribe
 
 
+async def test_tick_frames_skip_the_session_wrapper_and_other_messages_keep_it():
+    from channels.sessions import InstanceSessionWrapper
+
+    seen = []
+    original = InstanceSessionWrapper.send
+
+    async def counting(self, message):
+        seen.append(message["type"])
+        return await original(self, message)
+
+    with mock.patch.object(InstanceSessionWrapper, "send", counting):
+        async with Client() as c:
+            await c.subscribe("BTC-USD")
+            await c.recv()
+            before = list(seen)
+            await publish(draft("BTC-USD"), draft("BTC-USD"))
+            assert [(await c.recv())["seq"] for _ in range(2)] == [1, 2]
+            assert seen == before  # the ticks went below the wrapper
+            await c.assert_alive()
+            assert len(seen) == len(before) + 1
+    assert before[0] == "websocket.accept"
+
+
 @pytest.mark.parametrize(
     ("payload", "code"),
     [

@@ -88,3 +88,25 @@ async def test_a_new_epoch_or_trimmed_history_falls_back_to_a_full_read():
     await publish_n("SOL-USD", 12)
     newest = await reader.read(symbol="SOL-USD", joined_at=time.monotonic())
     assert [t["seq"] for t in json.loads(newest.text)["ticks"]] == list(range(10, 15))
+
+
+async def test_live_ticks_extend_the_newest_snapshot_and_fill_holes_without_redis():
+    reader = SnapshotReader(size=4)
+    await publish_n("BTC-USD", 3)
+    await reader.read(symbol="BTC-USD", joined_at=time.monotonic())
+    for seq in (4, 4, 5, 7):  # a second copy of 4, then a hole at 6
+        reader.observe(symbol="BTC-USD", seq=seq, text=f'{{"seq":{seq}}}')
+    assert reader.cached_range(symbol="BTC-USD", after_seq=2, before_seq=5) == [
+        '{"type":"tick","symbol":"BTC-USD","seq":3,"ts":'
+        + json.loads(reader._latest["BTC-USD"].tick_texts[1])["ts"].__str__()
+        + ',"price":102.0,"bid":99.0,"ask":101.0,"size":1.0}',
+        '{"seq":4}',
+    ]
+    assert reader.cached_range(symbol="BTC-USD", after_seq=3, before_seq=6) == [
+        '{"seq":4}',
+        '{"seq":5}',
+    ]
+    # Older than the ring holds, or newer than it reaches: not cached.
+    assert reader.cached_range(symbol="BTC-USD", after_seq=0, before_seq=3) is None
+    assert reader.cached_range(symbol="BTC-USD", after_seq=5, before_seq=8) is None
+    assert reader.cached_range(symbol="ETH-USD", after_seq=0, before_seq=2) is None
