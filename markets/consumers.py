@@ -12,11 +12,11 @@ from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 
 from . import history
+from .fanout import local_fanout
 from .protocol import MAX_MESSAGE_BYTES, Command, ErrorCode, ProtocolError, parse_command
-from .publishing import TICK_EVENT_TYPE, now_ms
+from .publishing import now_ms
 from .selectors import active_tickers
 from .snapshots import snapshot_reader
-from .symbols import symbol_group_name
 from .ticks import Tick
 
 logger = logging.getLogger(__name__)
@@ -54,23 +54,17 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         self._flush_task: asyncio.Task | None = None
         self._send_frame = frame_sender(self.base_send)
         self._snapshots = snapshot_reader()
+        self._fanout = local_fanout()
+        # symbol -> live ticks that arrived while its snapshot or replay was on its way
+        self._pending: dict[str, list[dict]] = {}
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes, for any reason."""
         if getattr(self, "_flush_task", None) is not None:
             self._flush_task.cancel()
-        for symbol in getattr(self, "last_seq", ()):
-            await self.channel_layer.group_discard(symbol_group_name(symbol), self.channel_name)
-
-    async def dispatch(self, message: dict) -> None:
-        """Called for every ASGI and channel-layer event."""
-        # channels >= 4.2 closes stale DB connections on a thread before every
-        # handler; the tick path never touches the ORM, so skip that hop for it.
-        if message["type"] == TICK_EVENT_TYPE:
-            await self.tick_message(message)
-        else:
-            await super().dispatch(message)
+        for symbol in list(getattr(self, "last_seq", ())):
+            await self._fanout.discard(symbol, self)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the client."""
@@ -106,21 +100,26 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         if command.batch_ms is not None:
             self.batch_ms = command.batch_ms
         # Join before reading history: a tick published in between is then both in
-        # the history read and queued for us, and the seq check drops the copy.
-        # Ticks queue in the channel layer until this handler returns.
+        # the history read and held in _pending, and the seq check drops the copy.
         for symbol in new:
-            await self.channel_layer.group_add(symbol_group_name(symbol), self.channel_name)
+            self._pending[symbol] = []
             self.last_seq[symbol] = 0
+            await self._fanout.add(symbol, self)
         joined_at = time.monotonic()
-        if symbols:
-            await self.send_json({"type": "subscribed", "id": command.id, "symbols": symbols})
-        for symbol in new:
-            if symbol in command.since:
-                await self.send_resume(
-                    symbol, command.since[symbol], command.epochs.get(symbol), joined_at
-                )
-            else:
-                await self.send_snapshot(symbol, joined_at)
+        try:
+            if symbols:
+                await self.send_json({"type": "subscribed", "id": command.id, "symbols": symbols})
+            for symbol in new:
+                if symbol in command.since:
+                    await self.send_resume(
+                        symbol, command.since[symbol], command.epochs.get(symbol), joined_at
+                    )
+                else:
+                    await self.send_snapshot(symbol, joined_at)
+                await self._release_pending(symbol)
+        finally:
+            for symbol in new:
+                await self._release_pending(symbol)
         if unknown:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_SYMBOL,
@@ -128,6 +127,11 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
                 id=command.id,
                 symbols=unknown,
             )
+
+    async def _release_pending(self, symbol: str) -> None:
+        """Deliver the live ticks held back while ``symbol``'s history was sent."""
+        for event in self._pending.pop(symbol, ()):
+            await self.tick_message(event)
 
     async def send_snapshot(self, symbol: str, joined_at: float) -> None:
         # A read shared with every subscriber that joined before it began.
@@ -170,8 +174,9 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
     async def do_unsubscribe(self, command: Command) -> None:
         for symbol in command.symbols:
             # Drop it locally first so a tick already in flight is not delivered.
+            self._pending.pop(symbol, None)
             if self.last_seq.pop(symbol, None) is not None:
-                await self.channel_layer.group_discard(symbol_group_name(symbol), self.channel_name)
+                await self._fanout.discard(symbol, self)
         await self.send_json({"type": "unsubscribed", "id": command.id, "symbols": command.symbols})
 
     async def do_list(self, command: Command) -> None:
@@ -183,9 +188,12 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "pong", "id": command.id, "ts": now_ms()})
 
     async def tick_message(self, event: dict[str, Any]) -> None:
-        """Called for each tick published to a group this connection joined."""
+        """Called by LocalFanout with each tick of a symbol this connection holds."""
         symbol, seq = event["symbol"], event["seq"]
-        self._snapshots.observe(symbol=symbol, seq=seq, text=event["text"])
+        pending = self._pending.get(symbol)
+        if pending is not None:
+            pending.append(event)
+            return
         last = self.last_seq.get(symbol)
         if last is None or seq <= last:
             return  # unsubscribed, or already sent in a snapshot or replay
