@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 
+from . import history
 from .publishing import TICK_EVENT_TYPE
 from .snapshots import snapshot_reader
 from .symbols import symbol_group_name
@@ -71,14 +72,31 @@ class LocalFanout:
             event = await self.layer.receive(self.channel)
             if event.get("type") != TICK_EVENT_TYPE:
                 continue
-            symbol = event["symbol"]
-            snapshots.observe(symbol=symbol, seq=event["seq"], text=event["text"])
+            symbol, seq = event["symbol"], event["seq"]
+            newest = snapshots.newest_seq(symbol)
+            if newest and newest < seq - 1:
+                # The layer lost ticks on the way to this process (a full or expired
+                # queue): fetch them once here, so no subscriber has to.
+                await self._refill(symbol, newest, seq)
+            snapshots.observe(symbol=symbol, seq=seq, text=event["text"])
             for subscriber in list(self.members.get(symbol, ())):
                 try:
                     await subscriber.tick_message(event)
                 except Exception:
                     # One broken connection must not stop the others' ticks.
                     logger.exception("delivering a %s tick failed", symbol)
+
+    async def _refill(self, symbol: str, newest: int, seq: int) -> None:
+        snapshots = snapshot_reader()
+        try:
+            missed = await history.ticks_after(
+                symbol=symbol, after_seq=newest, limit=seq - newest - 1
+            )
+        except Exception:
+            logger.exception("refilling %s ticks %d..%d failed", symbol, newest + 1, seq - 1)
+            return
+        for tick in missed:
+            snapshots.observe(symbol=symbol, seq=tick.seq, text=tick.to_json())
 
 
 _fanouts: dict[asyncio.AbstractEventLoop, LocalFanout] = {}

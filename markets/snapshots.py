@@ -90,6 +90,11 @@ class SnapshotReader:
             texts = (*latest.tick_texts, text)[-self.size :]
             self._latest[symbol] = EncodedSnapshot(symbol, latest.epoch, seq, texts)
 
+    def newest_seq(self, symbol: str) -> int | None:
+        """The last seq this process holds for ``symbol``, if it holds any."""
+        latest = self._latest.get(symbol)
+        return None if latest is None else latest.last_seq
+
     def cached_range(self, *, symbol: str, after_seq: int, before_seq: int) -> list[str] | None:
         """The ticks with after_seq < seq < before_seq if this process holds them all."""
         latest = self._latest.get(symbol)
