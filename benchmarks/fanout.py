@@ -28,7 +28,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from markets.universe import DEFAULT_UNIVERSE  # noqa: E402
-from tickerproject.stack import find_redis_server, free_port  # noqa: E402
+from tickerproject.stack import find_redis_server, free_port, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
 PROGRESS_LINE = re.compile(r"^\s*(\d+)s (ramp|measure|closing)\s+open\s+([\d,]+)")
@@ -65,17 +64,6 @@ def raise_open_files_limit() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         return target
     return soft
-
-
-def wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
 def wait_for_live_tick(url: str, origin: str, symbol: str, timeout: float) -> None:

@@ -6,10 +6,8 @@ that REDIS_URL names, so stacks never see each other's leases, seqs or queues.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,25 +15,10 @@ from pathlib import Path
 
 from django.conf import settings
 
+from tickerproject.stack import free_port, wait_for_port
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
 
 
 class RealStack:
@@ -106,7 +89,7 @@ class RealStack:
             [sys.executable, "-m", "tickerproject.serve"],
             extra_env={"HOST": "127.0.0.1", "PORT": str(self.port)},
         )
-        wait_for_port(self.port)
+        wait_for_port(self.port, timeout=20)
         return proc
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen:

@@ -56,7 +56,8 @@ def redis_server_command(port: int, data_dir: str) -> list[str]:
     ]  # fmt: skip
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    """Block until something accepts connections on 127.0.0.1:``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -64,7 +65,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
                 return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"embedded redis did not listen on 127.0.0.1:{port} within {timeout}s")
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
 def base_env() -> dict[str, str]:
