@@ -8,7 +8,6 @@ process delivers the pre-encoded frame to each local PriceStreamConsumer directl
 """
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Protocol
 
@@ -60,10 +59,10 @@ class LocalFanout:
                 await self.layer.group_discard(symbol_group_name(symbol), self.channel)
             if not self.members and self._task is not None:
                 # Nothing left to deliver: stop receiving, so an idle process holds no
-                # blocking read and a closing event loop has no task left behind.
+                # blocking read and a closing event loop has no task left behind. Not
+                # awaited: a blocking read may take a while to unwind, and a subscriber
+                # arriving meanwhile must not wait for it (a new loop starts at once).
                 self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
                 self._task = None
 
     async def _receive_forever(self) -> None:
