@@ -304,9 +304,23 @@ class Sampler:
         self.samples.append(self.sample())
         self._thread.start()
 
+    def mark(self, phase: str) -> None:
+        """The harness entered ``phase``: remember when, with a sample taken right then,
+        so a window that was seen to start always has a sample at its start."""
+        if phase not in self.phases:
+            self.samples.append(self.sample())
+            self.phases[phase] = self.samples[-1].t
+
     def stop(self) -> None:
+        """Stop sampling, with a last sample: an open window always has one at its end."""
         self._stop.set()
         self._thread.join(timeout=5)
+        self.samples.append(self.sample())
+        self.samples.sort(key=lambda s: s.t)
+
+    def process_counts(self) -> dict[str, int]:
+        """How many server processes of each role the sampler found and followed."""
+        return {role: len(procs) for role, procs in self._procs.items()}
 
     def window(self, start_phase: str, end_phase: str) -> list[Sample]:
         start = self.phases.get(start_phase)
@@ -321,7 +335,7 @@ class Sampler:
         if len(inside) < 2:
             return {}
         first, last = inside[0], inside[-1]
-        wall = last.t - first.t
+        wall = max(last.t - first.t, 1e-9)
         return {role: round((last.cpu[role] - first.cpu[role]) / wall, 2) for role in first.cpu}
 
 
@@ -368,7 +382,7 @@ def run_harness(
                     phase = match.group(2)
                     if phase not in sampler.phases and phase == "measure" and args.profile:
                         profiler = start_profiler(server, args, out / f"{label}.pyspy")
-                    sampler.phases.setdefault(phase, time.monotonic())
+                    sampler.mark(phase)
                     sampler.open_at.append((time.monotonic(), int(match.group(3).replace(",", ""))))
         proc.wait()
     finally:
@@ -477,6 +491,9 @@ def load_row(kind: str, report: dict, sampler: Sampler) -> dict:
         "out_of_order": seq["out_of_order"],
         "errors": report["errors"]["total"],
         "server_cpu": sampler.cpu_share("measure", "closing"),
+        # What the CPU figures rest on: the processes followed, the samples in the window.
+        "server_processes": sampler.process_counts(),
+        "server_cpu_samples": len(sampler.window("measure", "closing")),
         "harness_cpu": report["harness"]["cpu_per_process"],
         "peak_rss_mb": {
             role: round(max(s.rss[role] for s in sampler.samples) / 2**20, 1)
