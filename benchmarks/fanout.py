@@ -495,6 +495,7 @@ def load_row(kind: str, report: dict, sampler: Sampler) -> dict:
         "server_processes": sampler.process_counts(),
         "server_cpu_samples": len(sampler.window("measure", "closing")),
         "harness_cpu": report["harness"]["cpu_per_process"],
+        "harness_cpu_us_per_frame": report["harness"].get("cpu_us_per_frame"),
         "peak_rss_mb": {
             role: round(max(s.rss[role] for s in sampler.samples) / 2**20, 1)
             for role in sampler.samples[0].rss
@@ -508,7 +509,7 @@ def print_load_rows(rows: list[dict]) -> None:
     header = (
         f"{'server':<10} {'conns':>6} {'expected/s':>11} {'delivered/s':>12} {'ratio':>7} "
         f"{'msg/s':>9} {'p50':>7} {'p90':>7} {'p99':>8} {'max':>8} {'gaps':>6} {'dup':>4} "
-        f"{'ooo':>4} {'err':>4}  server CPU (cores)  harness CPU"
+        f"{'ooo':>4} {'err':>4}  server CPU (cores)  harness CPU (us/frame)"
     )
     print(header)
     for r in rows:
@@ -519,7 +520,7 @@ def print_load_rows(rows: list[dict]) -> None:
             f"{r['delivered_per_s']:>12,.0f} {ratio:>7} {r['frames_per_s']:>9,.0f} "
             f"{_ms(r['p50_ms']):>7} {_ms(r['p90_ms']):>7} {_ms(r['p99_ms']):>8} "
             f"{_ms(r['max_ms']):>8} {r['gaps']:>6} {r['duplicates']:>4} {r['out_of_order']:>4} "
-            f"{r['errors']:>4}  {cpu}  {r['harness_cpu']}"
+            f"{r['errors']:>4}  {cpu}  {r['harness_cpu']} ({_ms(r['harness_cpu_us_per_frame'])})"
         )
 
 

@@ -5,9 +5,10 @@ Each client is an ``asyncio.Protocol`` driving the websockets library's Sans-I/O
 handled in the read callback, with no task or future per message, and one receipt
 time serves every frame of a socket read. Complete unfragmented text frames (the
 ticks) are cut out of the byte stream here; every other frame goes whole through
-the protocol. About 17 us of CPU per frame remain on the 2-core benchmark machine,
-mostly the socket read and ``json``; the harness shares those CPUs with the server
-it measures.
+the protocol, and parsed from their bytes by orjson. About 6.5-7.5 us of CPU per
+frame remain on the 2-core benchmark machine (benchmarks/RESULTS.md, "Harness
+cost"), half of it the socket read (one per frame when the server writes them one
+by one); the harness shares those CPUs with the server it measures.
 
 Nothing here imports Django: client processes start fast and stay small.
 """
@@ -20,6 +21,7 @@ import time
 import traceback
 from typing import Any
 
+from orjson import loads as _loads
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -32,8 +34,6 @@ from .stats import SeqTracker, WorkerTotals
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_HANDSHAKE_BYTES = 64 * 1024
 USER_AGENT = "ticker-loadtest"
-
-_raw_decode = json.JSONDecoder().raw_decode
 
 
 class Run:
@@ -245,18 +245,22 @@ class TickClient(asyncio.Protocol):
         if counting:
             totals.frames_counted += 1
         try:
-            msg = _raw_decode(data.decode())[0]
+            # orjson parses the frame's bytes (UTF-8 checked) with no str in between.
+            msg = _loads(data)
             kind = msg.get("type")
-        except (ValueError, UnicodeDecodeError, AttributeError):
+        except (ValueError, AttributeError):
             totals.unexpected["not a JSON object"] += 1
             return
         if kind == "tick":
-            self._tick(msg, now, counting)
+            self._tick(msg, now, counting, totals)
         elif kind == "ticks":
             if counting:
                 totals.batch_frames_counted += 1
-            for tick in msg.get("ticks") or ():
-                self._tick(tick, now, counting)
+            ticks = msg.get("ticks")
+            if ticks.__class__ is list:
+                tick = self._tick
+                for one in ticks:
+                    tick(one, now, counting, totals)
         elif kind == "snapshot":
             self._snapshot(msg)
         elif kind == "subscribed":
@@ -273,8 +277,7 @@ class TickClient(asyncio.Protocol):
         elif kind not in ("unsubscribed", "subscriptions", "pong"):
             totals.unexpected[f"type {str(kind)[:30]!r}"] += 1
 
-    def _tick(self, tick: dict, now: float, counting: bool) -> None:
-        totals = self.run.totals
+    def _tick(self, tick: dict, now: float, counting: bool, totals: WorkerTotals) -> None:
         try:
             tracker = self.trackers.get(tick["symbol"])
             seq = tick["seq"]
@@ -289,7 +292,16 @@ class TickClient(asyncio.Protocol):
         if counting:
             totals.ticks_counted += 1
             totals.latency.record(now - ts)
-        tracker.observe(seq, counting, totals.seq)
+        last = tracker.last
+        if last is not None and seq == last + 1:
+            # The common case, without a call: what SeqTracker.observe does for it.
+            tracker.last = seq
+            if counting:
+                if tracker.first_counted is None:
+                    tracker.first_counted = seq
+                tracker.last_counted = seq
+        else:
+            tracker.observe(seq, counting, totals.seq)
 
     def _snapshot(self, msg: dict) -> None:
         """A snapshot's ticks are history: they seed the seq check, never the latency."""

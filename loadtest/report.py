@@ -102,6 +102,10 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             "processes": cfg.processes,
             "event_loop": t.event_loop,
             "cpu_per_process": cpu,
+            # The harness's own cost: client-process CPU time in the window per frame.
+            "cpu_us_per_frame": round(sum(t.cpu_seconds) / t.frames_counted * 1e6, 2)
+            if t.frames_counted
+            else None,
             "saturated": any(c >= SATURATED_CPU for c in cpu),
         },
         "timeline": {
@@ -213,7 +217,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "harness",
             f"{report['harness']['event_loop']} loop, CPU per client process "
-            + ", ".join(f"{c:.0%}" for c in cpu),
+            + ", ".join(f"{c:.0%}" for c in cpu)
+            + f"; {_n(report['harness']['cpu_us_per_frame'])} us per frame",
         )
     )
     if report["harness"]["saturated"]:

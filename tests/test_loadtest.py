@@ -401,6 +401,8 @@ def test_report_figures_and_thresholds():
     assert report["throughput"]["stream_progress_per_s"] == {"median": 10.0, "slowest_10pct": 5.0}
     assert report["seq"]["gap_ratio"] == pytest.approx(9 / 909, abs=1e-6)
     assert report["latency_ms"]["p99"] == 50
+    # 1.1 CPU seconds for 900 frames: the harness's cost per frame.
+    assert report["harness"]["cpu_us_per_frame"] == pytest.approx(1.1 / 900 * 1e6, abs=0.01)
     verdict = report["thresholds"]
     assert not verdict["passed"]
     assert len(verdict["violations"]) == 2
