@@ -358,6 +358,12 @@ def run_harness(
     ]  # fmt: skip
     if args.batch_ms is not None:
         cmd += ["--batch-ms", str(args.batch_ms)]
+    if args.mode_sub != "all":
+        cmd += ["--mode", args.mode_sub]
+    if args.max_rate is not None:
+        cmd += ["--max-rate", str(args.max_rate)]
+    if args.snapshot is not None:
+        cmd += ["--snapshot", str(args.snapshot)]
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tickerproject.settings"}
     # The harness reads no database when given explicit symbols; keep it off the dev DB.
     env["DATABASE_URL"] = f"sqlite:///{out / 'harness.sqlite3'}"
@@ -687,6 +693,10 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--ramp", type=float, default=10.0)
     common.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     common.add_argument("--batch-ms", type=int, default=None)
+    # The harness's subscribe options (manage.py loadtest --mode/--max-rate/--snapshot).
+    common.add_argument("--mode", dest="mode_sub", choices=("all", "latest"), default="all")
+    common.add_argument("--max-rate", type=float, default=None)
+    common.add_argument("--snapshot", type=int, default=None)
     common.add_argument("--settle", type=float, default=3.0, help="seconds after start-up")
     common.add_argument(
         "--stack-env", action="append", default=[], metavar="KEY=VALUE",

@@ -12,6 +12,10 @@ uses, so ``python manage.py loadtest`` can load it exactly like the real stack:
   ``websockets.broadcast``; there is no channel layer, no Redis and no Django.
 - ``batch_ms`` in ``subscribe`` is ignored: this server always sends ``tick`` frames,
   which is the point of comparison for the real stack's batched ``ticks`` frames.
+  So are ``mode``, ``max_rate`` and ``snapshot``: it sends every tick, never
+  conflates (no ``skipped``), never closes a slow consumer (4008) and sends no
+  snapshot; with ``--mode latest --max-rate X`` the harness expects X ticks/s per
+  stream and reports this server's full rate above it.
 - No snapshot or resume: a client simply starts at the next live tick.
 
 Run: ``python benchmarks/reference_server.py --port 8765 --tick-rate 10``.

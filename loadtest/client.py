@@ -15,10 +15,12 @@ Nothing here imports Django: client processes start fast and stay small.
 
 import asyncio
 import json
+import random
 import resource
 import ssl
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from orjson import loads as _loads
@@ -32,6 +34,10 @@ from .config import LoadTestConfig
 from .stats import SeqTracker, WorkerTotals
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Close code of a connection the server dropped for falling behind (docs/protocol.md).
+SLOW_CONSUMER = 4008
+# Reconnect attempts after one such close before the client gives up.
+RECONNECT_ATTEMPTS = 5
 MAX_HANDSHAKE_BYTES = 64 * 1024
 USER_AGENT = "ticker-loadtest"
 
@@ -53,6 +59,7 @@ class Run:
         self.clients: list[TickClient] = []
         self.open = 0
         self.stopping = False
+        self.reconnects: set[asyncio.Task] = set()  # clients resuming after a 4008 close
 
 
 class TickClient(asyncio.Protocol):
@@ -62,19 +69,28 @@ class TickClient(asyncio.Protocol):
         self.run = run
         self.index = index
         self.symbols = symbols
-        self.protocol = ClientProtocol(run.wsuri, origin=run.origin, max_size=MAX_FRAME_BYTES)
+        # The streams outlive a connection: a client closed with 4008 resumes them.
         self.trackers = {symbol: SeqTracker() for symbol in symbols}
-        loop = asyncio.get_running_loop()
-        self.handshake: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
+        self.epochs: dict[str, Any] = {}  # symbol -> epoch of its latest snapshot
+        # Resolved when this client is done for good (no reconnect under way).
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closing = False
+        self.reconnecting = False  # a reconnect attempt owns the connection's fate
+        self.resuming = False  # the connection's subscribe resumes with since/epochs
+        self._new_connection()
+        run.clients.append(self)
+
+    def _new_connection(self) -> None:
+        """State of one WebSocket connection; a reconnect starts it afresh."""
+        run = self.run
+        self.protocol = ClientProtocol(run.wsuri, origin=run.origin, max_size=MAX_FRAME_BYTES)
+        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.is_open = False
-        self.closing = False
         self.fragments: list[bytes] | None = None
         # Bytes read but not handled yet: a partial HTTP response, or the start of a
         # frame not yet complete (see data_received and _split_frames).
         self.pending = b""
-        run.clients.append(self)
 
     # --- asyncio.Protocol callbacks
 
@@ -176,20 +192,68 @@ class TickClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Called once when the connection is gone, whoever closed it."""
         run = self.run
-        if self.is_open:
+        was_open = self.is_open
+        if was_open:
             self.is_open = False
             run.open -= 1
-            if not self.closing and time.time() < run.window_end:
-                run.totals.closed_early += 1
-                close = self.protocol.close_rcvd
-                code = str(close.code) if close is not None else "1006 (no close frame)"
-                run.totals.close_codes[code] += 1
         if not self.handshake.done():
             self.handshake.set_exception(
                 ConnectionError(f"connection lost during the handshake: {exc or 'closed'}")
             )
+        if self.reconnecting:
+            return  # _reconnect sees the failed handshake and tries again
+        if was_open and not self.closing:
+            close = self.protocol.close_rcvd
+            if close is not None and close.code == SLOW_CONSUMER and not run.stopping:
+                run.totals.slow_consumer_closes += 1
+                self.reconnecting = True
+                task = asyncio.get_running_loop().create_task(self._reconnect())
+                run.reconnects.add(task)
+                task.add_done_callback(run.reconnects.discard)
+                return
+            if time.time() < run.window_end:
+                run.totals.closed_early += 1
+                code = str(close.code) if close is not None else "1006 (no close frame)"
+                run.totals.close_codes[code] += 1
         if not self.closed.done():
             self.closed.set_result(None)
+
+    async def _reconnect(self) -> None:
+        """After a 4008 close: reconnect with backoff and jitter, and resubscribe from
+        the last seq of each stream (``since``, with the snapshots' ``epochs``), so the
+        streams go on with no gap and no duplicate."""
+        run = self.run
+        totals = run.totals
+        try:
+            for attempt in range(RECONNECT_ATTEMPTS):
+                await asyncio.sleep(reconnect_delay(attempt))
+                if self.closing or run.stopping:
+                    return
+                totals.reconnect_attempts += 1
+                self._new_connection()
+                self.resuming = True
+                try:
+                    async with asyncio.timeout(run.cfg.connect_timeout):
+                        await open_connection(run, lambda: self)
+                        await self.handshake
+                except Exception as exc:
+                    totals.reconnect_errors[_describe(exc)] += 1
+                    if self.transport is not None:
+                        self.transport.abort()
+                    continue
+                totals.reconnected += 1
+                return
+            totals.resume_failed += 1
+            if time.time() < run.window_end:
+                totals.closed_early += 1
+                totals.close_codes[f"{SLOW_CONSUMER} (reconnect failed)"] += 1
+        finally:
+            if self.reconnecting:  # gave up, or stopped at the end of the run
+                self.reconnecting = False
+                if self.transport is not None and not self.is_open:
+                    self.transport.abort()
+                if not self.is_open and not self.closed.done():
+                    self.closed.set_result(None)
 
     # --- protocol events
 
@@ -211,15 +275,29 @@ class TickClient(asyncio.Protocol):
             return
         self.is_open = True
         self.run.open += 1
-        self.run.totals.opened += 1
+        if self.reconnecting:
+            self.reconnecting = False  # from here on, this connection is like any other
+        else:
+            self.run.totals.opened += 1
         if not self.handshake.done():
             self.handshake.set_result(None)
         if self.symbols:
-            command: dict[str, Any] = {"action": "subscribe", "symbols": self.symbols, "id": 1}
-            if self.run.cfg.batch_ms is not None:
-                command["batch_ms"] = self.run.cfg.batch_ms
-            self.protocol.send_text(json.dumps(command).encode())
+            self.protocol.send_text(json.dumps(self.subscribe_command()).encode())
             self._flush()
+
+    def subscribe_command(self) -> dict[str, Any]:
+        """``subscribe`` with the run's options; on a resumed connection, with the last
+        seq of every stream seen so far and the epoch of its snapshot."""
+        command: dict[str, Any] = {"action": "subscribe", "symbols": self.symbols, "id": 1}
+        command.update(self.run.cfg.subscribe_options())
+        if self.resuming:
+            since = {s: t.last for s, t in self.trackers.items() if t.last is not None}
+            if since:
+                command["since"] = since
+                epochs = {s: self.epochs[s] for s in since if s in self.epochs}
+                if epochs:
+                    command["epochs"] = epochs
+        return command
 
     def _frame(self, frame: Frame, now: float) -> None:
         opcode = frame.opcode
@@ -264,7 +342,11 @@ class TickClient(asyncio.Protocol):
         elif kind == "snapshot":
             self._snapshot(msg)
         elif kind == "subscribed":
-            totals.subscribed += 1
+            if self.resuming:
+                self.resuming = False
+                totals.resumed += 1
+            else:
+                totals.subscribed += 1
         elif kind == "error":
             totals.errors[str(msg.get("code"))] += 1
             if len(totals.error_samples) < 10:
@@ -282,7 +364,8 @@ class TickClient(asyncio.Protocol):
             tracker = self.trackers.get(tick["symbol"])
             seq = tick["seq"]
             ts = tick["ts"]
-        except (KeyError, TypeError):
+            skipped = tick.get("skipped")
+        except (KeyError, TypeError, AttributeError):
             totals.unexpected["malformed tick"] += 1
             return
         if tracker is None:
@@ -293,15 +376,20 @@ class TickClient(asyncio.Protocol):
             totals.ticks_counted += 1
             totals.latency.record(now - ts)
         last = tracker.last
-        if last is not None and seq == last + 1:
-            # The common case, without a call: what SeqTracker.observe does for it.
-            tracker.last = seq
-            if counting:
-                if tracker.first_counted is None:
-                    tracker.first_counted = seq
-                tracker.last_counted = seq
-        else:
-            tracker.observe(seq, counting, totals.seq)
+        if skipped is None:
+            if last is not None and seq == last + 1:
+                # The common case, without a call: what SeqTracker.observe does for it.
+                tracker.last = seq
+                if counting:
+                    if tracker.first_counted is None:
+                        tracker.first_counted = seq
+                    tracker.last_counted = seq
+                return
+            skipped = 0
+        elif skipped.__class__ is not int or skipped < 1:
+            totals.unexpected["tick with a bad 'skipped'"] += 1
+            skipped = 0
+        tracker.observe(seq, counting, totals.seq, skipped)
 
     def _snapshot(self, msg: dict) -> None:
         """A snapshot's ticks are history: they seed the seq check, never the latency."""
@@ -309,7 +397,10 @@ class TickClient(asyncio.Protocol):
         totals.snapshots += 1
         ticks = msg.get("ticks") or []
         totals.snapshot_ticks += len(ticks)
-        tracker = self.trackers.get(msg.get("symbol"))
+        symbol = msg.get("symbol")
+        tracker = self.trackers.get(symbol)
+        if tracker is not None and "epoch" in msg:
+            self.epochs[symbol] = msg["epoch"]  # sent back in "epochs" on a resume
         if tracker is not None and ticks:
             try:
                 tracker.seed(max(t["seq"] for t in ticks))
@@ -323,6 +414,8 @@ class TickClient(asyncio.Protocol):
         self.closing = True
         if self.transport is None:
             return
+        if self.reconnecting:  # cancelled with run.reconnects; nothing open to close
+            return
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(1000)
             self._flush()
@@ -333,6 +426,23 @@ class TickClient(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+
+async def open_connection(run: Run, factory: Callable[[], asyncio.Protocol]) -> None:
+    """TCP (or TLS) connect to the run's server with ``factory``'s protocol."""
+    await asyncio.get_running_loop().create_connection(
+        factory,
+        run.wsuri.host,
+        run.wsuri.port,
+        ssl=run.ssl,
+        server_hostname=run.wsuri.host if run.ssl else None,
+    )
+
+
+def reconnect_delay(attempt: int) -> float:
+    """Seconds before reconnect ``attempt`` (0-based): 50-250 ms with jitter, doubling
+    with each failed attempt, at most 2 s."""
+    return min(2.0, random.uniform(0.05, 0.25) * 2**attempt)
 
 
 def _describe(exc: BaseException) -> str:
@@ -353,7 +463,6 @@ async def _connect_one(run: Run, index: int) -> None:
         return
     totals = run.totals
     totals.attempted += 1
-    loop = asyncio.get_running_loop()
     started = time.perf_counter()
     clients: list[TickClient] = []
 
@@ -363,13 +472,7 @@ async def _connect_one(run: Run, index: int) -> None:
 
     try:
         async with asyncio.timeout(cfg.connect_timeout):
-            await loop.create_connection(
-                factory,
-                run.wsuri.host,
-                run.wsuri.port,
-                ssl=run.ssl,
-                server_hostname=run.wsuri.host if run.ssl else None,
-            )
+            await open_connection(run, factory)
             await clients[0].handshake
     except asyncio.CancelledError:
         totals.failed += 1
@@ -419,9 +522,10 @@ async def run_worker(cfg: LoadTestConfig, worker: int, queue: Any, t0: float) ->
     run.totals.cpu_seconds.append(time.process_time() - cpu_start)
 
     run.stopping = True
-    for task in connectors:
+    reconnects = list(run.reconnects)
+    for task in connectors + reconnects:
         task.cancel()
-    await asyncio.gather(*connectors, return_exceptions=True)
+    await asyncio.gather(*connectors, *reconnects, return_exceptions=True)
     run.totals.open_at_end = run.open
     for client in run.clients:
         client.close()

@@ -4,6 +4,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+MODES = ("all", "latest")
+
 
 @dataclass(frozen=True)
 class LoadTestConfig:
@@ -17,6 +19,12 @@ class LoadTestConfig:
     processes: int
     tick_rate: float
     batch_ms: int | None = None
+    # Subscribe options (docs/protocol.md): "all" (every tick) or "latest" (the newest
+    # tick of a symbol, older ones conflated when the connection is behind), an optional
+    # per-symbol rate cap for "latest", and the snapshot size (None: the server's default).
+    mode: str = "all"
+    max_rate: float | None = None
+    snapshot: int | None = None
     connect_timeout: float = 30.0
     # How long closing all connections at the end may take before they are aborted.
     close_timeout: float = 5.0
@@ -40,10 +48,40 @@ class LoadTestConfig:
             raise ValueError("ramp must be 0 or more")
         if self.batch_ms is not None and not 0 <= self.batch_ms <= 1000:
             raise ValueError("batch-ms must be between 0 and 1000")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if self.max_rate is not None:
+            if self.mode != "latest":
+                raise ValueError("max-rate needs mode latest")
+            if not 0 < self.max_rate <= 1000:
+                raise ValueError("max-rate must be above 0 and at most 1000")
+        if self.snapshot is not None and not 0 <= self.snapshot <= 300:
+            raise ValueError("snapshot must be between 0 and 300")
+
+    @property
+    def stream_rate(self) -> float:
+        """Ticks/s one (client, symbol) stream should get: the tick rate, or the
+        ``max_rate`` cap of mode latest when it is lower."""
+        if self.max_rate is not None and self.max_rate < self.tick_rate:
+            return self.max_rate
+        return self.tick_rate
 
     @property
     def expected_ticks_per_s(self) -> float:
-        return self.clients * self.symbols_per_client * self.tick_rate
+        return self.clients * self.symbols_per_client * self.stream_rate
+
+    def subscribe_options(self) -> dict[str, Any]:
+        """The optional fields of every ``subscribe`` command, as given."""
+        options: dict[str, Any] = {}
+        if self.batch_ms is not None:
+            options["batch_ms"] = self.batch_ms
+        if self.mode != "all":
+            options["mode"] = self.mode
+        if self.max_rate is not None:
+            options["max_rate"] = self.max_rate
+        if self.snapshot is not None:
+            options["snapshot"] = self.snapshot
+        return options
 
     def client_symbols(self, index: int) -> list[str]:
         """The K symbols of client ``index``: consecutive runs, so every symbol gets

@@ -57,6 +57,13 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             },
             "connect_errors": dict(t.connect_errors.most_common()),
             "close_codes": dict(t.close_codes.most_common()),
+            # Close code 4008: the server dropped a slow consumer, the client resumed.
+            "slow_consumer_closes": t.slow_consumer_closes,
+            "reconnect_attempts": t.reconnect_attempts,
+            "reconnected": t.reconnected,
+            "resumed": t.resumed,
+            "resume_failed": t.resume_failed,
+            "reconnect_errors": dict(t.reconnect_errors.most_common()),
         },
         "throughput": {
             "window_s": window,
@@ -90,6 +97,8 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             "duplicates": t.seq.duplicates,
             "out_of_order": t.seq.out_of_order,
             "resets": t.seq.resets,
+            "conflated": t.seq.conflated,
+            "conflation_mismatch": t.seq.conflation_mismatch,
         },
         "errors": {
             "total": sum(t.errors.values()),
@@ -171,7 +180,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             "connections",
             f"opened {_n(c['opened'])}/{_n(c['requested'])}  failed {_n(c['failed'])}"
             f"  closed early {_n(c['closed_early'])}  open at end {_n(c['open_at_end'])}"
-            f"  (connect p50 {_n(c['connect_ms']['p50'])} ms, "
+            f"  slow-consumer closes {_n(c['slow_consumer_closes'])} / resumed "
+            f"{_n(c['resumed'])}  (connect p50 {_n(c['connect_ms']['p50'])} ms, "
             f"p99 {_n(c['connect_ms']['p99'])} ms)",
         ),
         (
@@ -199,7 +209,13 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             "seq",
             f"gaps {_n(seq['gaps'])} (ratio {seq['gap_ratio']:.6f})  duplicates "
             f"{_n(seq['duplicates'])}  out of order {_n(seq['out_of_order'])}  resets "
-            f"{_n(seq['resets'])}  over {_n(seq['streams'])} streams",
+            f"{_n(seq['resets'])}  conflated {_n(seq['conflated'])}"
+            + (
+                f" ({_n(seq['conflation_mismatch'])} ticks skipped more than the jump)"
+                if seq["conflation_mismatch"]
+                else ""
+            )
+            + f"  over {_n(seq['streams'])} streams",
         ),
         (
             "errors",
@@ -210,6 +226,16 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("connect errors", str(c["connect_errors"])))
     if c["close_codes"]:
         rows.append(("early closes", f"close codes {c['close_codes']}"))
+    if c["slow_consumer_closes"]:
+        rows.append(
+            (
+                "reconnects",
+                f"{_n(c['slow_consumer_closes'])} slow-consumer closes (4008): "
+                f"{_n(c['reconnect_attempts'])} attempts, {_n(c['reconnected'])} reconnected, "
+                f"{_n(c['resumed'])} resumed, {_n(c['resume_failed'])} gave up"
+                + (f" {c['reconnect_errors']}" if c["reconnect_errors"] else ""),
+            )
+        )
     if report["unexpected"]:
         rows.append(("unexpected", f"frames {report['unexpected']}"))
     cpu = report["harness"]["cpu_per_process"]
@@ -342,6 +368,11 @@ def render_html(report: dict[str, Any]) -> str:
             f"{cfg['clients']:,} clients x {cfg['symbols_per_client']} symbols of "
             f"{len(cfg['symbols'])}, tick rate {cfg['tick_rate']}/s, batch_ms "
             f"{'off' if cfg['batch_ms'] is None else cfg['batch_ms']}, "
+            f"mode {cfg.get('mode', 'all')}"
+            + (f" (max_rate {cfg['max_rate']}/s)" if cfg.get("max_rate") is not None else "")
+            + ", snapshot "
+            + ("server default" if cfg.get("snapshot") is None else str(cfg["snapshot"]))
+            + ", "
             f"ramp {cfg['ramp']} s, window {cfg['duration']} s, "
             f"{cfg['processes']} client processes",
         ),

@@ -93,12 +93,19 @@ class SeqCounts:
     duplicates: int = 0
     out_of_order: int = 0  # seqs that arrived after a later one
     resets: int = 0  # server "reset" frames: the stream was rebuilt from a snapshot
+    # Seqs the server announced it left out ("skipped": k on a tick, mode "latest"):
+    # replaced by a newer tick of the symbol, so not gaps.
+    conflated: int = 0
+    # Ticks whose "skipped" claimed more seqs than the jump since the previous tick.
+    conflation_mismatch: int = 0
 
     def merge(self, other: "SeqCounts") -> None:
         self.gaps += other.gaps
         self.duplicates += other.duplicates
         self.out_of_order += other.out_of_order
         self.resets += other.resets
+        self.conflated += other.conflated
+        self.conflation_mismatch += other.conflation_mismatch
 
 
 class SeqTracker:
@@ -131,20 +138,33 @@ class SeqTracker:
         self.last = None
         self.missing.clear()
 
-    def observe(self, seq: int, counting: bool, counts: SeqCounts) -> None:
+    def observe(self, seq: int, counting: bool, counts: SeqCounts, skipped: int = 0) -> None:
+        """One tick's ``seq``; ``skipped`` is its announced conflation (k >= 1: it
+        replaced the k ticks of the symbol just before it, so ``seq`` may be up to
+        k + 1 past the previous one without a gap)."""
         last = self.last
         if counting:
             if self.first_counted is None:
                 self.first_counted = seq
             self.last_counted = seq
-        if last is None or seq == last + 1:
+        if last is None:
+            self.last = seq
+            return
+        if seq == last + 1 and not skipped:
             self.last = seq
             return
         if seq > last:
+            jump = seq - last - 1
+            conflated = skipped if skipped <= jump else jump
+            lost = jump - conflated
             if counting:
-                counts.gaps += seq - last - 1
-            if len(self.missing) + (seq - last - 1) <= MAX_REMEMBERED_MISSING:
-                for s in range(last + 1, seq):
+                counts.gaps += lost
+                counts.conflated += conflated
+                if skipped > jump:
+                    counts.conflation_mismatch += 1
+            # The conflated seqs are the ones just before seq; only the rest is missing.
+            if lost and len(self.missing) + lost <= MAX_REMEMBERED_MISSING:
+                for s in range(last + 1, last + 1 + lost):
                     self.missing[s] = counting
             self.last = seq
             return
@@ -170,6 +190,12 @@ class WorkerTotals:
     failed: int = 0
     closed_early: int = 0
     open_at_end: int = 0
+    # Close code 4008 ("slow consumer"): the client reconnects and resumes with since.
+    slow_consumer_closes: int = 0
+    reconnect_attempts: int = 0
+    reconnected: int = 0  # reconnect handshakes that succeeded
+    resumed: int = 0  # resumed connections the server answered with "subscribed"
+    resume_failed: int = 0  # clients that gave up reconnecting (also closed early)
     frames: int = 0  # every frame received, whole run
     frames_counted: int = 0  # frames received inside the measurement window
     ticks: int = 0  # live ticks received, whole run
@@ -185,6 +211,7 @@ class WorkerTotals:
     error_samples: list[dict[str, Any]] = field(default_factory=list)
     connect_errors: Counter = field(default_factory=Counter)
     close_codes: Counter = field(default_factory=Counter)
+    reconnect_errors: Counter = field(default_factory=Counter)
     unexpected: Counter = field(default_factory=Counter)  # frames the harness could not use
     connect_ms: list[float] = field(default_factory=list)
     # symbol -> [newest seq any client had when the window opened, newest at its end]
@@ -197,6 +224,8 @@ class WorkerTotals:
     def merge(self, other: "WorkerTotals") -> None:
         for name in (
             "clients", "attempted", "opened", "failed", "closed_early", "open_at_end",
+            "slow_consumer_closes", "reconnect_attempts", "reconnected", "resumed",
+            "resume_failed",
             "frames", "frames_counted", "ticks", "ticks_counted", "batch_frames_counted",
             "snapshots", "snapshot_ticks", "subscribed", "streams",
         ):  # fmt: skip
@@ -207,6 +236,7 @@ class WorkerTotals:
         self.error_samples = (self.error_samples + other.error_samples)[:10]
         self.connect_errors.update(other.connect_errors)
         self.close_codes.update(other.close_codes)
+        self.reconnect_errors.update(other.reconnect_errors)
         self.unexpected.update(other.unexpected)
         self.connect_ms.extend(other.connect_ms)
         for symbol, (lo, hi) in other.seq_span.items():

@@ -6,6 +6,7 @@ bare-Python reference server and once against a real stack (daphne + Celery +
 Redis), and check the figures and reports it produced.
 """
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect as sync_connect
 
-from loadtest.client import Run, TickClient
+from loadtest.client import RECONNECT_ATTEMPTS, Run, TickClient, reconnect_delay
 from loadtest.config import LoadTestConfig, origin_for
 from loadtest.report import build_report, judge, render_html, report_paths
 from loadtest.runner import Outcome, Second, _Timeline
@@ -122,6 +123,43 @@ def test_anomalies_before_the_window_seed_but_are_not_counted():
     assert (tracker.first_counted, tracker.last_counted) == (6, 7)
 
 
+def test_announced_conflation_is_counted_and_is_not_a_gap():
+    tracker = SeqTracker()
+    counts = SeqCounts()
+    for seq, skipped in ((1, 0), (2, 0), (5, 2), (6, 0), (10, 3)):
+        tracker.observe(seq, True, counts, skipped)
+    assert counts == SeqCounts(conflated=5)
+    assert tracker.missing == {}
+
+
+def test_a_jump_beyond_the_announced_conflation_is_still_a_gap():
+    tracker = SeqTracker()
+    counts = SeqCounts()
+    tracker.observe(1, True, counts)
+    tracker.observe(7, True, counts, 2)  # 5 and 6 conflated; 2, 3 and 4 lost
+    assert (counts.gaps, counts.conflated) == (3, 2)
+    assert sorted(tracker.missing) == [2, 3, 4]
+    tracker.observe(3, True, counts)  # a lost one arrives late: out of order, not a gap
+    tracker.observe(6, True, counts)  # a conflated one "arrives": a duplicate
+    assert (counts.gaps, counts.out_of_order, counts.duplicates) == (2, 1, 1)
+
+
+def test_skipped_larger_than_the_jump_is_a_mismatch():
+    tracker = SeqTracker()
+    counts = SeqCounts()
+    for seq, skipped in ((1, 0), (3, 5), (4, 1)):
+        tracker.observe(seq, True, counts, skipped)
+    assert counts == SeqCounts(conflated=1, conflation_mismatch=2)
+
+
+def test_conflation_before_the_window_is_not_counted():
+    tracker = SeqTracker()
+    counts = SeqCounts()
+    tracker.observe(1, False, counts)
+    tracker.observe(4, False, counts, 2)
+    assert counts == SeqCounts() and tracker.last == 4
+
+
 # --- latency
 
 
@@ -200,6 +238,27 @@ def test_config_rejects_impossible_loads():
     assert make_config(symbols_per_client=0).expected_ticks_per_s == 0
 
 
+def test_subscribe_options_mode_max_rate_and_snapshot():
+    assert make_config().subscribe_options() == {}
+    cfg = make_config(mode="latest", max_rate=2.5, snapshot=0, batch_ms=0)
+    assert cfg.subscribe_options() == {
+        "batch_ms": 0, "mode": "latest", "max_rate": 2.5, "snapshot": 0,
+    }  # fmt: skip
+    # A max_rate below the tick rate caps what each stream should get.
+    assert cfg.expected_ticks_per_s == 10 * 2 * 2.5
+    assert make_config(mode="latest", max_rate=50).expected_ticks_per_s == 10 * 2 * 10
+    for bad in (
+        {"mode": "some"},
+        {"max_rate": 5},  # only with latest
+        {"mode": "latest", "max_rate": 0},
+        {"mode": "latest", "max_rate": 1001},
+        {"snapshot": -1},
+        {"snapshot": 301},
+    ):
+        with pytest.raises(ValueError):
+            make_config(**bad)
+
+
 def test_origin_follows_the_url():
     assert origin_for("ws://127.0.0.1:8000/ws/prices/") == "http://127.0.0.1:8000"
     assert origin_for("wss://example.test/ws/") == "https://example.test"
@@ -264,6 +323,26 @@ async def test_ticks_outside_the_window_are_not_measured():
     assert client.trackers["AAPL"].last == 4
 
 
+async def test_client_counts_announced_conflation_in_latest_mode():
+    run = Run(make_config(ramp=0.0, duration=60.0, mode="latest"), t0=time.time() - 1)
+    client = TickClient(run, 0, ["AAPL"])
+    now = time.time() * 1000
+    ts = int(now) - 5
+
+    def send(msg: dict) -> None:
+        client._text(json.dumps(msg).encode(), now)
+
+    send({"type": "snapshot", "symbol": "AAPL", "epoch": "7", "ticks": [tick("AAPL", 10, ts)]})
+    send({**tick("AAPL", 13, ts), "skipped": 2})
+    send({"type": "ticks", "ticks": [tick("AAPL", 14, ts), {**tick("AAPL", 20, ts), "skipped": 4}]})
+    send({**tick("AAPL", 21, ts), "skipped": "many"})
+    t = run.totals
+    assert t.ticks_counted == 4 and t.latency.total == 4
+    assert t.seq == SeqCounts(gaps=1, conflated=6)  # 19 is a gap: 15-18 were skipped
+    assert t.unexpected == Counter({"tick with a bad 'skipped'": 1})
+    assert client.epochs == {"AAPL": "7"}
+
+
 class FakeTransport:
     """Stands in for the socket: records what the client writes."""
 
@@ -306,6 +385,145 @@ def handshake_response(transport: FakeTransport) -> bytes:
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
     )
+
+
+def client_texts(transport: FakeTransport) -> list[dict]:
+    """The JSON text frames a client wrote (masked, as RFC 6455 has clients send)."""
+    data = b"".join(transport.written)
+    data = data[data.index(b"\r\n\r\n") + 4 :] if data.startswith(b"GET ") else data
+    out = []
+    pos = 0
+    while pos < len(data):
+        opcode, n = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        pos += 2
+        if n == 126:
+            n, pos = int.from_bytes(data[pos : pos + 2]), pos + 2
+        elif n == 127:
+            n, pos = int.from_bytes(data[pos : pos + 8]), pos + 8
+        mask, pos = data[pos : pos + 4], pos + 4
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(data[pos : pos + n]))
+        pos += n
+        if opcode == 0x1:
+            out.append(json.loads(payload))
+    return out
+
+
+def open_client(run: Run, symbols: list[str]) -> tuple[TickClient, FakeTransport]:
+    client = TickClient(run, 0, symbols)
+    transport = FakeTransport()
+    client.connection_made(transport)
+    client.data_received(handshake_response(transport))
+    return client, transport
+
+
+def feed_frames(client: TickClient, *messages: dict | bytes) -> None:
+    client.data_received(
+        b"".join(
+            m if isinstance(m, bytes) else server_frame(0x1, json.dumps(m).encode())
+            for m in messages
+        )
+    )
+
+
+async def test_a_slow_consumer_close_resumes_with_since_and_epochs(monkeypatch):
+    """Close code 4008: the client reconnects and resubscribes from the last seq of each
+    stream with the snapshots' epochs; the streams go on with no gap and no duplicate."""
+    run = Run(make_config(ramp=0.0, duration=60.0, batch_ms=0, snapshot=5), t0=time.time() - 1)
+    connections: list[FakeTransport] = []
+
+    async def fake_open(run_, factory):
+        transport = FakeTransport()
+        connections.append(transport)
+        protocol = factory()
+        protocol.connection_made(transport)
+        protocol.data_received(handshake_response(transport))
+
+    monkeypatch.setattr("loadtest.client.open_connection", fake_open)
+    monkeypatch.setattr("loadtest.client.reconnect_delay", lambda attempt: 0.0)
+    client, first = open_client(run, ["AAPL", "MSFT"])
+    now_ms = int(time.time() * 1000)
+    feed_frames(
+        client,
+        {"type": "subscribed", "id": 1, "symbols": ["AAPL", "MSFT"]},
+        {"type": "snapshot", "symbol": "AAPL", "epoch": "e1", "ticks": [tick("AAPL", 3, now_ms)]},
+        {"type": "snapshot", "symbol": "MSFT", "epoch": "e2", "ticks": []},
+        tick("AAPL", 4, now_ms),
+        tick("MSFT", 10, now_ms),
+        server_frame(0x8, (4008).to_bytes(2) + b"slow consumer"),
+    )
+    assert client_texts(first) == [
+        {"action": "subscribe", "symbols": ["AAPL", "MSFT"], "id": 1, "batch_ms": 0,
+         "snapshot": 5},
+    ]  # fmt: skip
+    client.connection_lost(None)
+    t = run.totals
+    assert (t.slow_consumer_closes, t.closed_early, run.open) == (1, 0, 0)
+    assert not client.closed.done()
+    await asyncio.wait_for(asyncio.gather(*run.reconnects), 5)
+
+    (second,) = connections
+    assert client_texts(second) == [
+        {"action": "subscribe", "symbols": ["AAPL", "MSFT"], "id": 1, "batch_ms": 0,
+         "snapshot": 5, "since": {"AAPL": 4, "MSFT": 10}, "epochs": {"AAPL": "e1", "MSFT": "e2"}},
+    ]  # fmt: skip
+    feed_frames(
+        client,
+        {"type": "subscribed", "id": 1, "symbols": ["AAPL", "MSFT"]},
+        tick("AAPL", 5, now_ms),
+        {"type": "ticks", "ticks": [tick("MSFT", 11, now_ms), tick("AAPL", 6, now_ms)]},
+    )
+    assert t.seq == SeqCounts()
+    assert (t.opened, t.subscribed, t.reconnect_attempts, t.reconnected, t.resumed) == (
+        1, 1, 1, 1, 1,
+    )  # fmt: skip
+    assert (t.closed_early, t.close_codes, run.open) == (0, Counter(), 1)
+    assert client.is_open and not client.closed.done()
+    # Closed again with 4008 once resumed: resumed again.
+    feed_frames(client, server_frame(0x8, (4008).to_bytes(2)))
+    client.connection_lost(None)
+    await asyncio.wait_for(asyncio.gather(*run.reconnects), 5)
+    assert client_texts(connections[1])[0]["since"] == {"AAPL": 6, "MSFT": 11}
+    assert (t.slow_consumer_closes, t.reconnected) == (2, 2)
+
+
+async def test_a_slow_consumer_that_cannot_reconnect_gives_up(monkeypatch):
+    run = Run(make_config(ramp=0.0, duration=60.0), t0=time.time() - 1)
+
+    async def refused(run_, factory):
+        raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr("loadtest.client.open_connection", refused)
+    monkeypatch.setattr("loadtest.client.reconnect_delay", lambda attempt: 0.0)
+    client, _ = open_client(run, ["AAPL"])
+    feed_frames(client, server_frame(0x8, (4008).to_bytes(2)))
+    client.connection_lost(None)
+    await asyncio.wait_for(asyncio.gather(*run.reconnects), 5)
+    t = run.totals
+    assert (t.slow_consumer_closes, t.reconnect_attempts, t.reconnected) == (
+        1, RECONNECT_ATTEMPTS, 0,
+    )  # fmt: skip
+    assert (t.resume_failed, t.closed_early) == (1, 1)
+    assert t.close_codes == Counter({"4008 (reconnect failed)": 1})
+    assert sum(t.reconnect_errors.values()) == RECONNECT_ATTEMPTS
+    assert client.closed.done()
+
+
+async def test_other_close_codes_are_early_closes_without_reconnect():
+    run = Run(make_config(ramp=0.0, duration=60.0), t0=time.time() - 1)
+    client, _ = open_client(run, ["AAPL"])
+    feed_frames(client, server_frame(0x8, (1011).to_bytes(2)))
+    client.connection_lost(None)
+    t = run.totals
+    assert (t.closed_early, t.slow_consumer_closes, len(run.reconnects)) == (1, 0, 0)
+    assert t.close_codes == Counter({"1011": 1})
+    assert client.closed.done()
+
+
+def test_reconnect_delay_is_jittered_bounded_and_grows():
+    delays = [reconnect_delay(0) for _ in range(200)]
+    assert 0.05 <= min(delays) and max(delays) <= 0.25 and len(set(delays)) > 1
+    assert all(0.1 <= reconnect_delay(1) <= 0.5 for _ in range(50))
+    assert reconnect_delay(10) == 2.0
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 50, 1000, 1_000_000])

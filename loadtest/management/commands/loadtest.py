@@ -3,7 +3,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from loadtest.config import LoadTestConfig, origin_for
+from loadtest.config import MODES, LoadTestConfig, origin_for
 from loadtest.report import build_report, summary_lines, write_report
 from loadtest.runner import LoadTestError, Second, run_loadtest
 from loadtest.selectors import loadtest_symbols
@@ -57,6 +57,24 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch-ms", type=int, default=None, help="ask for batched 'ticks' frames"
         )
+        parser.add_argument(
+            "--mode",
+            choices=MODES,
+            default="all",
+            help="subscribe mode: every tick (all) or the newest per symbol (latest)",
+        )
+        parser.add_argument(
+            "--max-rate",
+            type=float,
+            default=None,
+            help="mode latest only: at most this many ticks/s per symbol (0 < X <= 1000)",
+        )
+        parser.add_argument(
+            "--snapshot",
+            type=int,
+            default=None,
+            help="snapshot size asked for in subscribe, 0..300 (default: the server's, 300)",
+        )
         parser.add_argument("--connect-timeout", type=float, default=30.0)
         parser.add_argument("--max-p99-ms", type=float, default=None)
         parser.add_argument("--max-gap-ratio", type=float, default=None)
@@ -66,7 +84,7 @@ class Command(BaseCommand):
         config = self.build_config(options)
         self.stdout.write(
             f"load test: {config.clients:,} clients x {config.symbols_per_client} of "
-            f"{len(config.symbols)} symbols at {config.tick_rate}/s -> "
+            f"{len(config.symbols)} symbols at {config.stream_rate}/s -> "
             f"{config.expected_ticks_per_s:,.0f} ticks/s expected; {config.url}; "
             f"ramp {config.ramp} s, measuring {config.duration} s, "
             f"{config.processes} client processes"
@@ -119,6 +137,9 @@ class Command(BaseCommand):
                 processes=processes,
                 tick_rate=options["tick_rate"] or settings.TICK_RATE,
                 batch_ms=options["batch_ms"],
+                mode=options["mode"],
+                max_rate=options["max_rate"],
+                snapshot=options["snapshot"],
                 connect_timeout=options["connect_timeout"],
                 thresholds=thresholds,
             )
