@@ -3,6 +3,7 @@
     python benchmarks/fanout.py load [--clients 1000 --symbols-per-client 5 --symbols 20
                                       --tick-rate 10 --duration 30 --ramp 10 ...]
     python benchmarks/fanout.py idle [--connections 5000 --hold 30 ...]
+    python benchmarks/fanout.py capacity [--capacity 100:100:1000 --duration 10 ...]
 
 ``load`` starts, one after the other, (1) the project's real stack exactly as
 ``make run`` does (``python -m tickerproject.stack run``: embedded redis-server on a
@@ -11,6 +12,11 @@ benchmarks/reference_server.py, a single asyncio process using ``websockets`` wi
 in-process ticks and ``websockets.broadcast``. Each gets the same load from the
 harness (``python manage.py loadtest``); the script prints one row per server and
 the ratios, and writes everything to --out.
+
+``capacity`` runs ``manage.py loadtest --capacity START:STEP:MAX`` against each
+server: the client count steps up, each step a short load test, and the largest
+count whose step held p99 <= --capacity-p99-ms and delivered >= --capacity-min-delivered
+is that server's capacity (docs/loadtest.md, "Capacity mode").
 
 ``idle`` opens N clients that subscribe to nothing, holds them, and reports the
 server's resident memory per connection (psutil; for the stack, the web server
@@ -340,7 +346,13 @@ class Sampler:
 
 
 def run_harness(
-    *, server: Server, args: argparse.Namespace, out: Path, label: str, extra: list[str]
+    *,
+    server: Server,
+    args: argparse.Namespace,
+    out: Path,
+    label: str,
+    extra: list[str],
+    timeout: float | None = None,
 ) -> tuple[dict, Sampler]:
     """Run ``manage.py loadtest`` against ``server``; returns its JSON report."""
     report_base = out / label
@@ -374,7 +386,7 @@ def run_harness(
     proc = subprocess.Popen(
         cmd, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    budget = args.ramp + args.duration + 120
+    budget = timeout or args.ramp + args.duration + 120
     timer = threading.Timer(budget, proc.kill)
     timer.start()
     profiler: subprocess.Popen | None = None
@@ -623,6 +635,55 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
     return {"mode": "idle", "rows": rows}
 
 
+def run_capacity_mode(args: argparse.Namespace, out: Path) -> dict:
+    """``manage.py loadtest --capacity`` against each server: the most clients it holds."""
+    from loadtest.capacity import CapacityPlan, capacity_lines
+
+    plan = CapacityPlan.parse(
+        args.capacity,
+        max_p99_ms=args.capacity_p99_ms,
+        min_delivered_ratio=args.capacity_min_delivered,
+        budget_s=args.capacity_budget,
+    )
+    args.clients = plan.maximum
+    extra = [
+        "--capacity", args.capacity,
+        "--capacity-p99-ms", str(plan.max_p99_ms),
+        "--capacity-min-delivered", str(plan.min_delivered_ratio),
+        "--capacity-budget", str(plan.budget_s),
+    ]  # fmt: skip
+    rows = []
+    for kind in args.servers:
+        server = start_server(kind, args, out)
+        try:
+            load = os.getloadavg()
+            result, _ = run_harness(
+                server=server,
+                args=args,
+                out=out,
+                label=f"{kind}-capacity",
+                extra=extra,
+                timeout=plan.budget_s + 120,
+            )
+            result["server"] = kind
+            result["loadavg_before"] = [round(x, 2) for x in load]
+            result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+            rows.append(result)
+        finally:
+            server.stop()
+            log(f"{kind}: stopped")
+    for result in rows:
+        print(f"\n{result['server']} (load {result['loadavg_before'][0]} before):")
+        for line in capacity_lines(result):
+            print(line)
+    out_result: dict = {"mode": "capacity", "rows": rows}
+    by = {r["server"]: r["max_clients_held"] for r in rows}
+    if by.get("stack") is not None and by.get("reference"):
+        out_result["stack_over_reference"] = round(by["stack"] / by["reference"], 3)
+    print("\nmost clients held: " + ", ".join(f"{k} {v}" for k, v in by.items()))
+    return out_result
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in (
@@ -710,6 +771,20 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--clients", type=int, default=1000)
     load.add_argument("--symbols-per-client", type=int, default=5)
     load.add_argument("--duration", type=float, default=30.0)
+    capacity = sub.add_parser(
+        "capacity", parents=[common], help="the most clients held at a p99 and delivery"
+    )
+    capacity.add_argument(
+        "--capacity", default="100:100:1000", metavar="START:STEP:MAX", help="client counts"
+    )
+    capacity.add_argument("--symbols-per-client", type=int, default=5)
+    capacity.add_argument("--duration", type=float, default=10.0, help="window of each step")
+    capacity.add_argument("--capacity-p99-ms", type=float, default=100.0)
+    capacity.add_argument("--capacity-min-delivered", type=float, default=0.99)
+    capacity.add_argument(
+        "--capacity-budget", type=float, default=600.0, help="seconds for all steps, per server"
+    )
+    capacity.set_defaults(ramp=5.0)
     idle = sub.add_parser("idle", parents=[common], help="memory per idle connection")
     idle.add_argument("--connections", type=int, default=5000)
     idle.add_argument("--hold", type=float, default=30.0, help="seconds the clients are held")
@@ -734,7 +809,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine {info['machine']}")
     log(f"versions {info['versions']}")
     started = time.monotonic()
-    result = run_load(args, out) if args.mode == "load" else run_idle(args, out)
+    modes = {"load": run_load, "idle": run_idle, "capacity": run_capacity_mode}
+    result = modes[args.mode](args, out)
     result.update(info)
     result["wall_s"] = round(time.monotonic() - started, 1)
     (out / "fanout.json").write_text(json.dumps(result, indent=2) + "\n")

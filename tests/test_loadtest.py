@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect as sync_connect
 
+from loadtest.capacity import MAX_STEPS, CapacityPlan, capacity_lines, run_capacity
 from loadtest.client import RECONNECT_ATTEMPTS, Run, TickClient, reconnect_delay
 from loadtest.config import LoadTestConfig, origin_for
 from loadtest.report import build_report, judge, render_html, report_paths
@@ -647,6 +648,86 @@ def test_report_paths():
     assert report_paths("out/run.html") == (Path("out/run.json"), Path("out/run.html"))
 
 
+# --- capacity mode
+
+
+def test_capacity_plan_parses_and_bounds_its_steps():
+    plan = CapacityPlan.parse("100:100:450", max_p99_ms=50, min_delivered_ratio=0.9)
+    assert plan.client_counts() == [100, 200, 300, 400]
+    assert (plan.max_p99_ms, plan.min_delivered_ratio, plan.budget_s) == (50, 0.9, 600.0)
+    assert len(CapacityPlan.parse("1:1:100000").client_counts()) == MAX_STEPS
+    for bad in ("100", "a:b:c", "0:1:10", "10:0:20", "20:5:10", "1:1:2:3"):
+        with pytest.raises(ValueError):
+            CapacityPlan.parse(bad)
+    with pytest.raises(ValueError):
+        CapacityPlan(1, 1, 2, min_delivered_ratio=1.5)
+
+
+def fake_step(p99_for: dict[int, float], delivered: float = 1.0):
+    """A stand-in for run_loadtest: every tick of a step at its p99, ``delivered`` of
+    what was expected received."""
+    calls = []
+
+    def run(*, config: LoadTestConfig, on_second=None) -> Outcome:
+        calls.append(config)
+        totals = WorkerTotals(clients=config.clients, attempted=config.clients)
+        totals.opened = config.clients
+        n = int(config.expected_ticks_per_s * config.duration * delivered)
+        for _ in range(n):
+            totals.latency.record(p99_for[config.clients])
+        totals.ticks_counted = totals.frames_counted = n
+        totals.cpu_seconds = [0.1]
+        return Outcome(config, totals, [], "start", "end")
+
+    return run, calls
+
+
+def test_capacity_stops_at_the_first_step_that_does_not_hold():
+    run, calls = fake_step({2: 10.0, 4: 60.0, 6: 150.0, 8: 20.0})
+    steps = []
+    plan = CapacityPlan.parse("2:2:8", max_p99_ms=100)
+    result = run_capacity(make_config(processes=4), plan, run=run, on_step=steps.append)
+    assert [c.clients for c in calls] == [2, 4, 6]  # 8 is never tried
+    assert [c.processes for c in calls] == [2, 4, 4]
+    assert all(c.thresholds == {} for c in calls)
+    assert result["max_clients_held"] == 4
+    assert [r["held"] for r in result["steps"]] == [True, True, False] and steps == result["steps"]
+    assert result["steps"][2]["why_not"] == ["p99 150.0 ms above 100 ms"]
+    assert result["stopped"].startswith("6 clients did not hold")
+    json.dumps(result)
+
+
+def test_capacity_judges_delivery_too_and_may_hold_nothing():
+    run, _ = fake_step({1: 1.0, 2: 1.0}, delivered=0.98)
+    result = run_capacity(make_config(), CapacityPlan.parse("1:1:2"), run=run)
+    assert result["max_clients_held"] is None
+    assert result["steps"][0]["why_not"] == ["delivered 0.98 below 0.99"]
+    lines = capacity_lines(result)
+    assert "no step held" in lines[-1] and "NO: delivered 0.98" in lines[1]
+
+
+def test_capacity_keeps_to_its_time_budget():
+    step, calls = fake_step(dict.fromkeys(range(1, 11), 1.0))
+    now = [0.0]
+
+    def run(**kwargs) -> Outcome:
+        now[0] += 11.0  # each step takes as long as foreseen: 1 + 5 + STEP_OVERHEAD_S
+        return step(**kwargs)
+
+    cfg = make_config(ramp=1.0, duration=5.0)
+    plan = CapacityPlan.parse("1:1:10", budget_s=40)
+    result = run_capacity(cfg, plan, run=run, clock=lambda: now[0])
+    assert [c.clients for c in calls] == [1, 2, 3]  # a 4th would end at 44 s
+    assert result["max_clients_held"] == 3
+    assert result["stopped"].startswith("time budget")
+
+
+def test_capacity_needs_subscribing_clients():
+    run, _ = fake_step({})
+    with pytest.raises(ValueError, match="symbols-per-client"):
+        run_capacity(make_config(symbols_per_client=0), CapacityPlan.parse("1:1:2"), run=run)
+
+
 # --- whole runs
 
 
@@ -810,3 +891,52 @@ def test_fanout_benchmark_runs_both_servers_and_the_idle_mode(tmp_path):
     (row,) = json.loads((tmp_path / "idle" / "fanout.json").read_text())["rows"]
     assert row["connections"] == 50 and row["failed"] == 0
     assert row["rss_held_mb"] > 0 and row["kb_per_connection"] is not None
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_capacity_mode_against_the_reference_server(tmp_path):
+    """manage.py loadtest --capacity, then fanout.py capacity, at a tiny load against
+    the reference server, with limits every step meets: the steps, rows and JSON."""
+    port = free_port()
+    symbols = "AAPL,BTC-USD,ETH-USD,MSFT"
+    server = subprocess.Popen(
+        [sys.executable, str(BASE_DIR / "benchmarks" / "reference_server.py"),
+         "--port", str(port), "--symbols", symbols, "--tick-rate", "10"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        result = run_command(
+            "--url", f"ws://127.0.0.1:{port}/", "--processes", "2", "--symbols", symbols,
+            "--symbols-per-client", "2", "--tick-rate", "10", "--duration", "1",
+            "--ramp", "0.5", "--capacity", "2:2:4", "--capacity-p99-ms", "60000",
+            "--capacity-min-delivered", "0", "--report", str(tmp_path / "cap"),
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(re.findall(r"^capacity step: +\d", result.stdout, re.M)) == 2
+    assert "capacity: 4 clients held" in result.stdout
+    report = json.loads((tmp_path / "cap.json").read_text())
+    assert report["max_clients_held"] == 4
+    assert [r["clients"] for r in report["steps"]] == [2, 4]
+    for row in report["steps"]:
+        assert row["held"] and row["opened"] == row["clients"]
+        assert row["gaps"] == 0 and row["delivered_per_s"] > 0
+    assert report["plan"]["max_p99_ms"] == 60000 and report["config"]["symbols_per_client"] == 2
+
+    bench = subprocess.run(
+        [sys.executable, str(BASE_DIR / "benchmarks" / "fanout.py"), "capacity",
+         "--servers", "reference", "--capacity", "2:2:2", "--symbols", "4",
+         "--symbols-per-client", "2", "--duration", "1", "--ramp", "0.5", "--settle", "0.5",
+         "--processes", "2", "--capacity-p99-ms", "60000", "--capacity-min-delivered", "0",
+         "--out", str(tmp_path / "bench")],
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "bench" / "fanout.json").read_text())["rows"]
+    assert row["server"] == "reference" and row["max_clients_held"] == 2
+    assert len(row["steps"]) == 1 and row["loadavg_before"]
+    assert "most clients held: reference 2" in bench.stdout

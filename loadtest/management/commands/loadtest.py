@@ -1,10 +1,19 @@
+import json
 import os
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from loadtest.capacity import (
+    CAPACITY_HEADER,
+    MAX_STEPS,
+    CapacityPlan,
+    capacity_lines,
+    run_capacity,
+    step_line,
+)
 from loadtest.config import MODES, LoadTestConfig, origin_for
-from loadtest.report import build_report, summary_lines, write_report
+from loadtest.report import build_report, report_paths, summary_lines, write_report
 from loadtest.runner import LoadTestError, Second, run_loadtest
 from loadtest.selectors import loadtest_symbols
 from markets.symbols import is_valid_symbol
@@ -79,8 +88,40 @@ class Command(BaseCommand):
         parser.add_argument("--max-p99-ms", type=float, default=None)
         parser.add_argument("--max-gap-ratio", type=float, default=None)
         parser.add_argument("--min-delivered-ratio", type=float, default=None)
+        capacity = parser.add_argument_group(
+            "capacity mode",
+            "step the client count up; report the most clients the server holds "
+            "(--clients and the --max-*/--min-* thresholds are then not used)",
+        )
+        capacity.add_argument(
+            "--capacity",
+            default=None,
+            metavar="START:STEP:MAX",
+            help=f"client counts to try, e.g. 100:100:1000 (at most {MAX_STEPS} steps)",
+        )
+        capacity.add_argument(
+            "--capacity-p99-ms",
+            type=float,
+            default=100.0,
+            help="a step holds with p99 latency at most this (default 100)",
+        )
+        capacity.add_argument(
+            "--capacity-min-delivered",
+            type=float,
+            default=0.99,
+            help="...and at least this delivered ratio (default 0.99)",
+        )
+        capacity.add_argument(
+            "--capacity-budget",
+            type=float,
+            default=600.0,
+            help="seconds for all steps; no step starts that would end later (default 600)",
+        )
 
     def handle(self, *args, **options) -> None:
+        if options["capacity"]:
+            self.handle_capacity(options)
+            return
         config = self.build_config(options)
         self.stdout.write(
             f"load test: {config.clients:,} clients x {config.symbols_per_client} of "
@@ -106,6 +147,47 @@ class Command(BaseCommand):
             raise CommandError(
                 "; ".join(report["thresholds"]["violations"]), returncode=THRESHOLD_EXIT_CODE
             )
+
+    def handle_capacity(self, options: dict) -> None:
+        try:
+            plan = CapacityPlan.parse(
+                options["capacity"],
+                max_p99_ms=options["capacity_p99_ms"],
+                min_delivered_ratio=options["capacity_min_delivered"],
+                budget_s=options["capacity_budget"],
+            )
+        except ValueError as exc:
+            raise CommandError(f"--capacity: {exc}") from exc
+        config = self.build_config({**options, "clients": plan.maximum})
+        counts = plan.client_counts()
+        self.stdout.write(
+            f"capacity: {len(counts)} steps of {counts[0]:,}..{counts[-1]:,} clients x "
+            f"{config.symbols_per_client} of {len(config.symbols)} symbols at "
+            f"{config.stream_rate}/s; {config.url}; each step: ramp {config.ramp} s, "
+            f"measuring {config.duration} s; holds at p99 <= {plan.max_p99_ms} ms and "
+            f">= {plan.min_delivered_ratio:.1%} delivered; budget {plan.budget_s} s"
+        )
+
+        def on_step(row: dict) -> None:
+            self.stdout.write(f"capacity step: {CAPACITY_HEADER.strip()}")
+            self.stdout.write(f"capacity step: {step_line(row).strip()}")
+            self.stdout.flush()
+
+        try:
+            result = run_capacity(config, plan, on_step=on_step, on_second=self.progress)
+        except (LoadTestError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        result["config"] = config.as_dict()
+        self.stdout.write("")
+        for line in capacity_lines(result):
+            self.stdout.write(line)
+        if options["report"]:
+            json_path, _ = report_paths(options["report"])
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(result, indent=2) + "\n")
+            self.stdout.write(f"report: {json_path}")
+        if result["max_clients_held"] is None:
+            raise CommandError("capacity: no step held", returncode=THRESHOLD_EXIT_CODE)
 
     def progress(self, row: Second) -> None:
         """Called by the runner once per second with totals over all client processes."""
