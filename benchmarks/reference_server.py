@@ -13,10 +13,18 @@ uses, so ``python manage.py loadtest`` can load it exactly like the real stack:
 - ``batch_ms`` in ``subscribe`` is ignored: this server always sends ``tick`` frames,
   which is the point of comparison for the real stack's batched ``ticks`` frames.
   So are ``mode``, ``max_rate`` and ``snapshot``: it sends every tick, never
-  conflates (no ``skipped``), never closes a slow consumer (4008) and sends no
-  snapshot; with ``--mode latest --max-rate X`` the harness expects X ticks/s per
-  stream and reports this server's full rate above it.
-- No snapshot or resume: a client simply starts at the next live tick.
+  conflates (no ``skipped``) and sends no snapshot; with ``--mode latest --max-rate
+  X`` the harness expects X ticks/s per stream and reports this server's full rate
+  above it.
+- No snapshot: a client simply starts at the next live tick. By default no resume
+  either (``since`` is ignored).
+- For testing the harness's resume, and only when asked: ``--history N`` keeps the
+  last N ticks of each symbol, and a ``subscribe`` with ``"since": {symbol: seq}``
+  gets the ticks after ``seq`` replayed before live ones (or a ``reset`` with reason
+  ``history_truncated`` when the history no longer reaches back); ``epochs`` is
+  ignored. ``--close-4008-after S`` closes every connection with code 4008 ("slow
+  consumer") S seconds after its first ``subscribe``, as the real stack does with a
+  connection that falls behind.
 
 Run: ``python benchmarks/reference_server.py --port 8765 --tick-rate 10``.
 It listens on 127.0.0.1 only and stops on SIGINT or SIGTERM.
@@ -30,6 +38,7 @@ import random
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
@@ -58,8 +67,12 @@ def error(code: str, message: str, *, id=None, symbols: list[str] | None = None)
 class Market:
     """Per-symbol random walks, seq counters and subscriber sets."""
 
-    def __init__(self, symbols: Iterable[str], *, seed: int = 0) -> None:
+    def __init__(self, symbols: Iterable[str], *, seed: int = 0, history: int = 0) -> None:
         self.symbols = list(symbols)
+        # symbol -> the last ``history`` (seq, JSON) ticks, for since; off when 0
+        self.history: dict[str, deque[tuple[int, str]]] | None = (
+            {s: deque(maxlen=history) for s in self.symbols} if history > 0 else None
+        )
         self.subscribers: dict[str, set[ServerConnection]] = {s: set() for s in self.symbols}
         self.seq = dict.fromkeys(self.symbols, 0)
         self.price = {s: 100.0 + 10 * i for i, s in enumerate(self.symbols)}
@@ -75,7 +88,7 @@ class Market:
             price = round(self.price[symbol] * math.exp(0.0005 * gauss(0.0, 1.0)), 4)
             self.price[symbol] = price
             subs = self.subscribers[symbol]
-            if not subs:
+            if not subs and self.history is None:
                 continue
             spread = round(price * 0.0001, 4)
             text = json.dumps(
@@ -91,6 +104,8 @@ class Market:
                 },
                 separators=(",", ":"),
             )
+            if self.history is not None:
+                self.history[symbol].append((self.seq[symbol], text))
             broadcast(subs, text)
             self.ticks_sent += len(subs)
 
@@ -104,10 +119,23 @@ class Market:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             self.tick_all()
 
+    def replay(self, symbol: str, since: int) -> list[str]:
+        """What a resume from ``since`` needs, before any live tick: the ticks after it,
+        or a ``reset`` when the history does not reach back that far."""
+        if self.history is None:
+            return []
+        ticks = self.history[symbol]
+        if since >= self.seq[symbol]:
+            return []
+        if not ticks or ticks[0][0] > since + 1:
+            return [json.dumps({"type": "reset", "symbol": symbol, "reason": "history_truncated"})]
+        return [text for seq, text in ticks if seq > since]
 
-async def handle(ws: ServerConnection, market: Market) -> None:
+
+async def handle(ws: ServerConnection, market: Market, close_after: float | None = None) -> None:
     """Called once per accepted connection; serves its commands until it closes."""
     mine: set[str] = set()
+    closer: asyncio.TimerHandle | None = None
     try:
         async for frame in ws:
             if not isinstance(frame, str):
@@ -121,13 +149,33 @@ async def handle(ws: ServerConnection, market: Market) -> None:
             except ValueError:
                 await ws.send(error("bad_json", "the frame is not valid JSON"))
                 continue
+            if close_after is not None and closer is None and is_subscribe(cmd):
+                closer = asyncio.get_running_loop().call_later(
+                    close_after, lambda: asyncio.ensure_future(slow_consumer_close(ws, market))
+                )
+            # Written at once (broadcast writes synchronously): a replay goes out whole,
+            # before any live tick of the symbols it has just subscribed to.
             for answer in command(cmd, mine, ws, market):
-                await ws.send(answer)
+                broadcast((ws,), answer)
     except ConnectionClosed:
         pass
     finally:
+        if closer is not None:
+            closer.cancel()
         for symbol in mine:
             market.subscribers[symbol].discard(ws)
+
+
+def is_subscribe(cmd: object) -> bool:
+    return isinstance(cmd, dict) and cmd.get("action") == "subscribe"
+
+
+async def slow_consumer_close(ws: ServerConnection, market: Market) -> None:
+    """Close with 4008 as the real stack does with a connection that fell behind; no
+    tick is sent to it once this starts."""
+    for subs in market.subscribers.values():
+        subs.discard(ws)
+    await ws.close(4008, "slow consumer")
 
 
 def command(cmd: object, mine: set[str], ws: ServerConnection, market: Market) -> list[str]:
@@ -162,6 +210,11 @@ def command(cmd: object, mine: set[str], ws: ServerConnection, market: Market) -
         market.subscribers[symbol].add(ws)
     if known:
         answers.append(json.dumps({"type": "subscribed", "id": id, "symbols": known}))
+    since = cmd.get("since")
+    if isinstance(since, dict):
+        for symbol in known:
+            if isinstance(since.get(symbol), int):
+                answers += market.replay(symbol, since[symbol])
     if unknown:
         answers.append(
             error(
@@ -176,15 +229,25 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="comma-separated tickers")
     parser.add_argument("--tick-rate", type=float, default=10.0, help="ticks/s per symbol")
+    parser.add_argument(
+        "--history", type=int, default=0, help="ticks kept per symbol to serve since (tests)"
+    )
+    parser.add_argument(
+        "--close-4008-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="close each connection with 4008 S seconds after it subscribes (tests)",
+    )
     args = parser.parse_args(argv)
 
-    market = Market(s.strip() for s in args.symbols.split(",") if s.strip())
+    market = Market((s.strip() for s in args.symbols.split(",") if s.strip()), history=args.history)
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     # No compression: daphne does not negotiate permessage-deflate either.
     async with serve(
-        lambda ws: handle(ws, market),
+        lambda ws: handle(ws, market, args.close_4008_after),
         "127.0.0.1",
         args.port,
         compression=None,

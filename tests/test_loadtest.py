@@ -805,6 +805,43 @@ def test_against_the_reference_server_and_the_threshold_exit_code(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
+def test_slow_consumer_closes_are_resumed_without_gap_or_duplicate(tmp_path):
+    """The reference server closes every connection with 4008 a second after it
+    subscribes and replays from ``since``: the harness reconnects, resumes, and the
+    streams have no gap and no duplicate; the closes are not early closes."""
+    port = free_port()
+    symbols = "AAPL,BTC-USD,ETH-USD,MSFT"
+    server = subprocess.Popen(
+        [sys.executable, str(BASE_DIR / "benchmarks" / "reference_server.py"),
+         "--port", str(port), "--symbols", symbols, "--tick-rate", "20",
+         "--history", "1000", "--close-4008-after", "1"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        result = run_command(
+            "--url", f"ws://127.0.0.1:{port}/", "--clients", "6", "--processes", "2",
+            "--symbols", symbols, "--symbols-per-client", "2", "--tick-rate", "20",
+            "--duration", "3", "--ramp", "0.5", "--report", str(tmp_path / "slow"),
+            "--max-gap-ratio", "0",
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "slow.json").read_text())
+    c = report["connections"]
+    assert c["opened"] == 6 and c["subscribed"] == 6
+    assert c["slow_consumer_closes"] >= 1
+    assert 1 <= c["resumed"] <= c["reconnected"] <= c["slow_consumer_closes"]
+    assert (c["closed_early"], c["resume_failed"], c["close_codes"]) == (0, 0, {})
+    seq = report["seq"]
+    assert (seq["gaps"], seq["duplicates"], seq["out_of_order"], seq["resets"]) == (0, 0, 0, 0)
+    assert "slow-consumer closes" in result.stdout and "reconnects" in result.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_loadtest_command_against_a_real_stack(tmp_path):
     rate = 10
     symbols = ["AAPL", "BTC-USD", "ETH-USD", "MSFT"]
