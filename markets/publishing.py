@@ -18,7 +18,7 @@ from .redis import redis_client
 from .symbols import symbol_group_name
 from .ticks import Tick, TickDraft
 
-# Event type the consumer handles (PriceStreamConsumer.tick_message).
+# Event type of a tick on the channel layer (streaming.hub.Hub receives it).
 TICK_EVENT_TYPE = "tick.message"
 
 # KEYS per tick: seq, history, lease, epoch, candle clock, then one candle index per
@@ -106,6 +106,7 @@ def tick_event(tick: Tick) -> dict:
         "type": TICK_EVENT_TYPE,
         "symbol": tick.symbol,
         "seq": tick.seq,
+        "ts": tick.ts,
         "text": tick.to_json(),
     }
 

@@ -31,3 +31,16 @@ async def clean_redis():
     yield
     await wipe()
     await close_redis_client()
+
+
+@pytest.fixture
+async def close_hub():
+    """Each test runs its own event loop: stop that loop's streaming hub after it."""
+    yield
+    from channels.layers import channel_layers
+
+    from streaming.hub import close_local_hub
+
+    await close_local_hub()
+    # The Redis layer keeps per-loop receive state; the next test's loop gets a fresh one.
+    channel_layers.backends.clear()

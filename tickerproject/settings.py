@@ -100,6 +100,11 @@ _REDIS_HOST = {
     # of subscribers needs its own connection.
     "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
 }
+# channels_redis forgets a group member after this; streaming.hub renews well before.
+CHANNEL_GROUP_EXPIRY = env_int("CHANNEL_GROUP_EXPIRY", 86400, minimum=4)
+CHANNEL_GROUP_RENEW_SECONDS = env_float(
+    "CHANNEL_GROUP_RENEW_SECONDS", CHANNEL_GROUP_EXPIRY / 4, minimum=1.0
+)
 # "pubsub": one PUBLISH per group and fan-out inside each web process.
 # "core": channels_redis' default layer, which writes a copy per group member to Redis.
 CHANNEL_LAYER = env_str("CHANNEL_LAYER", "core")
@@ -119,8 +124,8 @@ elif CHANNEL_LAYER == "core":
                 "prefix": f"{REDIS_PREFIX}:asgi",
                 "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
                 "expiry": 10,
-                # Groups are re-joined on reconnect; a day outlives any healthy connection.
-                "group_expiry": 86400,
+                # Each web process renews its groups every CHANNEL_GROUP_RENEW_SECONDS.
+                "group_expiry": CHANNEL_GROUP_EXPIRY,
             },
         }
     }
@@ -150,6 +155,14 @@ FEED_SEED = env_int("FEED_SEED", 0)
 FEED_LEASE_SECONDS = env_float("FEED_LEASE_SECONDS", 5.0, minimum=1.0)
 HISTORY_DEPTH = env_int("HISTORY_DEPTH", 10_000, minimum=100)
 MAX_SYMBOLS_PER_CONNECTION = env_int("MAX_SYMBOLS_PER_CONNECTION", 50, minimum=1)
+
+# --- Delivery (streaming/): each connection's outbox holds at most this many bytes of
+# live ticks, and no live tick is written more than MAX_TICK_AGE_MS after its ts; past
+# either an "all" connection is closed with 4008 and "latest" ones are conflated.
+OUTBOX_MAX_BYTES = env_int("OUTBOX_MAX_BYTES", 1024 * 1024, minimum=4096)
+MAX_TICK_AGE_MS = env_int("MAX_TICK_AGE_MS", 1000, minimum=50)
+# A web process leaves a symbol's group after nobody has watched it this long.
+FEED_IDLE_SECONDS = env_float("FEED_IDLE_SECONDS", 30.0, minimum=0.1)
 
 # --- Candles (markets.candles): Redis keeps this many buckets per symbol and interval
 # (900 = 15 min of 1s candles, 15 h of 1m); closed 1m/5m/1h ones are also persisted.

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .consumers import PriceStreamConsumer
+from .consumer import PriceStreamConsumer
 
 websocket_urlpatterns = [
     path("ws/prices/", PriceStreamConsumer.as_asgi()),

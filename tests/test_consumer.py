@@ -14,7 +14,7 @@ from markets.redis import redis_client
 from markets.ticks import TickDraft
 from tickerproject.asgi import application
 
-pytestmark = pytest.mark.usefixtures("async_symbols", "clean_redis")
+pytestmark = pytest.mark.usefixtures("async_symbols", "clean_redis", "close_hub")
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
@@ -253,7 +253,7 @@ async def test_tick_delivery_skips_the_per_message_db_connection_cleanup():
             assert cleanup.await_count == calls_after_subscribe
 
 
-async def test_tick_frames_skip_the_session_wrapper_and_other_messages_keep_it():
+async def test_outbox_frames_skip_the_session_wrapper_and_the_accept_keeps_it():
     from channels.sessions import InstanceSessionWrapper
 
     seen = []
@@ -272,8 +272,8 @@ async def test_tick_frames_skip_the_session_wrapper_and_other_messages_keep_it()
             assert [(await c.recv())["seq"] for _ in range(2)] == [1, 2]
             assert seen == before  # the ticks went below the wrapper
             await c.assert_alive()
-            assert len(seen) == len(before) + 1
-    assert before[0] == "websocket.accept"
+            assert seen == before  # and so did the reply
+    assert before == ["websocket.accept"]
 
 
 @pytest.mark.parametrize(
@@ -303,6 +303,22 @@ async def test_tick_frames_skip_the_session_wrapper_and_other_messages_keep_it()
         ({"action": "subscribe", "symbols": ["AAPL"], "epochs": {"AAPL": 5}}, "bad_request"),
         ({"action": "subscribe", "symbols": ["AAPL"], "batch_ms": 5000}, "bad_request"),
         ({"action": "subscribe", "symbols": ["AAPL"], "batch_ms": "50"}, "bad_request"),
+        ({"action": "subscribe", "symbols": ["AAPL"], "since": {"AAPL": 2**63}}, "bad_request"),
+        ({"action": "subscribe", "symbols": ["AAPL"], "mode": "fast"}, "bad_request"),
+        ({"action": "subscribe", "symbols": ["AAPL"], "max_rate": 5}, "bad_request"),
+        (
+            {"action": "subscribe", "symbols": ["AAPL"], "mode": "latest", "max_rate": 0},
+            "bad_request",
+        ),
+        (
+            {"action": "subscribe", "symbols": ["AAPL"], "mode": "latest", "max_rate": "1"},
+            "bad_request",
+        ),
+        ({"action": "subscribe", "symbols": ["AAPL"], "snapshot": 301}, "bad_request"),
+        ({"action": "subscribe", "symbols": ["AAPL"], "snapshot": -1}, "bad_request"),
+        ({"action": "subscribe", "symbols": ["AAPL"], "snapshot": True}, "bad_request"),
+        ("[" * 100_000, "message_too_large"),
+        ("[" * 5000, "bad_json"),
         ({"action": "buy", "symbols": ["AAPL"]}, "unknown_action"),
         ({"action": "SUBSCRIBE"}, "unknown_action"),
     ],
@@ -377,3 +393,48 @@ async def test_localhost_origin_is_accepted():
     connected, _ = await comm.connect()
     assert connected
     await comm.disconnect()
+
+
+async def test_snapshot_size_is_chosen_per_subscribe():
+    await publish(*(draft("AAPL", 100.0 + i) for i in range(5)))
+    async with Client() as c:
+        await c.subscribe("AAPL", snapshot=2)
+        assert [t["seq"] for t in (await c.recv())["ticks"]] == [4, 5]
+        await c.subscribe("BTC-USD", snapshot=0)
+        snap = await c.recv()
+        assert snap["type"] == "snapshot" and snap["ticks"] == []
+        await publish(draft("BTC-USD"))
+        assert (await c.recv())["seq"] == 1
+
+
+async def test_latest_mode_conflates_and_all_mode_keeps_every_tick_on_one_connection():
+    async with Client() as c:
+        await c.subscribe("AAPL", mode="latest", max_rate=1)
+        await c.recv()
+        await c.subscribe("BTC-USD")
+        await c.recv()
+        await publish(draft("AAPL"), draft("BTC-USD"))
+        first = [await c.recv(), await c.recv()]
+        assert sorted((m["symbol"], m["seq"]) for m in first) == [("AAPL", 1), ("BTC-USD", 1)]
+        # AAPL may go out once a second: four more ticks arrive as one that skipped three.
+        for _ in range(4):
+            await publish(draft("AAPL"), draft("BTC-USD"))
+        got = [await c.recv(timeout=3) for _ in range(5)]
+        assert [m["seq"] for m in got if m["symbol"] == "BTC-USD"] == [2, 3, 4, 5]
+        assert [(m["seq"], m["skipped"]) for m in got if m["symbol"] == "AAPL"] == [(5, 3)]
+        assert await c.nothing()
+
+
+async def test_a_redis_outage_during_subscribe_answers_unavailable_and_keeps_the_connection():
+    async with Client() as c:
+        with mock.patch(
+            "markets.history.snapshot", side_effect=ConnectionError("Redis is down")
+        ):
+            await c.send({"action": "subscribe", "symbols": ["AAPL"], "id": 9})
+            assert (await c.recv())["type"] == "subscribed"
+            err = await c.recv()
+        assert (err["code"], err["id"], err["symbols"]) == ("unavailable", 9, ["AAPL"])
+        await c.send({"action": "list", "id": 1})
+        assert (await c.recv())["symbols"] == []
+        await c.subscribe("AAPL")
+        assert (await c.recv())["type"] == "snapshot"

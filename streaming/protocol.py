@@ -4,10 +4,27 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .symbols import is_valid_symbol
+from markets.symbols import is_valid_symbol
 
 MAX_MESSAGE_BYTES = 64 * 1024
 PROTOCOL_VERSION = 1
+MAX_SNAPSHOT = 300
+MAX_RATE = 1000.0
+
+
+class CloseCode:
+    """WebSocket close codes the server sends (docs/protocol.md)."""
+
+    # The connection fell behind in "all" mode: its outbox passed OUTBOX_MAX_BYTES, or a
+    # live tick waited more than MAX_TICK_AGE_MS. Reconnect and resume with "since".
+    SLOW_CONSUMER = 4008
+
+
+class Mode(StrEnum):
+    """How a subscription delivers ticks."""
+
+    ALL = "all"  # every tick, in seq order, gap-free; 4008 when the client falls behind
+    LATEST = "latest"  # only the newest tick per symbol; skipped ones are counted
 
 
 class ErrorCode(StrEnum):
@@ -17,6 +34,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"
     TOO_MANY_SYMBOLS = "too_many_symbols"
     MESSAGE_TOO_LARGE = "message_too_large"
+    UNAVAILABLE = "unavailable"
 
 
 class ProtocolError(Exception):
@@ -59,6 +77,9 @@ class Command:
     since: dict[str, int] = field(default_factory=dict)
     epochs: dict[str, str] = field(default_factory=dict)
     batch_ms: int | None = None
+    mode: Mode = Mode.ALL
+    max_rate: float | None = None
+    snapshot: int = MAX_SNAPSHOT
 
 
 def _parse_id(raw: dict) -> Any:
@@ -122,6 +143,7 @@ def parse_command(raw: Any, *, symbol_limit: int) -> Command:
             since=_parse_symbol_map(raw, "since", symbols, id=id, kind=int),
             epochs=_parse_symbol_map(raw, "epochs", symbols, id=id, kind=str),
             batch_ms=_parse_batch_ms(raw, id=id),
+            **_parse_delivery(raw, id=id),
         )
     return Command(action, id)
 
@@ -130,7 +152,7 @@ def _parse_symbol_map(raw: dict, name: str, symbols: list[str], *, id: Any, kind
     value = raw.get(name)
     if value is None:
         return {}
-    what = "non-negative integers" if kind is int else "strings of at most 64 characters"
+    what = "integers from 0 to 2**63 - 1" if kind is int else "strings of at most 64 characters"
     if not isinstance(value, dict):
         raise ProtocolError(
             ErrorCode.BAD_REQUEST, f"'{name}' must map subscribed symbols to {what}", id=id
@@ -143,7 +165,8 @@ def _parse_symbol_map(raw: dict, name: str, symbols: list[str], *, id: Any, kind
                 id=id,
             )
         ok = (
-            isinstance(item, int) and not isinstance(item, bool) and item >= 0
+            # Redis stream ids are 64-bit: a larger since must not reach it.
+            isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 2**63
             if kind is int
             else isinstance(item, str) and len(item) <= 64
         )
@@ -163,3 +186,40 @@ def _parse_batch_ms(raw: dict, *, id: Any) -> int | None:
             id=id,
         )
     return value
+
+
+def _parse_delivery(raw: dict, *, id: Any) -> dict[str, Any]:
+    """``mode``, ``max_rate`` and ``snapshot`` of a subscribe command."""
+    mode = raw.get("mode", Mode.ALL.value)
+    if mode not in (Mode.ALL.value, Mode.LATEST.value):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, '\'mode\' must be "all" or "latest"', id=id)
+    max_rate = raw.get("max_rate")
+    if max_rate is not None:
+        if (
+            isinstance(max_rate, bool)
+            or not isinstance(max_rate, int | float)
+            or not 0 < max_rate <= MAX_RATE
+        ):
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"'max_rate' must be a number above 0 and at most {MAX_RATE:g}",
+                id=id,
+            )
+        if mode != Mode.LATEST:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, '\'max_rate\' needs "mode": "latest"', id=id)
+    snapshot = raw.get("snapshot", MAX_SNAPSHOT)
+    if (
+        isinstance(snapshot, bool)
+        or not isinstance(snapshot, int)
+        or not 0 <= snapshot <= MAX_SNAPSHOT
+    ):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"'snapshot' must be an integer from 0 to {MAX_SNAPSHOT}",
+            id=id,
+        )
+    return {
+        "mode": Mode(mode),
+        "max_rate": float(max_rate) if max_rate else None,
+        "snapshot": snapshot,
+    }

@@ -1,0 +1,168 @@
+"""Connection: one WebSocket's subscriptions, its outbox and its writer task.
+
+PriceStreamConsumer parses commands and calls this; everything that is sent goes
+through the outbox, so replies, snapshots and ticks keep their order and nothing the
+consumer or the fan-out does ever waits on this client's socket.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+
+from markets import history
+
+from .faults import FaultLog
+from .hub import Hub, local_hub
+from .outbox import Outbox, write_forever
+from .protocol import CloseCode, Command, ErrorCode, ProtocolError
+from .subscription import Subscription
+
+logger = logging.getLogger(__name__)
+faults = FaultLog(logger)
+
+
+class Connection:
+    """What one client holds: subscriptions by symbol, and the frames waiting for it."""
+
+    def __init__(
+        self,
+        *,
+        send_text: Callable[[str], Awaitable[None]],
+        close: Callable[[int], Awaitable[None]],
+        hub: Hub | None = None,
+    ) -> None:
+        self.hub = hub or local_hub()
+        self.outbox = Outbox(
+            max_bytes=settings.OUTBOX_MAX_BYTES, max_age_ms=settings.MAX_TICK_AGE_MS
+        )
+        self.outbox.on_close = self._end
+        self.subs: dict[str, Subscription] = {}
+        self.close_code: int | None = None
+        self._close = close
+        self._closer: asyncio.Task | None = None
+        self._writer = asyncio.ensure_future(write_forever(self.outbox, send_text))
+        self._writer.add_done_callback(self._writer_done)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.outbox.put_frame(json.dumps(message))
+
+    # --- commands
+
+    async def subscribe(self, command: Command, symbols: list[str]) -> None:
+        """Subscribe to the known ``symbols`` of ``command``; answers and history included."""
+        if command.batch_ms is not None:
+            self.outbox.batch_ms = command.batch_ms
+        new: list[Subscription] = []
+        try:
+            # Join before reading history: a tick published in between is then both in
+            # the history read and held by the subscription, and its seq check drops
+            # the copy (streaming.subscription).
+            for symbol in symbols:
+                if symbol not in self.subs:
+                    self.subs[symbol] = sub = await self.hub.subscribe(
+                        symbol,
+                        lambda feed: Subscription(
+                            feed, self.outbox, mode=command.mode, max_rate=command.max_rate,
+                            snapshot_size=command.snapshot,
+                        ),
+                    )  # fmt: skip
+                    new.append(sub)
+        except Exception as exc:
+            self._drop(new)
+            raise _unavailable(exc, command, symbols) from None
+        joined_at = time.monotonic()
+        self.send({"type": "subscribed", "id": command.id, "symbols": symbols})
+        for i, sub in enumerate(new):
+            try:
+                if sub.symbol in command.since:
+                    await self._resume(sub, command, joined_at)
+                else:
+                    await self._snapshot(sub, joined_at, reset=None)
+            except Exception as exc:
+                # Nothing of these was sent: drop them, so "list" tells the truth.
+                failed = [s for s in new[i:] if s.held is not None]
+                self._drop(failed)
+                raise _unavailable(exc, command, [s.symbol for s in failed]) from None
+
+    async def _snapshot(self, sub: Subscription, joined_at: float, *, reset: str | None) -> None:
+        # A read shared with every subscriber that joined before it began.
+        snap = await sub.feed.read(joined_at=joined_at)
+        if reset is not None:
+            self.send({"type": "reset", "symbol": sub.symbol, "reason": reset})
+        self.outbox.put_frame(snap.frame(sub.snapshot_size))
+        sub.go_live(snap.last_seq)
+
+    async def _resume(self, sub: Subscription, command: Command, joined_at: float) -> None:
+        since = command.since[sub.symbol]
+        found = await history.resume(
+            symbol=sub.symbol, since=since, epoch=command.epochs.get(sub.symbol)
+        )
+        if found.reset_reason is not None:
+            await self._snapshot(sub, joined_at, reset=found.reset_reason)
+            return
+        ticks = found.ticks
+        sub.replay([t.to_json() for t in ticks], [t.ts for t in ticks])
+        sub.go_live(ticks[-1].seq if ticks else since)
+
+    def unsubscribe(self, symbols: list[str]) -> None:
+        self._drop([sub for s in symbols if (sub := self.subs.get(s)) is not None])
+
+    def symbols(self) -> list[str]:
+        return sorted(self.subs)
+
+    def _drop(self, subs: list[Subscription]) -> None:
+        for sub in subs:
+            if self.subs.get(sub.symbol) is sub:
+                del self.subs[sub.symbol]
+            self.hub.unsubscribe(sub)
+
+    # --- the end
+
+    def detach(self) -> None:
+        """Called when the socket is gone: no tick is queued for it any more."""
+        self._drop(list(self.subs.values()))
+        self._writer.cancel()
+        self.outbox.clear()
+
+    def _end(self, code: int) -> None:
+        """Called by the outbox when this connection must close (4008: it fell behind)."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        held = len(self.subs)
+        self.detach()
+        if code == CloseCode.SLOW_CONSUMER:
+            logger.info("closing a slow consumer (%d) holding %d symbols", code, held)
+        # The close frame waits behind what the socket still holds, so it is not
+        # awaited here; the server's keepalive ends a peer that never reads again.
+        self._closer = asyncio.ensure_future(self._close(code))
+        self._closer.add_done_callback(_ignore_result)
+
+    def _writer_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # The socket went away under the writer: the server tells the consumer too.
+            faults.report(f"writer:{type(exc).__name__}", "writing to a client failed: %r", exc)
+            self._drop(list(self.subs.values()))
+
+
+def _unavailable(exc: Exception, command: Command, symbols: list[str]) -> ProtocolError:
+    faults.report(f"unavailable:{type(exc).__name__}", "subscribe failed: %r", exc)
+    return ProtocolError(
+        ErrorCode.UNAVAILABLE,
+        "market data is unavailable right now; subscribe again shortly",
+        id=command.id,
+        symbols=symbols,
+    )
+
+
+def _ignore_result(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()

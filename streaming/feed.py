@@ -1,0 +1,188 @@
+"""SymbolFeed: one web process's view of one symbol: recent ticks, subscribers, refills.
+
+Each process holds one SymbolFeed per symbol it serves (streaming.hub.Hub owns them).
+The feed is the one place that
+
+- keeps the symbol's recent ticks (a ring of at most ``SNAPSHOT_SIZE``, encoded once),
+- reads snapshots for subscribers, shared and incremental (below),
+- refills ticks the channel layer lost, once for the whole process, and
+- hands each live tick to its subscribers (streaming.subscription.Subscription).
+
+Snapshots are shared between subscribers. When many clients subscribe to a symbol
+(a deploy, a reconnect storm), each would otherwise read, parse and encode the same
+300 ticks. Two rules keep that cheap and exact:
+
+- A read that *began after* a subscriber joined the feed covers that subscriber exactly
+  as its own read would (see PriceStreamConsumer.do_subscribe), so concurrent
+  subscribers share one read.
+- A later read starts from the newest snapshot the feed already holds and fetches only
+  the ticks after it (an XRANGE from its last seq), so each tick is parsed and encoded
+  once per process, not once per subscriber.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from markets import history, keys
+from markets.redis import redis_client
+from markets.ticks import Tick
+
+if TYPE_CHECKING:
+    from .subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_SIZE = history.SNAPSHOT_SIZE
+
+
+@dataclass(frozen=True)
+class EncodedSnapshot:
+    symbol: str
+    epoch: str
+    last_seq: int  # 0 when the symbol has no history
+    tick_texts: tuple[str, ...]  # each tick's JSON, ascending seq
+
+    @cached_property
+    def text(self) -> str:
+        """The whole "snapshot" frame, ready to send."""
+        return self.frame(len(self.tick_texts))
+
+    def frame(self, size: int) -> str:
+        """The "snapshot" frame of the newest ``size`` ticks."""
+        if size >= len(self.tick_texts) and "text" in self.__dict__:
+            return self.text
+        texts = self.tick_texts[len(self.tick_texts) - size :] if size else ()
+        head = json.dumps({"type": "snapshot", "symbol": self.symbol, "epoch": self.epoch})
+        return f'{head[:-1]}, "ticks": [{",".join(texts)}]}}'
+
+
+def encode_snapshot(snap: history.Snapshot) -> EncodedSnapshot:
+    return EncodedSnapshot(
+        symbol=snap.symbol,
+        epoch=snap.epoch,
+        last_seq=snap.ticks[-1].seq if snap.ticks else 0,
+        tick_texts=tuple(t.to_json() for t in snap.ticks),
+    )
+
+
+async def _extend(base: EncodedSnapshot, size: int) -> EncodedSnapshot | None:
+    """``base`` brought up to date with the ticks after it, or None if it cannot be."""
+    pipe = redis_client().pipeline(transaction=True)
+    pipe.get(keys.epoch_key(base.symbol))
+    pipe.xrange(keys.history_key(base.symbol), min=f"({base.last_seq}-0", count=size + 1)
+    epoch, entries = await pipe.execute()
+    epoch = epoch.decode() if isinstance(epoch, bytes) else (epoch or "")
+    newer = [Tick.from_stream_entry(base.symbol, eid, fields) for eid, fields in entries]
+    if epoch != base.epoch or len(newer) > size or (newer and newer[0].seq != base.last_seq + 1):
+        return None  # a new epoch, trimmed history, or more than a snapshot holds
+    if not newer:
+        return base
+    texts = (*base.tick_texts, *(t.to_json() for t in newer))[-size:]
+    return EncodedSnapshot(base.symbol, epoch, newer[-1].seq, texts)
+
+
+class SymbolFeed:
+    """This process's recent ticks of one symbol, and the subscriptions they go to."""
+
+    def __init__(self, symbol: str, *, size: int = SNAPSHOT_SIZE) -> None:
+        self.symbol = symbol
+        self.size = size
+        self.subscribers: set[Subscription] = set()
+        # The newest snapshot read, extended by live ticks: the ring of recent ticks.
+        self.latest: EncodedSnapshot | None = None
+        # seq of the newest tick this feed has delivered (or knows of), 0 for none yet.
+        self.last_seq = 0
+        # time.monotonic() when the last subscriber left; None while it has any.
+        self.idle_since: float | None = None
+        self._read: tuple[float, asyncio.Task[EncodedSnapshot]] | None = None
+
+    # --- snapshots
+
+    async def read(self, *, joined_at: float) -> EncodedSnapshot:
+        """A snapshot read that began at or after ``joined_at`` (time.monotonic())."""
+        current = self._read
+        if current is None or current[0] < joined_at:
+            # Its own task, so a subscriber that disconnects does not cancel the others' read.
+            task = asyncio.ensure_future(self._read_snapshot())
+            task.add_done_callback(_retrieve_exception)
+            current = self._read = (time.monotonic(), task)
+        return await asyncio.shield(current[1])
+
+    async def _read_snapshot(self) -> EncodedSnapshot:
+        base = self.latest
+        snap = await _extend(base, self.size) if base is not None else None
+        if snap is None:
+            snap = encode_snapshot(await history.snapshot(symbol=self.symbol, size=self.size))
+        latest = self.latest
+        # Reads may finish out of order; keep the newest as the next base.
+        if latest is None or snap.last_seq >= latest.last_seq or snap.epoch != latest.epoch:
+            self.latest = snap
+        # Every subscriber's history now reaches this far: an older live tick is a copy.
+        self.last_seq = max(self.last_seq, snap.last_seq)
+        return snap
+
+    def observe(self, *, seq: int, text: str) -> None:
+        """Extend the newest snapshot with a live tick this process received."""
+        latest = self.latest
+        # Only the next seq keeps it contiguous; a tick after a hole is ignored.
+        if latest is not None and seq == latest.last_seq + 1:
+            texts = (*latest.tick_texts, text)[-self.size :]
+            self.latest = EncodedSnapshot(self.symbol, latest.epoch, seq, texts)
+
+    def cached_range(self, *, after_seq: int, before_seq: int) -> list[str] | None:
+        """The ticks with after_seq < seq < before_seq if this feed holds them all."""
+        latest = self.latest
+        if latest is None or latest.last_seq < before_seq - 1:
+            return None
+        first_seq = latest.last_seq - len(latest.tick_texts) + 1
+        if first_seq > after_seq + 1:
+            return None
+        start = after_seq + 1 - first_seq
+        return list(latest.tick_texts[start : start + (before_seq - after_seq - 1)])
+
+    def forget(self) -> None:
+        """Drop the ring (a new epoch): the next read starts from scratch."""
+        self.latest = None
+        self._read = None
+
+    # --- live ticks
+
+    def deliver(self, seq: int, text: str, ts: int, *, live: bool = True) -> None:
+        """Hand the next tick to every subscriber (one that falls behind closes itself)."""
+        self.last_seq = seq
+        self.observe(seq=seq, text=text)
+        failed = None
+        for sub in self.subscribers:
+            try:
+                sub.offer(seq, text, ts, live=live)
+            except Exception as exc:
+                failed = [*(failed or ()), (sub, exc)]
+        if failed:
+            # One broken subscriber must not stop the others' ticks, nor fail on every tick.
+            for sub, exc in failed:
+                self.subscribers.discard(sub)
+                sub.outbox.fail(exc)
+
+    def deliver_history(self, ticks: list[Tick]) -> None:
+        """Hand ticks fetched from history (a refill, a catch-up) to every subscriber."""
+        for tick in ticks:
+            if tick.seq > self.last_seq:
+                self.deliver(tick.seq, tick.to_json(), tick.ts, live=False)
+
+    async def missed(self, *, before_seq: int) -> list[Tick]:
+        """The ticks between the last one delivered and ``before_seq``, from history."""
+        after = self.last_seq
+        return await history.ticks_after(
+            symbol=self.symbol, after_seq=after, limit=before_seq - after - 1
+        )
+
+
+def _retrieve_exception(task: asyncio.Task) -> None:
+    # Every waiter may have gone; do not let asyncio log the error as unretrieved.
+    if not task.cancelled():
+        task.exception()

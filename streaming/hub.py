@@ -1,0 +1,276 @@
+"""Hub: each web process receives a tick once and hands it to its symbol's feed.
+
+With one channel-layer member per connection, every tick would cost one channel-layer
+message per subscriber (benchmarks/RESULTS.md, rounds 3 and 4). Instead one member per
+process joins each symbol's group (markets.symbols.symbol_group_name), and the hub
+passes the pre-encoded tick to that symbol's SymbolFeed, which queues it in each
+subscriber's outbox. Nothing here awaits a socket.
+
+The hub's two loops never end on an error:
+
+- the receive loop retries a failing channel layer with backoff; when it answers
+  again, the hub rejoins every group and catches each feed up from history once per
+  process, or resets its subscribers where history no longer reaches back;
+- the housekeeping loop renews group membership well before the layer's
+  ``group_expiry`` and lets go of feeds nobody has watched for a while.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from markets import history
+from markets.publishing import TICK_EVENT_TYPE
+from markets.symbols import symbol_group_name
+
+from .faults import FaultLog
+from .feed import SymbolFeed
+from .subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 2.0
+
+
+class Hub:
+    """This event loop's single group member per symbol, and its feeds."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.feeds: dict[str, SymbolFeed] = {}
+        self.channel: str | None = None
+        self.faults = FaultLog(logger)
+        self.receive_restarts = 0
+        self.recoveries = 0
+        self.resets = 0
+        self.refills = 0
+        self.renewed_at = 0.0
+        self.renew_seconds = settings.CHANNEL_GROUP_RENEW_SECONDS
+        self.idle_seconds = settings.FEED_IDLE_SECONDS
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+        # Feeds whose numbering may have restarted (a tick far behind the last one).
+        self._suspect: set[str] = set()
+
+    # --- subscriptions
+
+    async def subscribe(
+        self, symbol: str, make: Callable[[SymbolFeed], Subscription]
+    ) -> Subscription:
+        """Join ``symbol``'s group if needed; ticks published from now on reach the result."""
+        async with self._lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+            feed = self.feeds.get(symbol)
+            if feed is None:
+                await self.layer.group_add(symbol_group_name(symbol), self.channel)
+                feed = self.feeds[symbol] = SymbolFeed(symbol)
+            sub = make(feed)
+            feed.subscribers.add(sub)
+            feed.idle_since = None
+            if not self._tasks:
+                self._tasks = [
+                    asyncio.ensure_future(self._supervise(self._receive_forever)),
+                    asyncio.ensure_future(self._supervise(self._housekeep_forever)),
+                ]
+            return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop delivering to ``sub`` at once; the group is left later if nobody returns."""
+        feed = sub.feed
+        feed.subscribers.discard(sub)
+        sub.close()
+        if not feed.subscribers:
+            feed.idle_since = time.monotonic()
+
+    async def aclose(self) -> None:
+        """Stop the loops (tests and shutdown); subscriptions stop receiving ticks."""
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            # Bounded: a Redis read being cancelled may take a while to unwind.
+            await asyncio.wait(self._tasks, timeout=2)
+        self._tasks = []
+
+    # --- the loops
+
+    async def _supervise(self, loop_fn: Callable[[], Any]) -> None:
+        """Run ``loop_fn`` forever: a bug that escapes it is logged once and it restarts."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await loop_fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.receive_restarts += 1
+                self.faults.report(f"loop:{loop_fn.__name__}", "hub loop %s failed; restarting",
+                                   loop_fn.__name__, exc=exc)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def _receive_forever(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._recover_after(exc)
+                continue
+            if event.get("type") == TICK_EVENT_TYPE:
+                await self._on_tick(event)
+            if self._suspect:
+                await self._check_suspects()
+
+    async def _recover_after(self, exc: Exception) -> None:
+        """Retry until the layer answers, then rejoin every group and catch every feed up."""
+        started = time.monotonic()
+        logger.error("channel layer receive failed (%s: %s); retrying", type(exc).__name__, exc)
+        delay = RETRY_FIRST_SECONDS
+        attempts = 0
+        while True:
+            attempts += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+            try:
+                await self._rejoin()
+                for feed in list(self.feeds.values()):
+                    await self._catch_up(feed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as retry_exc:
+                self.faults.report("recover", "channel layer still failing: %s", retry_exc)
+                continue
+            self.recoveries += 1
+            logger.warning(
+                "channel layer back after %.1f s and %d attempts; %d feeds caught up",
+                time.monotonic() - started, attempts, len(self.feeds),
+            )  # fmt: skip
+            return
+
+    async def _rejoin(self) -> None:
+        for symbol in list(self.feeds):
+            await self.layer.group_add(symbol_group_name(symbol), self.channel)
+        self.renewed_at = time.monotonic()
+
+    async def _housekeep_forever(self) -> None:
+        period = max(0.5, min(self.renew_seconds, self.idle_seconds) / 2)
+        self.renewed_at = time.monotonic()
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._drop_idle_feeds()
+                if time.monotonic() - self.renewed_at >= self.renew_seconds:
+                    await self._rejoin()
+            except Exception as exc:
+                # The receive loop sees the same outage and recovers; try again next period.
+                self.faults.report("housekeeping", "group renewal failed: %s", exc)
+
+    async def _drop_idle_feeds(self) -> None:
+        now = time.monotonic()
+        for symbol, feed in list(self.feeds.items()):
+            if feed.idle_since is not None and now - feed.idle_since > self.idle_seconds:
+                async with self._lock:
+                    if feed.subscribers or self.feeds.get(symbol) is not feed:
+                        continue
+                    del self.feeds[symbol]
+                    await self.layer.group_discard(symbol_group_name(symbol), self.channel)
+
+    # --- ticks
+
+    async def _on_tick(self, event: dict) -> None:
+        feed = self.feeds.get(event["symbol"])
+        if feed is None:
+            return
+        seq = event["seq"]
+        last = feed.last_seq
+        if last and seq != last + 1:
+            if seq <= last:
+                if last - seq > feed.size:
+                    # Far behind: the symbol's numbering may have restarted (a new epoch).
+                    self._suspect.add(feed.symbol)
+                return  # a copy of a tick already delivered
+            # The layer lost ticks on the way to this process (a full or expired queue,
+            # an outage): fetch them once here, for every subscriber.
+            if not await self._refill(feed, seq):
+                return  # the catch-up after the outage delivers this one too
+        feed.deliver(seq, event["text"], event["ts"])
+
+    async def _refill(self, feed: SymbolFeed, seq: int) -> bool:
+        try:
+            missed = await feed.missed(before_seq=seq)
+        except Exception as exc:
+            self.faults.report("refill", "refilling %s failed: %s", feed.symbol, exc)
+            self._suspect.add(feed.symbol)
+            return False
+        self.refills += 1
+        if not missed or missed[0].seq != feed.last_seq + 1:
+            await self._reset(feed, history.RESET_HISTORY_TRUNCATED)
+            return False
+        feed.deliver_history(missed)
+        return True
+
+    async def _check_suspects(self) -> None:
+        for symbol in list(self._suspect):
+            feed = self.feeds.get(symbol)
+            try:
+                if feed is not None:
+                    await self._catch_up(feed)
+            except Exception as exc:
+                self.faults.report("catch-up", "catching %s up failed: %s", symbol, exc)
+                return
+            self._suspect.discard(symbol)
+
+    async def _catch_up(self, feed: SymbolFeed) -> None:
+        """Deliver what ``feed`` missed, or reset its subscribers if history cannot tell."""
+        if not feed.last_seq or not feed.subscribers:
+            return
+        epoch = feed.latest.epoch if feed.latest is not None else None
+        found = await history.resume(symbol=feed.symbol, since=feed.last_seq, epoch=epoch)
+        if found.reset_reason is not None:
+            await self._reset(feed, found.reset_reason)
+        elif found.ticks:
+            feed.deliver_history(found.ticks)
+
+    async def _reset(self, feed: SymbolFeed, reason: str) -> None:
+        """Send every live subscriber of ``feed`` a ``reset`` and a fresh snapshot."""
+        self.resets += 1
+        logger.warning("%s: subscribers reset (%s)", feed.symbol, reason)
+        rewound = [sub for sub in feed.subscribers if sub.rewind()]
+        feed.forget()
+        snap = await feed.read(joined_at=time.monotonic())
+        feed.last_seq = snap.last_seq
+        frame = f'{{"type":"reset","symbol":"{feed.symbol}","reason":"{reason}"}}'
+        for sub in rewound:
+            if sub in feed.subscribers:
+                sub.outbox.put_frame(frame)
+                sub.outbox.put_frame(snap.frame(sub.snapshot_size))
+                sub.go_live(snap.last_seq)
+
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def local_hub() -> Hub:
+    """The hub of the running event loop (one per web process in production)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        for old in [lp for lp in _hubs if lp.is_closed()]:
+            del _hubs[old]
+        hub = _hubs[loop] = Hub()
+    return hub
+
+
+async def close_local_hub() -> None:
+    """Stop this loop's hub, if it has one (tests: one event loop per test)."""
+    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    if hub is not None:
+        await hub.aclose()

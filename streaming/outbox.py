@@ -1,0 +1,252 @@
+"""One connection's outbox: frames waiting for its socket, bounded, and the writer that drains it.
+
+The fan-out never awaits a socket. It appends to the outbox, which is plain synchronous
+code, and the connection's own writer task sends what is queued. A socket that stops
+reading so stalls only its own writer; the fan-out and every other connection go on.
+
+Two kinds of subscription feed one outbox (streaming.protocol.Mode):
+
+- ``all``: every tick, in order. The outbox is bounded by live bytes (``max_bytes``) and by
+  the age of its oldest live tick (``max_age_ms``); past either the connection is *slow*
+  and the caller closes it with 4008, so the client resumes with ``since``. History (a
+  snapshot, a replay) is bounded by the protocol instead: it never makes a client slow.
+- ``latest``: one slot per symbol holding its newest tick (Lightstreamer's MERGE). A tick
+  replacing another counts it in ``skipped``; a slot may wait for ``max_rate``; a tick
+  older than ``max_age_ms`` is dropped and counted, never written.
+
+When a connection accepts batches (it set ``batch_ms``, 0 included), ticks waiting
+together go out as one ``ticks`` frame: on the ``batch_ms`` timer, or by themselves
+whenever the writer is behind.
+"""
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from .protocol import CloseCode
+
+SLOW_CONSUMER = CloseCode.SLOW_CONSUMER
+INTERNAL_ERROR = 1011
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+class Frame(str):
+    """A frame other than a tick (a reply, a snapshot): never merged into a ``ticks`` frame."""
+
+    __slots__ = ()
+
+
+class _Slot:
+    """A ``latest`` subscription's waiting tick."""
+
+    __slots__ = ("due_ms", "interval_ms", "pending", "skipped", "text", "ts")
+
+    def __init__(self, interval_ms: float) -> None:
+        self.interval_ms = interval_ms
+        self.text = ""
+        self.ts = 0
+        self.skipped = 0  # ticks replaced or dropped since the last one written
+        self.pending = False
+        self.due_ms = 0.0  # when max_rate lets the next tick of this symbol out
+
+
+def with_skipped(text: str, skipped: int) -> str:
+    """The tick JSON ``text`` with ``"skipped": skipped`` added."""
+    return f'{text[:-1]},"skipped":{skipped}}}' if skipped else text
+
+
+def ticks_frame(texts: list[str]) -> str:
+    return '{"type":"ticks","ticks":[' + ",".join(texts) + "]}"
+
+
+class Outbox:
+    """Frames waiting for one socket; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        max_age_ms: float,
+        clock: Callable[[], float] = now_ms,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_age_ms = max_age_ms
+        self.clock = clock
+        # None: one frame per tick. Otherwise the batching window (0 = none, but ticks
+        # that waited together still share a frame).
+        self.batch_ms: int | None = None
+        self._queue: deque[str] = deque()
+        self.live_bytes = 0
+        self._queued_oldest_ts = 0  # ts of the oldest live tick queued, 0 if none
+        self._writing_oldest_ts = 0  # ts of the oldest live tick the writer holds
+        self._slots: dict[str, _Slot] = {}
+        self._due_slots = 0  # slots with a tick waiting
+        self.dropped_stale = 0  # latest-mode ticks dropped for age, over the connection
+        self.closing = False
+        # Called (soon, not during the fan-out) with the close code once the connection
+        # must end: CloseCode.SLOW_CONSUMER, or 1011 when delivering to it failed.
+        self.on_close: Callable[[int], None] = lambda code: None
+        self.ready = asyncio.Event()
+
+    # --- filled by the fan-out and the consumer
+
+    def put_frame(self, text: str) -> None:
+        """Queue a reply, a snapshot or any other frame; bounded by the protocol, not here."""
+        if self.closing:
+            return
+        self._queue.append(Frame(text))
+        self.ready.set()
+
+    def put_history(self, texts: list[str]) -> None:
+        """Queue replayed ticks: in order, merged when batching, never judged by age."""
+        if self.closing:
+            return
+        self._queue.extend(texts)
+        self.ready.set()
+
+    def put_tick(self, text: str, ts: int) -> bool:
+        """Queue a live tick of an ``all`` subscription; False once the connection is slow."""
+        if self.closing:
+            return False
+        if not self._queued_oldest_ts:
+            self._queued_oldest_ts = ts
+        self._queue.append(text)
+        self.live_bytes += len(text)
+        oldest = self._writing_oldest_ts or self._queued_oldest_ts
+        if self.live_bytes > self.max_bytes or self.clock() - oldest > self.max_age_ms:
+            self._close(SLOW_CONSUMER)
+            return False
+        self.ready.set()
+        return True
+
+    def add_slot(self, symbol: str, *, max_rate: float | None) -> None:
+        self._slots[symbol] = _Slot(1000.0 / max_rate if max_rate else 0.0)
+
+    def drop_slot(self, symbol: str) -> None:
+        slot = self._slots.pop(symbol, None)
+        if slot is not None and slot.pending:
+            self._due_slots -= 1
+
+    def put_latest(self, symbol: str, text: str, ts: int) -> None:
+        """Keep ``text`` as the newest tick of a ``latest`` subscription."""
+        slot = self._slots.get(symbol)
+        if slot is None:
+            return  # unsubscribed, or the connection is closing
+        if slot.pending:
+            slot.skipped += 1
+        else:
+            slot.pending = True
+            self._due_slots += 1
+        slot.text = text
+        slot.ts = ts
+        self.ready.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """Called when delivering to this connection raised: it ends with 1011."""
+        self._close(INTERNAL_ERROR)
+
+    def _close(self, code: int) -> None:
+        if not self.closing:
+            self.closing = True
+            self.clear()
+            asyncio.get_running_loop().call_soon(self.on_close, code)
+
+    def clear(self) -> None:
+        self._queue.clear()
+        self._slots.clear()
+        self._due_slots = 0
+        self.live_bytes = 0
+        self._queued_oldest_ts = 0
+
+    # --- drained by the writer
+
+    def take(self) -> tuple[list[str], float | None]:
+        """The frames to write now, and when a rate-limited slot falls due (epoch ms).
+
+        Sets ``slow`` instead when a live tick of an ``all`` subscription is already
+        older than ``max_age_ms``: it must not be shown as live.
+        """
+        now = self.clock()
+        if self._queued_oldest_ts and now - self._queued_oldest_ts > self.max_age_ms:
+            self._close(SLOW_CONSUMER)
+            return [], None
+        items = list(self._queue)
+        self._queue.clear()
+        self._writing_oldest_ts = self._queued_oldest_ts
+        self._queued_oldest_ts = 0
+        self.live_bytes = 0
+        next_due = None
+        if self._due_slots:
+            next_due = self._take_slots(items, now)
+        if self.batch_ms is None:
+            return items, next_due
+        return _merge(items), next_due
+
+    def written(self) -> None:
+        """Called by the writer once the frames of the last take() are written."""
+        self._writing_oldest_ts = 0
+
+    def _take_slots(self, items: list[str], now: float) -> float | None:
+        next_due = None
+        for slot in self._slots.values():
+            if not slot.pending:
+                continue
+            if now - slot.ts > self.max_age_ms:
+                # Too old to show as live: drop it, and let the next tick say so.
+                slot.pending = False
+                self._due_slots -= 1
+                slot.skipped += 1
+                self.dropped_stale += 1
+            elif slot.due_ms > now:
+                next_due = slot.due_ms if next_due is None else min(next_due, slot.due_ms)
+            else:
+                items.append(with_skipped(slot.text, slot.skipped))
+                slot.pending = False
+                self._due_slots -= 1
+                slot.skipped = 0
+                slot.due_ms = now + slot.interval_ms
+        return next_due
+
+
+def _merge(items: list[str]) -> list[str]:
+    """Runs of two or more ticks become one ``ticks`` frame; other frames stay in place."""
+    out: list[str] = []
+    run: list[str] = []
+    for item in items:
+        if type(item) is Frame:
+            if run:
+                out.append(run[0] if len(run) == 1 else ticks_frame(run))
+                run = []
+            out.append(item)
+        else:
+            run.append(item)
+    if run:
+        out.append(run[0] if len(run) == 1 else ticks_frame(run))
+    return out
+
+
+async def write_forever(outbox: Outbox, send: Callable[[str], Awaitable[None]]) -> None:
+    """Drain ``outbox`` into ``send`` until cancelled, or until the connection must close."""
+    loop = asyncio.get_running_loop()
+    ready = outbox.ready
+    timer: asyncio.TimerHandle | None = None
+    while True:
+        await ready.wait()
+        ready.clear()
+        if outbox.batch_ms and not outbox.closing:
+            # Let a batch gather; a frame put meanwhile (a reply) is not held back longer.
+            await asyncio.sleep(outbox.batch_ms / 1000)
+        frames, next_due = outbox.take()
+        if outbox.closing:
+            return
+        if next_due is not None:
+            if timer is not None:
+                timer.cancel()
+            timer = loop.call_later(max(0.0, (next_due - outbox.clock()) / 1000), ready.set)
+        for text in frames:
+            await send(text)
+        outbox.written()

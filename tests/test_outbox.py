@@ -1,0 +1,166 @@
+"""streaming.outbox: bounds, modes, merging and the writer, without ASGI or Redis."""
+
+import asyncio
+import json
+
+from streaming.outbox import Outbox, with_skipped, write_forever
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tick(symbol: str, seq: int, ts: int = 1_000_000) -> str:
+    return json.dumps({"type": "tick", "symbol": symbol, "seq": seq, "ts": ts}).replace(" ", "")
+
+
+def make(**kw) -> tuple[Outbox, Clock, list[int]]:
+    clock = Clock()
+    box = Outbox(max_bytes=kw.pop("max_bytes", 10_000), max_age_ms=1000, clock=clock)
+    closed: list[int] = []
+    box.on_close = closed.append
+    return box, clock, closed
+
+
+async def test_unbatched_ticks_and_frames_go_out_one_by_one_in_order():
+    box, _, _ = make()
+    box.put_frame('{"type":"subscribed"}')
+    box.put_tick(tick("A", 1), 1_000_000)
+    box.put_tick(tick("A", 2), 1_000_000)
+    frames, due = box.take()
+    assert frames == ['{"type":"subscribed"}', tick("A", 1), tick("A", 2)]
+    assert due is None
+    assert box.take() == ([], None)
+
+
+async def test_a_connection_that_accepts_batches_gets_waiting_ticks_merged_around_frames():
+    box, _, _ = make()
+    box.batch_ms = 0
+    box.put_tick(tick("A", 1), 1_000_000)
+    box.put_tick(tick("B", 1), 1_000_000)
+    box.put_frame('{"type":"pong"}')
+    box.put_tick(tick("A", 2), 1_000_000)
+    frames, _ = box.take()
+    assert [json.loads(f)["type"] for f in frames] == ["ticks", "pong", "tick"]
+    assert [t["seq"] for t in json.loads(frames[0])["ticks"]] == [1, 1]
+
+
+async def test_all_mode_closes_with_4008_past_the_byte_cap_and_drops_the_queue():
+    box, _, closed = make(max_bytes=60)
+    assert box.put_tick(tick("A", 1), 1_000_000)  # about 50 bytes
+    assert not box.put_tick(tick("A", 2), 1_000_000)  # over 60 bytes of live ticks
+    await asyncio.sleep(0)
+    assert closed == [4008]
+    assert box.take() == ([], None)
+    assert not box.put_tick(tick("A", 3), 1_000_000)
+    await asyncio.sleep(0)
+    assert closed == [4008]  # once
+
+
+async def test_history_never_counts_against_the_cap():
+    box, _, closed = make(max_bytes=100)
+    box.put_history([tick("A", i) for i in range(50)])
+    box.put_frame("x" * 5000)
+    assert box.put_tick(tick("A", 50), 1_000_000)
+    await asyncio.sleep(0)
+    assert closed == []
+
+
+async def test_all_mode_closes_when_a_queued_or_unwritten_live_tick_gets_too_old():
+    box, clock, closed = make()
+    box.put_tick(tick("A", 1), 1_000_000)
+    _frames, _ = box.take()  # the writer holds it: say the socket is stalled
+    clock.now += 600
+    assert box.put_tick(tick("A", 2), 1_000_600)
+    clock.now += 500  # tick 1 is 1100 ms old and still not written
+    assert not box.put_tick(tick("A", 3), 1_001_100)
+    await asyncio.sleep(0)
+    assert closed == [4008]
+
+
+async def test_a_live_tick_already_stale_when_the_writer_takes_it_is_never_written():
+    box, clock, closed = make()
+    box.put_tick(tick("A", 1), 1_000_000)
+    clock.now += 1001
+    assert box.take() == ([], None)
+    await asyncio.sleep(0)
+    assert closed == [4008]
+
+
+async def test_latest_mode_keeps_the_newest_tick_and_says_how_many_it_replaced():
+    box, _, closed = make()
+    box.add_slot("A", max_rate=None)
+    for seq in (1, 2, 3):
+        box.put_latest("A", tick("A", seq), 1_000_000)
+    frames, _ = box.take()
+    assert [json.loads(f) for f in frames] == [
+        {"type": "tick", "symbol": "A", "seq": 3, "ts": 1_000_000, "skipped": 2}
+    ]
+    box.put_latest("A", tick("A", 4), 1_000_000)
+    assert [json.loads(f).get("skipped") for f in box.take()[0]] == [None]
+    assert closed == []
+
+
+async def test_latest_mode_drops_stale_ticks_and_counts_them_in_the_next_one():
+    box, clock, _ = make()
+    box.add_slot("A", max_rate=None)
+    box.put_latest("A", tick("A", 1), 1_000_000)
+    clock.now += 1500
+    assert box.take() == ([], None)
+    assert box.dropped_stale == 1
+    box.put_latest("A", tick("A", 2, 1_001_500), 1_001_500)
+    assert json.loads(box.take()[0][0])["skipped"] == 1
+
+
+async def test_max_rate_holds_a_symbol_until_its_next_slot_is_due():
+    box, clock, _ = make()
+    box.add_slot("A", max_rate=2)  # at most one tick per 500 ms
+    box.put_latest("A", tick("A", 1), 1_000_000)
+    assert len(box.take()[0]) == 1
+    clock.now += 100
+    box.put_latest("A", tick("A", 2, 1_000_100), 1_000_100)
+    box.put_latest("A", tick("A", 3, 1_000_100), 1_000_100)
+    frames, due = box.take()
+    assert frames == [] and due == 1_000_500
+    clock.now = due
+    frames, _ = box.take()
+    assert json.loads(frames[0]) == {
+        "type": "tick", "symbol": "A", "seq": 3, "ts": 1_000_100, "skipped": 1
+    }  # fmt: skip
+
+
+def test_with_skipped_adds_the_field_only_when_something_was_skipped():
+    assert json.loads(with_skipped('{"seq":5}', 3)) == {"seq": 5, "skipped": 3}
+    assert with_skipped('{"seq":5}', 0) == '{"seq":5}'
+
+
+async def test_a_stalled_send_stalls_only_its_own_writer_and_the_stall_closes_it():
+    stalled_box, clock, closed = make()
+    healthy_box, _, _ = make()
+    never = asyncio.Event()
+    got: list[str] = []
+
+    async def stalled_send(text: str) -> None:
+        await never.wait()  # a socket whose buffer never drains
+
+    async def healthy_send(text: str) -> None:
+        got.append(text)
+
+    writers = [
+        asyncio.ensure_future(write_forever(stalled_box, stalled_send)),
+        asyncio.ensure_future(write_forever(healthy_box, healthy_send)),
+    ]
+    for seq in range(1, 6):
+        clock.now += 300
+        # The fan-out: plain appends, never awaiting either socket.
+        stalled_box.put_tick(tick("A", seq), int(clock.now))
+        healthy_box.put_tick(tick("A", seq), int(clock.now))
+        await asyncio.sleep(0.01)
+    assert [json.loads(t)["seq"] for t in got] == [1, 2, 3, 4, 5]
+    assert closed == [4008]  # tick 1 waited more than 1000 ms behind the stalled send
+    for w in writers:
+        w.cancel()
