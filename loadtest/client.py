@@ -224,6 +224,7 @@ class TickClient(asyncio.Protocol):
         streams go on with no gap and no duplicate."""
         run = self.run
         totals = run.totals
+        resumed = False
         try:
             for attempt in range(RECONNECT_ATTEMPTS):
                 await asyncio.sleep(reconnect_delay(attempt))
@@ -242,13 +243,16 @@ class TickClient(asyncio.Protocol):
                         self.transport.abort()
                     continue
                 totals.reconnected += 1
+                # The new connection may already be gone again, with another
+                # reconnect under way: that one now owns the client's fate.
+                resumed = True
                 return
             totals.resume_failed += 1
             if time.time() < run.window_end:
                 totals.closed_early += 1
                 totals.close_codes[f"{SLOW_CONSUMER} (reconnect failed)"] += 1
         finally:
-            if self.reconnecting:  # gave up, or stopped at the end of the run
+            if not resumed and self.reconnecting:  # gave up, or stopped at the end
                 self.reconnecting = False
                 if self.transport is not None and not self.is_open:
                     self.transport.abort()

@@ -487,6 +487,35 @@ async def test_a_slow_consumer_close_resumes_with_since_and_epochs(monkeypatch):
     assert (t.slow_consumer_closes, t.reconnected) == (2, 2)
 
 
+async def test_a_resumed_connection_closed_again_at_once_resumes_again(monkeypatch):
+    """A 4008 on the new connection before the reconnect that opened it has finished:
+    the second reconnect owns the client, the first one must not end it."""
+    run = Run(make_config(ramp=0.0, duration=60.0), t0=time.time() - 1)
+    opened = 0
+
+    async def fake_open(run_, factory):
+        nonlocal opened
+        opened += 1
+        protocol = factory()
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(handshake_response(transport))
+        if opened == 1:  # dropped again straight away
+            feed_frames(protocol, server_frame(0x8, (4008).to_bytes(2)))
+            protocol.connection_lost(None)
+
+    monkeypatch.setattr("loadtest.client.open_connection", fake_open)
+    monkeypatch.setattr("loadtest.client.reconnect_delay", lambda attempt: 0.0)
+    client, _ = open_client(run, ["AAPL"])
+    feed_frames(client, server_frame(0x8, (4008).to_bytes(2)))
+    client.connection_lost(None)
+    while run.reconnects:
+        await asyncio.wait_for(asyncio.gather(*list(run.reconnects)), 5)
+    t = run.totals
+    assert (t.slow_consumer_closes, t.reconnected, t.closed_early) == (2, 2, 0)
+    assert client.is_open and run.open == 1 and not client.closed.done()
+
+
 async def test_a_slow_consumer_that_cannot_reconnect_gives_up(monkeypatch):
     run = Run(make_config(ramp=0.0, duration=60.0), t0=time.time() - 1)
 
