@@ -23,7 +23,7 @@ from websockets.sync.client import connect as sync_connect
 from loadtest.capacity import MAX_STEPS, CapacityPlan, capacity_lines, run_capacity
 from loadtest.client import RECONNECT_ATTEMPTS, Run, TickClient, reconnect_delay
 from loadtest.config import LoadTestConfig, origin_for
-from loadtest.report import build_report, judge, render_html, report_paths
+from loadtest.report import build_report, judge, render_html, report_paths, summary_lines
 from loadtest.runner import Outcome, Second, _Timeline
 from loadtest.stats import LatencyHistogram, SeqCounts, SeqTracker, WorkerTotals, percentile
 from tests.realstack import free_port, real_stack, wait_for_port
@@ -657,6 +657,28 @@ def test_report_figures_and_thresholds():
     ok = judge(report, {"max_p99_ms": 50, "max_gap_ratio": 0.01, "min_delivered_ratio": 0.9})
     assert ok["passed"] and ok["violations"] == []
     json.dumps(report)  # JSON-ready throughout
+
+
+def test_report_shows_conflation_and_slow_consumer_resumes():
+    outcome = synthetic_outcome(mode="latest", max_rate=5)
+    t = outcome.totals
+    t.seq.conflated, t.seq.conflation_mismatch = 40, 1
+    t.slow_consumer_closes, t.reconnect_attempts, t.reconnected, t.resumed = 3, 4, 3, 3
+    t.reconnect_errors["ConnectionRefusedError: refused"] = 1
+    report = build_report(outcome)
+    assert (report["seq"]["conflated"], report["seq"]["conflation_mismatch"]) == (40, 1)
+    c = report["connections"]
+    assert (c["slow_consumer_closes"], c["reconnect_attempts"], c["resumed"]) == (3, 4, 3)
+    assert c["resume_failed"] == 0
+    assert c["reconnect_errors"] == {"ConnectionRefusedError: refused": 1}
+    assert report["config"]["mode"] == "latest" and report["config"]["max_rate"] == 5
+    assert report["throughput"]["expected_ticks_per_s"] == 10 * 2 * 5
+    text = "\n".join(summary_lines(report))
+    assert "conflated 40 (1 ticks skipped more than the jump)" in text
+    assert "slow-consumer closes 3 / resumed 3" in text
+    assert "3 slow-consumer closes (4008): 4 attempts, 3 reconnected, 3 resumed" in text
+    page = render_html(report)
+    assert "conflated 40" in page and "mode latest (max_rate 5/s)" in page
 
 
 def test_html_report_is_self_contained():
