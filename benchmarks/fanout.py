@@ -514,6 +514,7 @@ def load_row(kind: str, report: dict, sampler: Sampler) -> dict:
         "server_cpu_samples": len(sampler.window("measure", "closing")),
         "harness_cpu": report["harness"]["cpu_per_process"],
         "harness_cpu_us_per_frame": report["harness"].get("cpu_us_per_frame"),
+        "harness_cpu_system_share": report["harness"].get("cpu_system_share"),
         "peak_rss_mb": {
             role: round(max(s.rss[role] for s in sampler.samples) / 2**20, 1)
             for role in sampler.samples[0].rss

@@ -516,6 +516,7 @@ async def run_worker(cfg: LoadTestConfig, worker: int, queue: Any, t0: float) ->
 
     await _sleep_until(run.window_start)
     cpu_start = time.process_time()
+    sys_start = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     # The newest seq of each symbol any client had when the window opened.
     newest_at_start: dict[str, int] = {}
     for client in run.clients:
@@ -524,6 +525,9 @@ async def run_worker(cfg: LoadTestConfig, worker: int, queue: Any, t0: float) ->
                 newest_at_start[symbol] = tracker.last
     await _sleep_until(run.window_end)
     run.totals.cpu_seconds.append(time.process_time() - cpu_start)
+    run.totals.cpu_system_seconds.append(
+        resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys_start
+    )
 
     run.stopping = True
     reconnects = list(run.reconnects)

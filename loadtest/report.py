@@ -115,6 +115,10 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             "cpu_us_per_frame": round(sum(t.cpu_seconds) / t.frames_counted * 1e6, 2)
             if t.frames_counted
             else None,
+            # The share of that CPU spent in the kernel: what no Python change can cut.
+            "cpu_system_share": round(sum(t.cpu_system_seconds) / sum(t.cpu_seconds), 3)
+            if sum(t.cpu_seconds) > 0 and t.cpu_system_seconds
+            else None,
             "saturated": any(c >= SATURATED_CPU for c in cpu),
         },
         "timeline": {
@@ -244,7 +248,12 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             "harness",
             f"{report['harness']['event_loop']} loop, CPU per client process "
             + ", ".join(f"{c:.0%}" for c in cpu)
-            + f"; {_n(report['harness']['cpu_us_per_frame'])} us per frame",
+            + f"; {_n(report['harness']['cpu_us_per_frame'])} us per frame"
+            + (
+                f" ({share:.0%} in the kernel)"
+                if (share := report["harness"]["cpu_system_share"]) is not None
+                else ""
+            ),
         )
     )
     if report["harness"]["saturated"]:

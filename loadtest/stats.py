@@ -219,6 +219,8 @@ class WorkerTotals:
     # per (client, symbol) stream: seqs it advanced through inside the window
     stream_spans: list[int] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)  # per process, inside the window
+    # ...of which in the kernel (socket reads, mostly)
+    cpu_system_seconds: list[float] = field(default_factory=list)
     event_loop: str = ""
 
     def merge(self, other: "WorkerTotals") -> None:
@@ -245,6 +247,7 @@ class WorkerTotals:
             mine[1] = max(mine[1], hi)
         self.stream_spans.extend(other.stream_spans)
         self.cpu_seconds.extend(other.cpu_seconds)
+        self.cpu_system_seconds.extend(other.cpu_system_seconds)
         self.event_loop = self.event_loop or other.event_loop
 
 

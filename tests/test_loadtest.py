@@ -635,6 +635,7 @@ def synthetic_outcome(**config) -> Outcome:
     totals.seq_span = {"AAPL": [0, 50], "MSFT": [2, 52]}
     totals.stream_spans = [50] * 18 + [25, 10]
     totals.cpu_seconds = [0.5, 0.6]
+    totals.cpu_system_seconds = [0.25, 0.3]
     totals.connect_ms = [1.0, 2.0, 30.0]
     timeline = [Second(s, "measure", 10, 10, 0, 0, 180 * s, 180 * s, 180, 180) for s in range(1, 7)]
     return Outcome(cfg, totals, timeline, "2026-01-01T00:00:00+00:00", "later")
@@ -651,6 +652,7 @@ def test_report_figures_and_thresholds():
     assert report["latency_ms"]["p99"] == 50
     # 1.1 CPU seconds for 900 frames: the harness's cost per frame.
     assert report["harness"]["cpu_us_per_frame"] == pytest.approx(1.1 / 900 * 1e6, abs=0.01)
+    assert report["harness"]["cpu_system_share"] == 0.5
     verdict = report["thresholds"]
     assert not verdict["passed"]
     assert len(verdict["violations"]) == 2
