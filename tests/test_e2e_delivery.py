@@ -1,0 +1,206 @@
+"""The delivery engine over a real stack: stalled clients, a Redis restart, group expiry.
+
+Real uvicorn, real Celery worker and beat, real Redis, real sockets. Figures are
+printed (run with -s to see them); benchmarks/RESULTS.md records them. The asserts
+are what the design guarantees, not timing samples.
+"""
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from markets.universe import DEFAULT_UNIVERSE
+from tests.realstack import BASE_DIR, real_stack
+from tests.stalled import StalledClient
+from tickerproject.stack import free_port, redis_server_command, wait_for_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SYMBOLS = [i.ticker for i in DEFAULT_UNIVERSE]
+
+
+def p99(values: list[float]) -> float:
+    values = sorted(values)
+    return values[int(0.99 * (len(values) - 1))] if values else float("nan")
+
+
+class Healthy:
+    """A client that reads every frame and checks each symbol's seq."""
+
+    def __init__(self, stack, symbols: list[str]) -> None:
+        self.stack = stack
+        self.symbols = symbols
+        self.last: dict[str, int] = {}
+        self.gaps = 0
+        self.duplicates = 0
+        self.latencies: list[tuple[float, float]] = []  # (receipt s, ms)
+        self.close_code: int | None = None
+        self.snapshots = 0
+        self.resets = 0
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        async with connect(self.stack.ws_url, origin=self.stack.origin) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "symbols": self.symbols}))
+            reader = asyncio.ensure_future(self._read(ws))
+            await stop.wait()
+            reader.cancel()
+
+    async def _read(self, ws) -> None:
+        try:
+            async for frame in ws:
+                now = time.time()
+                msg = json.loads(frame)
+                if msg["type"] == "snapshot":
+                    self.snapshots += 1
+                    if msg["ticks"]:
+                        self.last[msg["symbol"]] = msg["ticks"][-1]["seq"]
+                elif msg["type"] == "reset":
+                    self.resets += 1
+                    self.last.pop(msg["symbol"], None)
+                elif msg["type"] == "tick":
+                    self.latencies.append((now, now * 1000 - msg["ts"]))
+                    last = self.last.get(msg["symbol"])
+                    if last is not None:
+                        if msg["seq"] <= last:
+                            self.duplicates += 1
+                        elif msg["seq"] != last + 1:
+                            self.gaps += 1
+                    self.last[msg["symbol"]] = msg["seq"]
+        except ConnectionClosed as exc:
+            self.close_code = exc.rcvd.code if exc.rcvd else 1006
+
+
+def web_rss(stack) -> int:
+    proc = psutil.Process(stack.procs["web"].pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+
+
+async def wait_for_ticks(stack, symbols: list[str], timeout: float = 30) -> None:
+    """Block until every symbol has ticked once (the feed is running)."""
+    async with connect(stack.ws_url, origin=stack.origin) as ws:
+        await ws.send(json.dumps({"action": "subscribe", "symbols": symbols, "snapshot": 0}))
+        seen: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while seen != set(symbols):
+            msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+            if msg["type"] == "tick":
+                seen.add(msg["symbol"])
+
+
+def harness(stack, tmp_path, name: str, *, duration: float) -> dict:
+    """Run the load-test harness (light and exact) as the healthy clients."""
+    report = tmp_path / name
+    subprocess.run(
+        [sys.executable, "manage.py", "loadtest", "--url", stack.ws_url,
+         "--clients", "50", "--symbols-per-client", "2", "--symbols", "20",
+         "--tick-rate", "50", "--ramp", "2", "--duration", str(duration),
+         "--processes", "1", "--report", str(report)],
+        env=stack.env, cwd=BASE_DIR, check=True, capture_output=True, timeout=duration + 60,
+    )  # fmt: skip
+    return json.loads(report.with_suffix(".json").read_text())
+
+
+async def test_stalled_clients_are_closed_with_4008_and_never_hold_up_the_others(tmp_path):
+    with real_stack(tmp_path, TICK_RATE="50") as stack:
+        await wait_for_ticks(stack, SYMBOLS)
+        baseline = await asyncio.to_thread(harness, stack, tmp_path, "baseline", duration=8)
+        rss_before = web_rss(stack)
+        stalled = [StalledClient(stack.ws_url, stack.origin) for _ in range(10)]
+        for s in stalled:
+            await s.open_and_subscribe(SYMBOLS)
+        with_stalled = await asyncio.to_thread(harness, stack, tmp_path, "stalled", duration=30)
+        rss_after = web_rss(stack)
+        codes = [await s.read_to_close() for s in stalled]
+
+    print(
+        f"\nhealthy p99 {baseline['latency_ms']['p99']} ms before, "
+        f"{with_stalled['latency_ms']['p99']} ms with 10 stalled clients; web RSS "
+        f"{rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB; codes {codes}; delivered "
+        f"{with_stalled['throughput']['delivered_ratio']}; slow closes "
+        f"{baseline['connections']['slow_consumer_closes']}/{with_stalled['connections']['slow_consumer_closes']}"
+    )
+    assert codes == [4008] * 10
+    for run in (baseline, with_stalled):
+        assert run["seq"]["gaps"] == run["seq"]["duplicates"] == 0
+        assert run["connections"]["closed_early"] == 0
+        # Ticks kept coming all through the stall, second by second.
+        timeline = run["timeline"]
+        measured = [
+            n for n, phase in zip(timeline["ticks_per_s"], timeline["phase"], strict=True)
+            if phase == "measure"
+        ]  # fmt: skip
+        assert measured and min(measured) > 0
+
+
+def start_redis(port: int, workdir) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        redis_server_command(port, str(workdir)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    return proc
+
+
+async def test_after_redis_is_killed_and_restarted_open_and_new_connections_get_ticks(tmp_path):
+    port = free_port()
+    redis = start_redis(port, tmp_path)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        with real_stack(tmp_path, TICK_RATE="10", REDIS_URL=url) as stack:
+            await wait_for_ticks(stack, ["BTC-USD", "ETH-USD"])
+            clients = [Healthy(stack, ["BTC-USD", "ETH-USD"]) for _ in range(3)]
+            stop = asyncio.Event()
+            tasks = [asyncio.ensure_future(c.run(stop)) for c in clients]
+            await asyncio.sleep(3)
+            redis.kill()  # SIGKILL: nothing saved, every key and group is gone
+            redis.wait()
+            await asyncio.sleep(3)
+            redis = start_redis(port, tmp_path)
+            back = time.time()
+            for _ in range(300):  # up to 30 s
+                if all(any(t > back for t, _ in c.latencies) for c in clients):
+                    break
+                await asyncio.sleep(0.1)
+            recovered = [
+                min((t for t, _ in c.latencies if t > back), default=None) for c in clients
+            ]
+            await wait_for_ticks(stack, ["BTC-USD"], timeout=10)  # a new connection
+            stop.set()
+            await asyncio.gather(*tasks)
+            web_log = stack.log("web")
+    finally:
+        redis.kill()
+        redis.wait()
+    print(f"\nticks again {[round(t - back, 2) for t in recovered if t]} s after Redis returned")
+    assert all(t is not None for t in recovered), web_log[-3000:]
+    for c in clients:
+        assert c.close_code is None
+        # Redis lost everything, so seq started again: each symbol was reset, not gapped.
+        assert (c.gaps, c.duplicates) == (0, 0)
+        assert c.resets == 2
+    assert "channel layer back after" in web_log
+
+
+async def test_group_membership_is_renewed_before_it_expires(tmp_path):
+    with real_stack(
+        tmp_path, TICK_RATE="10", CHANNEL_GROUP_EXPIRY="4", CHANNEL_GROUP_RENEW_SECONDS="1"
+    ) as stack:
+        await wait_for_ticks(stack, ["AAPL"])
+        client = Healthy(stack, ["AAPL"])
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(client.run(stop))
+        await asyncio.sleep(14)  # more than three expiries
+        stop.set()
+        await task
+    start = client.latencies[0][0]
+    seconds = {int(t - start) for t, _ in client.latencies}
+    assert set(range(13)) <= seconds
+    assert (client.gaps, client.duplicates) == (0, 0)
