@@ -35,7 +35,7 @@ from .subscription import Subscription
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST_SECONDS = 0.1
-RETRY_MAX_SECONDS = 2.0
+RETRY_MAX_SECONDS = 1.0
 
 
 class Hub:

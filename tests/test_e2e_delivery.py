@@ -180,6 +180,7 @@ async def test_after_redis_is_killed_and_restarted_open_and_new_connections_get_
         redis.kill()
         redis.wait()
     print(f"\nticks again {[round(t - back, 2) for t in recovered if t]} s after Redis returned")
+    print(*[line for line in web_log.splitlines() if "channel layer" in line], sep="\n")
     assert all(t is not None for t in recovered), web_log[-3000:]
     for c in clients:
         assert c.close_code is None
