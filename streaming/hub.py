@@ -57,6 +57,10 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         # Feeds whose numbering may have restarted (a tick far behind the last one).
         self._suspect: set[str] = set()
+        # Whether ticks reach this process later than MAX_TICK_AGE_MS (it is behind).
+        self.behind = False
+        self.behind_episodes = 0
+        self.max_age_ms = settings.MAX_TICK_AGE_MS
 
     # --- subscriptions
 
@@ -201,7 +205,24 @@ class Hub:
             # an outage): fetch them once here, for every subscriber.
             if not await self._refill(feed, seq):
                 return  # the catch-up after the outage delivers this one too
+        lag = time.time() * 1000 - event["ts"]
+        if (lag > self.max_age_ms) is not self.behind:
+            self._note_lag(lag)
         feed.deliver(seq, event["text"], event["ts"])
+
+    def _note_lag(self, lag: float) -> None:
+        """Log once when ticks start and stop reaching this process late."""
+        if not self.behind:
+            self.behind = True
+            self.behind_episodes += 1
+            logger.warning(
+                "this process is behind: ticks reach it %.0f ms after their ts (limit %d ms); "
+                "'all' subscribers still get every tick, 'latest' ones only fresh ones",
+                lag, self.max_age_ms,
+            )  # fmt: skip
+        elif lag < self.max_age_ms / 2:
+            self.behind = False
+            logger.warning("this process caught up: ticks reach it %.0f ms after their ts", lag)
 
     async def _refill(self, feed: SymbolFeed, seq: int) -> bool:
         try:

@@ -7,8 +7,8 @@ reading so stalls only its own writer; the fan-out and every other connection go
 Two kinds of subscription feed one outbox (streaming.protocol.Mode):
 
 - ``all``: every tick, in order. The outbox is bounded by live bytes (``max_bytes``) and by
-  the age of its oldest live tick (``max_age_ms``); past either the connection is *slow*
-  and the caller closes it with 4008, so the client resumes with ``since``. History (a
+  how long its oldest live tick has waited in it (``max_age_ms``); past either the
+  connection is *slow* and is closed with 4008, so the client resumes with ``since``. History (a
   snapshot, a replay) is bounded by the protocol instead: it never makes a client slow.
 - ``latest``: one slot per symbol holding its newest tick (Lightstreamer's MERGE). A tick
   replacing another counts it in ``skipped``; a slot may wait for ``max_rate``; a tick
@@ -81,8 +81,11 @@ class Outbox:
         self.batch_ms: int | None = None
         self._queue: deque[str] = deque()
         self.live_bytes = 0
-        self._queued_oldest_ts = 0  # ts of the oldest live tick queued, 0 if none
-        self._writing_oldest_ts = 0  # ts of the oldest live tick the writer holds
+        # When (clock ms) the oldest live tick still queued, or held by the writer, was
+        # queued; 0 for none. How long this client keeps ticks waiting is what makes
+        # it slow: a tick that reached the process late is the process's lag, not its.
+        self._queued_since = 0.0
+        self._writing_since = 0.0
         self._slots: dict[str, _Slot] = {}
         self._due_slots = 0  # slots with a tick waiting
         self.dropped_stale = 0  # latest-mode ticks dropped for age, over the connection
@@ -108,16 +111,17 @@ class Outbox:
         self._queue.extend(texts)
         self.ready.set()
 
-    def put_tick(self, text: str, ts: int) -> bool:
+    def put_tick(self, text: str) -> bool:
         """Queue a live tick of an ``all`` subscription; False once the connection is slow."""
         if self.closing:
             return False
-        if not self._queued_oldest_ts:
-            self._queued_oldest_ts = ts
+        now = self.clock()
+        if not self._queued_since:
+            self._queued_since = now
         self._queue.append(text)
         self.live_bytes += len(text)
-        oldest = self._writing_oldest_ts or self._queued_oldest_ts
-        if self.live_bytes > self.max_bytes or self.clock() - oldest > self.max_age_ms:
+        oldest = self._writing_since or self._queued_since
+        if self.live_bytes > self.max_bytes or now - oldest > self.max_age_ms:
             self._close(SLOW_CONSUMER)
             return False
         self.ready.set()
@@ -160,24 +164,24 @@ class Outbox:
         self._slots.clear()
         self._due_slots = 0
         self.live_bytes = 0
-        self._queued_oldest_ts = 0
+        self._queued_since = 0
 
     # --- drained by the writer
 
     def take(self) -> tuple[list[str], float | None]:
         """The frames to write now, and when a rate-limited slot falls due (epoch ms).
 
-        Sets ``slow`` instead when a live tick of an ``all`` subscription is already
-        older than ``max_age_ms``: it must not be shown as live.
+        Closes the connection instead when a live tick of an ``all`` subscription has
+        waited in this outbox for more than ``max_age_ms``.
         """
         now = self.clock()
-        if self._queued_oldest_ts and now - self._queued_oldest_ts > self.max_age_ms:
+        if self._queued_since and now - self._queued_since > self.max_age_ms:
             self._close(SLOW_CONSUMER)
             return [], None
         items = list(self._queue)
         self._queue.clear()
-        self._writing_oldest_ts = self._queued_oldest_ts
-        self._queued_oldest_ts = 0
+        self._writing_since = self._queued_since
+        self._queued_since = 0
         self.live_bytes = 0
         next_due = None
         if self._due_slots:
@@ -188,7 +192,7 @@ class Outbox:
 
     def written(self) -> None:
         """Called by the writer once the frames of the last take() are written."""
-        self._writing_oldest_ts = 0
+        self._writing_since = 0
 
     def _take_slots(self, items: list[str], now: float) -> float | None:
         next_due = None
