@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from django.conf import settings
@@ -18,7 +18,7 @@ from markets import history
 
 from .faults import FaultLog
 from .hub import Hub, local_hub
-from .outbox import Outbox, write_forever
+from .outbox import Outbox
 from .protocol import CloseCode, Command, ErrorCode, ProtocolError
 from .subscription import Subscription
 
@@ -32,7 +32,7 @@ class Connection:
     def __init__(
         self,
         *,
-        send_text: Callable[[str], Awaitable[None]],
+        send_text: Callable[[str], Coroutine[Any, Any, None]],
         close: Callable[[int], Awaitable[None]],
         hub: Hub | None = None,
     ) -> None:
@@ -41,12 +41,12 @@ class Connection:
             max_bytes=settings.OUTBOX_MAX_BYTES, max_age_ms=settings.MAX_TICK_AGE_MS
         )
         self.outbox.on_close = self._end
+        self.outbox.on_gone = self._gone
+        self.outbox.attach(send_text)
         self.subs: dict[str, Subscription] = {}
         self.close_code: int | None = None
         self._close = close
         self._closer: asyncio.Task | None = None
-        self._writer = asyncio.ensure_future(write_forever(self.outbox, send_text))
-        self._writer.add_done_callback(self._writer_done)
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.put_frame(json.dumps(message))
@@ -126,8 +126,7 @@ class Connection:
     def detach(self) -> None:
         """Called when the socket is gone: no tick is queued for it any more."""
         self._drop(list(self.subs.values()))
-        self._writer.cancel()
-        self.outbox.clear()
+        self.outbox.stop()
 
     def _end(self, code: int) -> None:
         """Called by the outbox when this connection must close (4008: it fell behind)."""
@@ -143,14 +142,10 @@ class Connection:
         self._closer = asyncio.ensure_future(self._close(code))
         self._closer.add_done_callback(_ignore_result)
 
-    def _writer_done(self, task: asyncio.Task) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            # The socket went away under the writer: the server tells the consumer too.
-            faults.report(f"writer:{type(exc).__name__}", "writing to a client failed: %r", exc)
-            self._drop(list(self.subs.values()))
+    def _gone(self, exc: BaseException) -> None:
+        """Called when writing to the socket failed: the server tells the consumer too."""
+        faults.report(f"writer:{type(exc).__name__}", "writing to a client failed: %r", exc)
+        self._drop(list(self.subs.values()))
 
 
 def _unavailable(exc: Exception, command: Command, symbols: list[str]) -> ProtocolError:

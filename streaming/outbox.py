@@ -21,8 +21,10 @@ whenever the writer is behind.
 
 import asyncio
 import time
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .protocol import CloseCode
 
@@ -93,7 +95,25 @@ class Outbox:
         # Called (soon, not during the fan-out) with the close code once the connection
         # must end: CloseCode.SLOW_CONSUMER, or 1011 when delivering to it failed.
         self.on_close: Callable[[int], None] = lambda code: None
+        # Called (soon) when writing to the socket raised: the client is gone.
+        self.on_gone: Callable[[BaseException], None] = lambda exc: None
         self.ready = asyncio.Event()
+        self._send: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        # The writer: a task only while something waits (a full socket, a batch, a
+        # rate-limited slot); otherwise a frame is written at once by whoever puts it.
+        self._task: asyncio.Task | None = None
+
+    def attach(self, send: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+        """Start writing to ``send`` (an ASGI websocket.send of one text frame)."""
+        self._send = send
+
+    def stop(self) -> None:
+        """Called when the socket is gone: nothing more is written or queued."""
+        self.closing = True
+        self.clear()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     # --- filled by the fan-out and the consumer
 
@@ -101,20 +121,26 @@ class Outbox:
         """Queue a reply, a snapshot or any other frame; bounded by the protocol, not here."""
         if self.closing:
             return
+        if self._idle():
+            self._write_now(text)
+            return
         self._queue.append(Frame(text))
-        self.ready.set()
+        self._wake()
 
     def put_history(self, texts: list[str]) -> None:
         """Queue replayed ticks: in order, merged when batching, never judged by age."""
         if self.closing:
             return
         self._queue.extend(texts)
-        self.ready.set()
+        self._wake()
 
     def put_tick(self, text: str) -> bool:
         """Queue a live tick of an ``all`` subscription; False once the connection is slow."""
         if self.closing:
             return False
+        if self._idle():
+            self._write_now(text)
+            return True
         now = self.clock()
         if not self._queued_since:
             self._queued_since = now
@@ -124,7 +150,7 @@ class Outbox:
         if self.live_bytes > self.max_bytes or now - oldest > self.max_age_ms:
             self._close(SLOW_CONSUMER)
             return False
-        self.ready.set()
+        self._wake()
         return True
 
     def add_slot(self, symbol: str, *, max_rate: float | None) -> None:
@@ -147,7 +173,83 @@ class Outbox:
             self._due_slots += 1
         slot.text = text
         slot.ts = ts
-        self.ready.set()
+        self._wake()
+
+    # --- the writer
+
+    def _idle(self) -> bool:
+        """Nothing waits and nothing is being written: a frame can go out at once."""
+        return (
+            self._task is None
+            and self._send is not None
+            and not self._queue
+            and not self._due_slots
+            and not self.batch_ms
+        )
+
+    def _wake(self) -> None:
+        if self._task is not None:
+            self.ready.set()
+        elif self._send is not None:
+            self._task = asyncio.ensure_future(self._drain())
+
+    def _write_now(self, text: str) -> None:
+        """Write ``text`` without a task switch; a send that must wait finishes in a task.
+
+        The ASGI send is a coroutine that, on a socket with room, completes without
+        ever suspending (uvicorn writes to the transport at once). Running it by hand
+        saves the writer task's wake-up per frame; when it does suspend (the socket
+        is full) the writer task takes it over and everything after it queues.
+        """
+        coro = self._send(text)
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self._gone(exc)
+            return
+        self._writing_since = self.clock()
+        self._task = asyncio.ensure_future(self._drain(parked=(coro, yielded)))
+
+    async def _drain(self, parked: tuple[Coroutine, Any] | None = None) -> None:
+        """The writer task: runs while frames wait, then ends until the next backlog."""
+        loop = asyncio.get_running_loop()
+        try:
+            if parked is not None:
+                await _resume(*parked)
+                self.written()
+            while not self.closing:
+                if self.batch_ms:
+                    # Let a batch gather; a reply put meanwhile waits at most this long.
+                    await asyncio.sleep(self.batch_ms / 1000)
+                frames, next_due = self.take()
+                for text in frames:
+                    await self._send(text)
+                self.written()
+                if self._queue or self.closing:
+                    continue
+                if next_due is None:
+                    return  # idle: the next frame is written at once again
+                self.ready.clear()
+                timer = loop.call_later(max(0.0, (next_due - self.clock()) / 1000), self.ready.set)
+                try:
+                    await self.ready.wait()
+                finally:
+                    timer.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._gone(exc)
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    def _gone(self, exc: BaseException) -> None:
+        if not self.closing:
+            self.closing = True
+            self.clear()
+            asyncio.get_running_loop().call_soon(self.on_gone, exc)
 
     def fail(self, exc: BaseException) -> None:
         """Called when delivering to this connection raised: it ends with 1011."""
@@ -233,24 +335,23 @@ def _merge(items: list[str]) -> list[str]:
     return out
 
 
-async def write_forever(outbox: Outbox, send: Callable[[str], Awaitable[None]]) -> None:
-    """Drain ``outbox`` into ``send`` until cancelled, or until the connection must close."""
-    loop = asyncio.get_running_loop()
-    ready = outbox.ready
-    timer: asyncio.TimerHandle | None = None
+@types.coroutine
+def _resume(coro: Coroutine, yielded: Any):
+    """Finish ``coro``, which was started by hand and last yielded ``yielded``.
+
+    The same protocol as ``yield from coro``: whatever the task sends or throws in
+    goes on to ``coro``, and each future it yields goes out to the task.
+    """
     while True:
-        await ready.wait()
-        ready.clear()
-        if outbox.batch_ms and not outbox.closing:
-            # Let a batch gather; a frame put meanwhile (a reply) is not held back longer.
-            await asyncio.sleep(outbox.batch_ms / 1000)
-        frames, next_due = outbox.take()
-        if outbox.closing:
-            return
-        if next_due is not None:
-            if timer is not None:
-                timer.cancel()
-            timer = loop.call_later(max(0.0, (next_due - outbox.clock()) / 1000), ready.set)
-        for text in frames:
-            await send(text)
-        outbox.written()
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration:
+                return

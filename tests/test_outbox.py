@@ -3,7 +3,7 @@
 import asyncio
 import json
 
-from streaming.outbox import Outbox, with_skipped, write_forever
+from streaming.outbox import Outbox, with_skipped
 
 
 class Clock:
@@ -159,10 +159,8 @@ async def test_a_stalled_send_stalls_only_its_own_writer_and_the_stall_closes_it
     async def healthy_send(text: str) -> None:
         got.append(text)
 
-    writers = [
-        asyncio.ensure_future(write_forever(stalled_box, stalled_send)),
-        asyncio.ensure_future(write_forever(healthy_box, healthy_send)),
-    ]
+    stalled_box.attach(stalled_send)
+    healthy_box.attach(healthy_send)
     for seq in range(1, 6):
         clock.now += 300
         # The fan-out: plain appends, never awaiting either socket.
@@ -171,5 +169,46 @@ async def test_a_stalled_send_stalls_only_its_own_writer_and_the_stall_closes_it
         await asyncio.sleep(0.01)
     assert [json.loads(t)["seq"] for t in got] == [1, 2, 3, 4, 5]
     assert closed == [4008]  # tick 1 waited more than 1000 ms behind the stalled send
-    for w in writers:
-        w.cancel()
+    stalled_box.stop()
+    healthy_box.stop()
+
+
+async def test_an_idle_connection_writes_at_once_and_a_full_socket_parks_the_send():
+    box, _, _ = make()
+    room = asyncio.Event()
+    room.set()
+    got: list[str] = []
+
+    async def send(text: str) -> None:
+        await room.wait()  # like uvicorn's send: waits only while the socket is full
+        got.append(text)
+
+    box.attach(send)
+    box.put_tick(tick("A", 1))
+    assert got == [tick("A", 1)] and box._task is None  # written inline, no task
+    room.clear()
+    box.put_tick(tick("A", 2))  # must wait: taken over by the writer task
+    box.put_frame('{"type":"pong"}')
+    box.put_tick(tick("A", 3))
+    assert got == [tick("A", 1)] and box._task is not None
+    room.set()
+    await asyncio.sleep(0.01)
+    assert got == [tick("A", 1), tick("A", 2), '{"type":"pong"}', tick("A", 3)]
+    assert box._task is None  # idle again
+    box.put_tick(tick("A", 4))
+    assert got[-1] == tick("A", 4)
+
+
+async def test_a_send_that_raises_reports_the_client_gone_once():
+    box, _, _ = make()
+    gone: list[BaseException] = []
+    box.on_gone = gone.append
+
+    async def send(text: str) -> None:
+        raise ConnectionError("socket closed")
+
+    box.attach(send)
+    box.put_tick(tick("A", 1))
+    assert not box.put_tick(tick("A", 2))
+    await asyncio.sleep(0)
+    assert [type(e) for e in gone] == [ConnectionError]
