@@ -103,6 +103,10 @@ class Connection:
             symbol=sub.symbol, since=since, epoch=command.epochs.get(sub.symbol)
         )
         if found.reset_reason is not None:
+            ring = sub.feed.latest
+            if ring is not None and ring.epoch != found.epoch:
+                # This process still holds the old numbering: every subscriber must reset.
+                await self.hub.reset(sub.feed, found.reset_reason)
             await self._snapshot(sub, joined_at, reset=found.reset_reason)
             return
         ticks = found.ticks

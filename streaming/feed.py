@@ -99,12 +99,20 @@ class SymbolFeed:
         self.last_seq = 0
         # time.monotonic() when the last subscriber left; None while it has any.
         self.idle_since: float | None = None
+        # Set by the hub once this process is in the symbol's group: live ticks arrive.
+        self.joined = False
         self._read: tuple[float, asyncio.Task[EncodedSnapshot]] | None = None
 
     # --- snapshots
 
     async def read(self, *, joined_at: float) -> EncodedSnapshot:
         """A snapshot read that began at or after ``joined_at`` (time.monotonic())."""
+        latest = self.latest
+        if self.joined and latest is not None and latest.last_seq == self.last_seq:
+            # The ring holds every tick up to the newest this process received, and a
+            # subscriber that has joined gets every later one live: the ring *is* a
+            # read that began after the join, without asking Redis.
+            return latest
         current = self._read
         if current is None or current[0] < joined_at:
             # Its own task, so a subscriber that disconnects does not cancel the others' read.
@@ -148,6 +156,7 @@ class SymbolFeed:
     def forget(self) -> None:
         """Drop the ring (a new epoch): the next read starts from scratch."""
         self.latest = None
+        self.last_seq = 0
         self._read = None
 
     # --- live ticks

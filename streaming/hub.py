@@ -75,6 +75,7 @@ class Hub:
             if feed is None:
                 await self.layer.group_add(symbol_group_name(symbol), self.channel)
                 feed = self.feeds[symbol] = SymbolFeed(symbol)
+                feed.joined = True
             sub = make(feed)
             feed.subscribers.add(sub)
             feed.idle_since = None
@@ -197,10 +198,10 @@ class Hub:
         last = feed.last_seq
         if last and seq != last + 1:
             if seq <= last:
-                if last - seq > feed.size:
-                    # Far behind: the symbol's numbering may have restarted (a new epoch).
-                    self._suspect.add(feed.symbol)
-                return  # a copy of a tick already delivered
+                # A copy of a tick already delivered, or the symbol's numbering restarted
+                # (Redis lost its data): history tells which.
+                self._suspect.add(feed.symbol)
+                return
             # The layer lost ticks on the way to this process (a full or expired queue,
             # an outage): fetch them once here, for every subscriber.
             if not await self._refill(feed, seq):
@@ -233,7 +234,7 @@ class Hub:
             return False
         self.refills += 1
         if not missed or missed[0].seq != feed.last_seq + 1:
-            await self._reset(feed, history.RESET_HISTORY_TRUNCATED)
+            await self.reset(feed, history.RESET_HISTORY_TRUNCATED)
             return False
         feed.deliver_history(missed)
         return True
@@ -256,11 +257,11 @@ class Hub:
         epoch = feed.latest.epoch if feed.latest is not None else None
         found = await history.resume(symbol=feed.symbol, since=feed.last_seq, epoch=epoch)
         if found.reset_reason is not None:
-            await self._reset(feed, found.reset_reason)
+            await self.reset(feed, found.reset_reason)
         elif found.ticks:
             feed.deliver_history(found.ticks)
 
-    async def _reset(self, feed: SymbolFeed, reason: str) -> None:
+    async def reset(self, feed: SymbolFeed, reason: str) -> None:
         """Send every live subscriber of ``feed`` a ``reset`` and a fresh snapshot."""
         self.resets += 1
         logger.warning("%s: subscribers reset (%s)", feed.symbol, reason)

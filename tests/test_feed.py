@@ -107,3 +107,21 @@ async def test_live_ticks_extend_the_newest_snapshot_and_fill_holes_without_redi
     # Older than the ring holds, or newer than it reaches: not cached.
     assert reader.cached_range(after_seq=0, before_seq=3) is None
     assert reader.cached_range(after_seq=5, before_seq=8) is None
+
+
+async def test_a_joined_feed_whose_ring_is_current_serves_snapshots_without_redis():
+    await publish_n("XRP-USD", 4)
+    feed = SymbolFeed("XRP-USD", size=10)
+    feed.joined = True  # the hub joined the group: every later tick arrives live
+    first = await feed.read(joined_at=time.monotonic())
+    feed.deliver(5, '{"seq":5}', 0)
+    with mock.patch.object(history, "snapshot", side_effect=AssertionError("no read")):
+        second = await feed.read(joined_at=time.monotonic())
+    assert (first.last_seq, second.last_seq) == (4, 5)
+    # A tick after a hole leaves the ring behind: the next read asks Redis again.
+    feed.deliver(7, '{"seq":7}', 0)
+    from streaming import feed as feed_module
+
+    with mock.patch.object(feed_module, "_extend", wraps=feed_module._extend) as extend:
+        await feed.read(joined_at=time.monotonic())
+    assert extend.await_count == 1
