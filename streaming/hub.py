@@ -218,7 +218,7 @@ class Hub:
             self.behind_episodes += 1
             logger.warning(
                 "this process is behind: ticks reach it %.0f ms after their ts (limit %d ms); "
-                "'all' subscribers still get every tick, 'latest' ones only fresh ones",
+                "'all' subscribers are closed with 4008, 'latest' ones get only fresh ticks",
                 lag, self.max_age_ms,
             )  # fmt: skip
         elif lag < self.max_age_ms / 2:

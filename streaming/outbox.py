@@ -7,7 +7,7 @@ reading so stalls only its own writer; the fan-out and every other connection go
 Two kinds of subscription feed one outbox (streaming.protocol.Mode):
 
 - ``all``: every tick, in order. The outbox is bounded by live bytes (``max_bytes``) and by
-  how long its oldest live tick has waited in it (``max_age_ms``); past either the
+  the age of its oldest live tick (``max_age_ms`` after its ``ts``); past either the
   connection is *slow* and is closed with 4008, so the client resumes with ``since``. History (a
   snapshot, a replay) is bounded by the protocol instead: it never makes a client slow.
 - ``latest``: one slot per symbol holding its newest tick (Lightstreamer's MERGE). A tick
@@ -83,11 +83,9 @@ class Outbox:
         self.batch_ms: int | None = None
         self._queue: deque[str] = deque()
         self.live_bytes = 0
-        # When (clock ms) the oldest live tick still queued, or held by the writer, was
-        # queued; 0 for none. How long this client keeps ticks waiting is what makes
-        # it slow: a tick that reached the process late is the process's lag, not its.
-        self._queued_since = 0.0
-        self._writing_since = 0.0
+        # ts of the oldest live tick still queued, or held by the writer; 0 for none.
+        self._queued_oldest_ts = 0
+        self._writing_oldest_ts = 0
         self._slots: dict[str, _Slot] = {}
         self._due_slots = 0  # slots with a tick waiting
         self.dropped_stale = 0  # latest-mode ticks dropped for age, over the connection
@@ -134,19 +132,27 @@ class Outbox:
         self._queue.extend(texts)
         self._wake()
 
-    def put_tick(self, text: str) -> bool:
-        """Queue a live tick of an ``all`` subscription; False once the connection is slow."""
+    def put_tick(self, text: str, ts: int) -> bool:
+        """Queue a live tick of an ``all`` subscription; False once the connection is slow.
+
+        Slow means: more than ``max_bytes`` of live ticks waiting, or a live tick that
+        would be written more than ``max_age_ms`` after its ``ts``, whether this socket
+        or the whole process (its hub fell behind) made it late.
+        """
         if self.closing:
             return False
-        if self._idle():
-            self._write_now(text)
-            return True
         now = self.clock()
-        if not self._queued_since:
-            self._queued_since = now
+        if self._idle():
+            if now - ts > self.max_age_ms:
+                self._close(SLOW_CONSUMER)
+                return False
+            self._write_now(text, ts)
+            return True
+        if not self._queued_oldest_ts:
+            self._queued_oldest_ts = ts
         self._queue.append(text)
         self.live_bytes += len(text)
-        oldest = self._writing_since or self._queued_since
+        oldest = self._writing_oldest_ts or self._queued_oldest_ts
         if self.live_bytes > self.max_bytes or now - oldest > self.max_age_ms:
             self._close(SLOW_CONSUMER)
             return False
@@ -193,7 +199,7 @@ class Outbox:
         elif self._send is not None:
             self._task = asyncio.ensure_future(self._drain())
 
-    def _write_now(self, text: str) -> None:
+    def _write_now(self, text: str, ts: int = 0) -> None:
         """Write ``text`` without a task switch; a send that must wait finishes in a task.
 
         The ASGI send is a coroutine that, on a socket with room, completes without
@@ -209,7 +215,7 @@ class Outbox:
         except Exception as exc:
             self._gone(exc)
             return
-        self._writing_since = self.clock()
+        self._writing_oldest_ts = ts
         self._task = asyncio.ensure_future(self._drain(parked=(coro, yielded)))
 
     async def _drain(self, parked: tuple[Coroutine, Any] | None = None) -> None:
@@ -266,24 +272,24 @@ class Outbox:
         self._slots.clear()
         self._due_slots = 0
         self.live_bytes = 0
-        self._queued_since = 0
+        self._queued_oldest_ts = 0
 
     # --- drained by the writer
 
     def take(self) -> tuple[list[str], float | None]:
         """The frames to write now, and when a rate-limited slot falls due (epoch ms).
 
-        Closes the connection instead when a live tick of an ``all`` subscription has
-        waited in this outbox for more than ``max_age_ms``.
+        Closes the connection instead when a live tick of an ``all`` subscription is
+        already older than ``max_age_ms``: it must not be shown as live.
         """
         now = self.clock()
-        if self._queued_since and now - self._queued_since > self.max_age_ms:
+        if self._queued_oldest_ts and now - self._queued_oldest_ts > self.max_age_ms:
             self._close(SLOW_CONSUMER)
             return [], None
         items = list(self._queue)
         self._queue.clear()
-        self._writing_since = self._queued_since
-        self._queued_since = 0
+        self._writing_oldest_ts = self._queued_oldest_ts
+        self._queued_oldest_ts = 0
         self.live_bytes = 0
         next_due = None
         if self._due_slots:
@@ -294,7 +300,7 @@ class Outbox:
 
     def written(self) -> None:
         """Called by the writer once the frames of the last take() are written."""
-        self._writing_since = 0
+        self._writing_oldest_ts = 0
 
     def _take_slots(self, items: list[str], now: float) -> float | None:
         next_due = None

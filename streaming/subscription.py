@@ -74,7 +74,7 @@ class Subscription:
         self.last_seq = seq
         if self.mode is Mode.ALL:
             if live:
-                return self.outbox.put_tick(text)
+                return self.outbox.put_tick(text, ts)
             self.outbox.put_history([text])
             return True
         self.outbox.put_latest(self.feed.symbol, text, ts)

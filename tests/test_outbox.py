@@ -29,8 +29,8 @@ def make(**kw) -> tuple[Outbox, Clock, list[int]]:
 async def test_unbatched_ticks_and_frames_go_out_one_by_one_in_order():
     box, _, _ = make()
     box.put_frame('{"type":"subscribed"}')
-    box.put_tick(tick("A", 1))
-    box.put_tick(tick("A", 2))
+    box.put_tick(tick("A", 1), 1_000_000)
+    box.put_tick(tick("A", 2), 1_000_000)
     frames, due = box.take()
     assert frames == ['{"type":"subscribed"}', tick("A", 1), tick("A", 2)]
     assert due is None
@@ -40,10 +40,10 @@ async def test_unbatched_ticks_and_frames_go_out_one_by_one_in_order():
 async def test_a_connection_that_accepts_batches_gets_waiting_ticks_merged_around_frames():
     box, _, _ = make()
     box.batch_ms = 0
-    box.put_tick(tick("A", 1))
-    box.put_tick(tick("B", 1))
+    box.put_tick(tick("A", 1), 1_000_000)
+    box.put_tick(tick("B", 1), 1_000_000)
     box.put_frame('{"type":"pong"}')
-    box.put_tick(tick("A", 2))
+    box.put_tick(tick("A", 2), 1_000_000)
     frames, _ = box.take()
     assert [json.loads(f)["type"] for f in frames] == ["ticks", "pong", "tick"]
     assert [t["seq"] for t in json.loads(frames[0])["ticks"]] == [1, 1]
@@ -51,12 +51,12 @@ async def test_a_connection_that_accepts_batches_gets_waiting_ticks_merged_aroun
 
 async def test_all_mode_closes_with_4008_past_the_byte_cap_and_drops_the_queue():
     box, _, closed = make(max_bytes=60)
-    assert box.put_tick(tick("A", 1))  # about 50 bytes
-    assert not box.put_tick(tick("A", 2))  # over 60 bytes of live ticks
+    assert box.put_tick(tick("A", 1), 1_000_000)  # about 50 bytes
+    assert not box.put_tick(tick("A", 2), 1_000_000)  # over 60 bytes of live ticks
     await asyncio.sleep(0)
     assert closed == [4008]
     assert box.take() == ([], None)
-    assert not box.put_tick(tick("A", 3))
+    assert not box.put_tick(tick("A", 3), 1_000_000)
     await asyncio.sleep(0)
     assert closed == [4008]  # once
 
@@ -65,26 +65,26 @@ async def test_history_never_counts_against_the_cap():
     box, _, closed = make(max_bytes=100)
     box.put_history([tick("A", i) for i in range(50)])
     box.put_frame("x" * 5000)
-    assert box.put_tick(tick("A", 50))
+    assert box.put_tick(tick("A", 50), 1_000_000)
     await asyncio.sleep(0)
     assert closed == []
 
 
-async def test_all_mode_closes_when_a_live_tick_waits_too_long_queued_or_unwritten():
+async def test_all_mode_closes_when_a_queued_or_unwritten_live_tick_gets_too_old():
     box, clock, closed = make()
-    box.put_tick(tick("A", 1))
+    box.put_tick(tick("A", 1), 1_000_000)
     _frames, _ = box.take()  # the writer holds it: say the socket is stalled
     clock.now += 600
-    assert box.put_tick(tick("A", 2))
-    clock.now += 500  # tick 1 has waited 1100 ms and is still not written
-    assert not box.put_tick(tick("A", 3))
+    assert box.put_tick(tick("A", 2, 1_000_600), 1_000_600)
+    clock.now += 500  # tick 1 is 1100 ms old and still not written
+    assert not box.put_tick(tick("A", 3, 1_001_100), 1_001_100)
     await asyncio.sleep(0)
     assert closed == [4008]
 
 
-async def test_a_live_tick_that_waited_too_long_when_the_writer_takes_it_is_never_written():
+async def test_a_live_tick_already_stale_when_the_writer_takes_it_is_never_written():
     box, clock, closed = make()
-    box.put_tick(tick("A", 1))
+    box.put_tick(tick("A", 1), 1_000_000)
     clock.now += 1001
     assert box.take() == ([], None)
     await asyncio.sleep(0)
@@ -133,13 +133,18 @@ async def test_max_rate_holds_a_symbol_until_its_next_slot_is_due():
     }  # fmt: skip
 
 
-async def test_a_tick_that_reached_the_process_late_does_not_make_the_client_slow():
+async def test_a_tick_that_reached_the_process_too_late_is_never_shown_as_live():
     box, _, closed = make()
-    old = tick("A", 1, ts=1_000_000 - 5000)  # the process was behind, not this client
-    assert box.put_tick(old)
-    assert box.take()[0] == [old]
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    box.attach(send)
+    old = tick("A", 1, ts=1_000_000 - 5000)  # the whole process was behind
+    assert not box.put_tick(old, 1_000_000 - 5000)
     await asyncio.sleep(0)
-    assert closed == []
+    assert closed == [4008] and sent == []
 
 
 def test_with_skipped_adds_the_field_only_when_something_was_skipped():
@@ -149,7 +154,8 @@ def test_with_skipped_adds_the_field_only_when_something_was_skipped():
 
 async def test_a_stalled_send_stalls_only_its_own_writer_and_the_stall_closes_it():
     stalled_box, clock, closed = make()
-    healthy_box, _, _ = make()
+    healthy_box, _, healthy_closed = make()
+    healthy_box.clock = clock
     never = asyncio.Event()
     got: list[str] = []
 
@@ -164,11 +170,12 @@ async def test_a_stalled_send_stalls_only_its_own_writer_and_the_stall_closes_it
     for seq in range(1, 6):
         clock.now += 300
         # The fan-out: plain appends, never awaiting either socket.
-        stalled_box.put_tick(tick("A", seq))
-        healthy_box.put_tick(tick("A", seq))
+        stalled_box.put_tick(tick("A", seq), int(clock.now))
+        healthy_box.put_tick(tick("A", seq), int(clock.now))
         await asyncio.sleep(0.01)
     assert [json.loads(t)["seq"] for t in got] == [1, 2, 3, 4, 5]
     assert closed == [4008]  # tick 1 waited more than 1000 ms behind the stalled send
+    assert healthy_closed == []
     stalled_box.stop()
     healthy_box.stop()
 
@@ -184,18 +191,18 @@ async def test_an_idle_connection_writes_at_once_and_a_full_socket_parks_the_sen
         got.append(text)
 
     box.attach(send)
-    box.put_tick(tick("A", 1))
+    box.put_tick(tick("A", 1), 1_000_000)
     assert got == [tick("A", 1)] and box._task is None  # written inline, no task
     room.clear()
-    box.put_tick(tick("A", 2))  # must wait: taken over by the writer task
+    box.put_tick(tick("A", 2), 1_000_000)  # must wait: taken over by the writer task
     box.put_frame('{"type":"pong"}')
-    box.put_tick(tick("A", 3))
+    box.put_tick(tick("A", 3), 1_000_000)
     assert got == [tick("A", 1)] and box._task is not None
     room.set()
     await asyncio.sleep(0.01)
     assert got == [tick("A", 1), tick("A", 2), '{"type":"pong"}', tick("A", 3)]
     assert box._task is None  # idle again
-    box.put_tick(tick("A", 4))
+    box.put_tick(tick("A", 4), 1_000_000)
     assert got[-1] == tick("A", 4)
 
 
@@ -208,7 +215,7 @@ async def test_a_send_that_raises_reports_the_client_gone_once():
         raise ConnectionError("socket closed")
 
     box.attach(send)
-    box.put_tick(tick("A", 1))
-    assert not box.put_tick(tick("A", 2))
+    box.put_tick(tick("A", 1), 1_000_000)
+    assert not box.put_tick(tick("A", 2), 1_000_000)
     await asyncio.sleep(0)
     assert [type(e) for e in gone] == [ConnectionError]
