@@ -172,6 +172,18 @@ class Outbox:
         slot = self._slots.get(symbol)
         if slot is None:
             return  # unsubscribed, or the connection is closing
+        if not slot.pending:
+            now = self.clock()
+            if now - ts > self.max_age_ms:
+                # Already too old to show as live (the process is behind): drop it here.
+                slot.skipped += 1
+                self.dropped_stale += 1
+                return
+            if slot.due_ms <= now and self._idle():
+                self._write_now(with_skipped(text, slot.skipped))
+                slot.skipped = 0
+                slot.due_ms = now + slot.interval_ms
+                return
         if slot.pending:
             slot.skipped += 1
         else:

@@ -219,3 +219,23 @@ async def test_a_send_that_raises_reports_the_client_gone_once():
     assert not box.put_tick(tick("A", 2), 1_000_000)
     await asyncio.sleep(0)
     assert [type(e) for e in gone] == [ConnectionError]
+
+
+async def test_latest_mode_writes_at_once_when_idle_and_drops_ticks_that_arrive_stale():
+    box, _, _ = make()
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    box.attach(send)
+    box.add_slot("A", max_rate=None)
+    box.put_latest("A", tick("A", 1), 1_000_000)
+    assert [json.loads(t)["seq"] for t in sent] == [1] and box._task is None
+    box.put_latest("A", tick("A", 2, 1_000_000 - 2000), 1_000_000 - 2000)  # arrived stale
+    box.put_latest("A", tick("A", 3), 1_000_000)
+    assert [(json.loads(t)["seq"], json.loads(t).get("skipped")) for t in sent] == [
+        (1, None),
+        (3, 1),
+    ]
+    assert box.dropped_stale == 1
