@@ -242,6 +242,24 @@ describe("reconnecting", () => {
     assert.deepEqual(ctx.of("state").map((e) => e.state), ["connecting", "live", "reconnecting", "reconnecting", "live"]);
   });
 
+  test("a slow-consumer close (4008) reconnects and resumes with since, losing nothing", () => {
+    const ctx = setup();
+    const ws = connected(ctx, ["BTC-USD"]);
+    ws.serverSend({ type: "snapshot", symbol: "BTC-USD", epoch: "e1", ticks: [tick("BTC-USD", 10)] });
+    ws.serverSend(tick("BTC-USD", 11));
+    ws.serverClose(4008);
+    assert.equal(ctx.of("close").at(-1).code, 4008);
+    assert.equal(ctx.client.state, State.RECONNECTING);
+    ctx.clock.advance(ctx.of("state").at(-1).delayMs);
+    const ws2 = ctx.WS.last();
+    ws2.serverOpen();
+    assert.deepEqual(ws2.sent[0].since, { "BTC-USD": 11 });
+    assert.deepEqual(ws2.sent[0].epochs, { "BTC-USD": "e1" });
+    ws2.serverSend({ type: "subscribed", id: ws2.sent[0].id, symbols: ["BTC-USD"] });
+    for (const seq of [12, 13]) ws2.serverSend(tick("BTC-USD", seq));
+    assert.deepEqual(ctx.of("tick").map((t) => t.seq), [11, 12, 13]);
+  });
+
   test("delays grow while attempts fail and reset after a success", () => {
     const ctx = setup();
     connected(ctx);
