@@ -427,9 +427,7 @@ async def test_latest_mode_conflates_and_all_mode_keeps_every_tick_on_one_connec
 
 async def test_a_redis_outage_during_subscribe_answers_unavailable_and_keeps_the_connection():
     async with Client() as c:
-        with mock.patch(
-            "markets.history.snapshot", side_effect=ConnectionError("Redis is down")
-        ):
+        with mock.patch("markets.history.snapshot", side_effect=ConnectionError("Redis is down")):
             await c.send({"action": "subscribe", "symbols": ["AAPL"], "id": 9})
             assert (await c.recv())["type"] == "subscribed"
             err = await c.recv()
