@@ -14,5 +14,10 @@ async def active_tickers(*, tickers: Iterable[str]) -> set[str]:
     return {ticker async for ticker in qs}
 
 
+def all_active_tickers() -> frozenset[str]:
+    """Every active symbol's ticker (synchronous: call it from a thread)."""
+    return frozenset(Symbol.objects.filter(active=True).values_list("ticker", flat=True))
+
+
 def active_symbols() -> list[Symbol]:
     return list(Symbol.objects.filter(active=True))

@@ -3,14 +3,15 @@
 import json
 from collections.abc import Awaitable, Callable
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 
 from markets.publishing import now_ms
-from markets.selectors import active_tickers
 
 from .connection import Connection
+from .known import known_symbols
 from .protocol import MAX_MESSAGE_BYTES, Command, ErrorCode, ProtocolError, parse_command
 
 
@@ -47,6 +48,19 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
             conn = getattr(self, "conn", None)
             if conn is not None:
                 conn.detach()
+
+    async def dispatch(self, message: dict) -> None:
+        """Called with each ASGI message: no database cleanup per message.
+
+        channels runs close_old_connections() on a thread before every handler. No
+        handler here touches the database except through KnownSymbols, whose
+        occasional read cleans up around itself, so the hop is skipped: it was a
+        thread round trip per connect, per command and per disconnect.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         """Called when the WebSocket handshake arrives."""
@@ -92,7 +106,7 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         await getattr(self, f"do_{command.action}")(command)
 
     async def do_subscribe(self, command: Command) -> None:
-        known = await active_tickers(tickers=command.symbols)
+        known = await known_symbols().active(command.symbols)
         symbols = [s for s in command.symbols if s in known]
         unknown = [s for s in command.symbols if s not in known]
         held = self.conn.subs

@@ -237,20 +237,36 @@ async def test_a_tick_the_channel_layer_lost_is_filled_from_history():
         assert [(await c.recv())["seq"] for _ in range(2)] == [2, 3]
 
 
-async def test_tick_delivery_skips_the_per_message_db_connection_cleanup():
-    with mock.patch(
-        "channels.consumer.aclose_old_connections", new_callable=mock.AsyncMock
-    ) as cleanup:
+async def test_no_message_costs_a_database_hop_and_symbols_are_read_once_per_ttl():
+    from streaming import known
+
+    with (
+        mock.patch(
+            "channels.consumer.aclose_old_connections", new_callable=mock.AsyncMock
+        ) as cleanup,
+        mock.patch.object(known, "all_active_tickers", wraps=known.all_active_tickers) as read,
+    ):
         async with Client() as c:
-            await c.subscribe("BTC-USD")
-            await c.recv()
-            calls_after_subscribe = cleanup.await_count
-            assert calls_after_subscribe >= 1  # client frames still get it
-            for _ in range(5):
-                await publish(draft("BTC-USD"))
-            for _ in range(5):
-                assert (await c.recv())["type"] == "tick"
-            assert cleanup.await_count == calls_after_subscribe
+            for symbol in ("BTC-USD", "ETH-USD", "AAPL"):
+                await c.subscribe(symbol)
+                await c.recv()
+            await c.assert_alive()
+            await publish(draft("BTC-USD"))
+            assert (await c.recv())["type"] == "tick"
+    assert cleanup.await_count == 0
+    assert read.call_count == 1  # three subscribes, one read within SYMBOLS_CACHE_SECONDS
+
+
+async def test_a_symbol_deactivated_in_the_database_is_refused_once_the_cache_expires():
+    from markets.models import Symbol
+    from streaming.known import known_symbols
+
+    async with Client() as c:
+        await c.subscribe("MSFT")
+        await c.recv()
+        await Symbol.objects.filter(ticker="AAPL").aupdate(active=False)
+        known_symbols()._read_at = float("-inf")  # as if SYMBOLS_CACHE_SECONDS passed
+        await c.error({"action": "subscribe", "symbols": ["AAPL"]}, "unknown_symbol")
 
 
 async def test_outbox_frames_skip_the_session_wrapper_and_the_accept_keeps_it():

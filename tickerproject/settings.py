@@ -155,6 +155,8 @@ FEED_SEED = env_int("FEED_SEED", 0)
 FEED_LEASE_SECONDS = env_float("FEED_LEASE_SECONDS", 5.0, minimum=1.0)
 HISTORY_DEPTH = env_int("HISTORY_DEPTH", 10_000, minimum=100)
 MAX_SYMBOLS_PER_CONNECTION = env_int("MAX_SYMBOLS_PER_CONNECTION", 50, minimum=1)
+# How stale a web process's set of subscribable (active) symbols may be.
+SYMBOLS_CACHE_SECONDS = env_float("SYMBOLS_CACHE_SECONDS", 2.0, minimum=0.0)
 
 # --- Delivery (streaming/): each connection's outbox holds at most this many bytes of
 # live ticks, and no live tick is written more than MAX_TICK_AGE_MS after its ts; past
