@@ -30,6 +30,7 @@ from markets.symbols import symbol_group_name
 
 from .faults import FaultLog
 from .feed import SymbolFeed
+from .loops import PerLoop
 from .subscription import Subscription
 
 logger = logging.getLogger(__name__)
@@ -277,22 +278,12 @@ class Hub:
                 sub.go_live(snap.last_seq)
 
 
-_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
-
-
-def local_hub() -> Hub:
-    """The hub of the running event loop (one per web process in production)."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        for old in [lp for lp in _hubs if lp.is_closed()]:
-            del _hubs[old]
-        hub = _hubs[loop] = Hub()
-    return hub
+# The hub of the running event loop (one per web process in production).
+local_hub = PerLoop(Hub)
 
 
 async def close_local_hub() -> None:
     """Stop this loop's hub, if it has one (tests: one event loop per test)."""
-    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    hub = local_hub.pop()
     if hub is not None:
         await hub.aclose()

@@ -15,6 +15,8 @@ from django.conf import settings
 
 from markets.selectors import all_active_tickers
 
+from .loops import PerLoop
+
 
 class KnownSymbols:
     """This event loop's cached set of active tickers."""
@@ -46,14 +48,5 @@ class KnownSymbols:
         self._read_at = time.monotonic()
 
 
-_known: dict[asyncio.AbstractEventLoop, KnownSymbols] = {}
-
-
-def known_symbols() -> KnownSymbols:
-    loop = asyncio.get_running_loop()
-    known = _known.get(loop)
-    if known is None:
-        for old in [lp for lp in _known if lp.is_closed()]:
-            del _known[old]
-        known = _known[loop] = KnownSymbols(ttl=settings.SYMBOLS_CACHE_SECONDS)
-    return known
+# This event loop's KnownSymbols.
+known_symbols = PerLoop(lambda: KnownSymbols(ttl=settings.SYMBOLS_CACHE_SECONDS))
