@@ -32,10 +32,13 @@ from markets import history, keys
 from markets.redis import redis_client
 from markets.ticks import Tick
 
+from .faults import FaultLog
+
 if TYPE_CHECKING:
     from .subscription import Subscription
 
 logger = logging.getLogger(__name__)
+faults = FaultLog(logger)
 
 SNAPSHOT_SIZE = history.SNAPSHOT_SIZE
 
@@ -49,14 +52,16 @@ class EncodedSnapshot:
 
     @cached_property
     def text(self) -> str:
-        """The whole "snapshot" frame, ready to send."""
-        return self.frame(len(self.tick_texts))
+        """The whole "snapshot" frame, ready to send (built once, shared by subscribers)."""
+        return self._build(self.tick_texts)
 
     def frame(self, size: int) -> str:
         """The "snapshot" frame of the newest ``size`` ticks."""
-        if size >= len(self.tick_texts) and "text" in self.__dict__:
+        if size >= len(self.tick_texts):
             return self.text
-        texts = self.tick_texts[len(self.tick_texts) - size :] if size else ()
+        return self._build(self.tick_texts[len(self.tick_texts) - size :] if size else ())
+
+    def _build(self, texts: tuple[str, ...]) -> str:
         head = json.dumps({"type": "snapshot", "symbol": self.symbol, "epoch": self.epoch})
         return f'{head[:-1]}, "ticks": [{",".join(texts)}]}}'
 
@@ -165,15 +170,20 @@ class SymbolFeed:
         """Hand the next tick to every subscriber (one that falls behind closes itself)."""
         self.last_seq = seq
         self.observe(seq=seq, text=text)
-        failed = None
+        failed: list[tuple[Subscription, Exception]] = []
         for sub in self.subscribers:
             try:
                 sub.offer(seq, text, ts, live=live)
             except Exception as exc:
-                failed = [*(failed or ()), (sub, exc)]
+                failed.append((sub, exc))
         if failed:
             # One broken subscriber must not stop the others' ticks, nor fail on every tick.
             for sub, exc in failed:
+                faults.report(
+                    f"deliver:{type(exc).__name__}",
+                    "delivering a %s tick failed; the subscriber is dropped and closed (1011)",
+                    self.symbol, exc=exc,
+                )  # fmt: skip
                 self.subscribers.discard(sub)
                 sub.outbox.fail(exc)
 

@@ -16,6 +16,7 @@ The hub's two loops never end on an error:
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ class Hub:
         self.feeds: dict[str, SymbolFeed] = {}
         self.channel: str | None = None
         self.faults = FaultLog(logger)
-        self.receive_restarts = 0
+        self.loop_restarts = 0
         self.recoveries = 0
         self.resets = 0
         self.refills = 0
@@ -115,7 +116,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.receive_restarts += 1
+                self.loop_restarts += 1
                 self.faults.report(f"loop:{loop_fn.__name__}", "hub loop %s failed; restarting",
                                    loop_fn.__name__, exc=exc)  # fmt: skip
                 await asyncio.sleep(delay)
@@ -270,7 +271,7 @@ class Hub:
         feed.forget()
         snap = await feed.read(joined_at=time.monotonic())
         feed.last_seq = snap.last_seq
-        frame = f'{{"type":"reset","symbol":"{feed.symbol}","reason":"{reason}"}}'
+        frame = json.dumps({"type": "reset", "symbol": feed.symbol, "reason": reason})
         for sub in rewound:
             if sub in feed.subscribers:
                 sub.outbox.put_frame(frame)
