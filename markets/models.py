@@ -34,6 +34,24 @@ class Symbol(models.Model):
         validators=[MinValueValidator(0.0)],
     )
     active = models.BooleanField(default=True)
+    # Entitlements (markets.entitlements): public when both are empty; otherwise only
+    # users in the group or holding the permission (or superusers) may see its prices.
+    required_group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Only members of this group may see this symbol.",
+    )
+    required_permission = models.ForeignKey(
+        "auth.Permission",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Only users with this permission may see this symbol.",
+    )
 
     class Meta:
         ordering = ["ticker"]

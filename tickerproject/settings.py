@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "channels",
     # Serves the API docs page's Swagger UI from local static files, not a CDN.
     "ninja",
+    "accounts",
     "markets",
     "feeds",
     "frontend",

@@ -1,0 +1,1 @@
+"""Accounts: API tokens and per-user preferences (the dashboard's watchlist)."""
