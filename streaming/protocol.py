@@ -18,6 +18,18 @@ class CloseCode:
     # The connection fell behind in "all" mode: its outbox passed OUTBOX_MAX_BYTES, or a
     # live tick waited more than MAX_TICK_AGE_MS. Reconnect and resume with "since".
     SLOW_CONSUMER = 4008
+    # WS_REQUIRE_AUTH is on and the connection sent another command than "auth" first,
+    # or none within AUTH_TIMEOUT_SECONDS.
+    UNAUTHORIZED = 4401
+    # The token the connection authenticated with was revoked or expired, or its user
+    # was deactivated. (A right to one symbol lost: "unsubscribed" with a reason.)
+    FORBIDDEN = 4403
+    # Standard codes: a policy violation (kept flooding past the command rate limit),
+    # a frame too big (refused by the server itself), and "try again later" (refused
+    # by a connection limit).
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    TRY_AGAIN_LATER = 1013
 
 
 class Mode(StrEnum):
@@ -35,6 +47,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_SYMBOLS = "too_many_symbols"
     MESSAGE_TOO_LARGE = "message_too_large"
     UNAVAILABLE = "unavailable"
+    UNAUTHORIZED = "unauthorized"  # an "auth" command with a token that is not usable
+    FORBIDDEN = "forbidden"  # restricted symbols the connection's user may not see
+    RATE_LIMITED = "rate_limited"  # commands past the per-connection rate limit
 
 
 class ProtocolError(Exception):
@@ -62,7 +77,9 @@ def error_message(
     return msg
 
 
-ACTIONS = ("subscribe", "unsubscribe", "list", "ping")
+ACTIONS = ("subscribe", "unsubscribe", "list", "ping", "auth")
+# Longer than any token accounts.services issues.
+MAX_TOKEN_LENGTH = 200
 
 
 MAX_BATCH_MS = 1000
@@ -80,6 +97,8 @@ class Command:
     mode: Mode = Mode.ALL
     max_rate: float | None = None
     snapshot: int = MAX_SNAPSHOT
+    # auth only: the API token's secret.
+    token: str = ""
 
 
 def _parse_id(raw: dict) -> Any:
@@ -145,6 +164,15 @@ def parse_command(raw: Any, *, symbol_limit: int) -> Command:
             batch_ms=_parse_batch_ms(raw, id=id),
             **_parse_delivery(raw, id=id),
         )
+    if action == "auth":
+        token = raw.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"'token' must be a string of 1 to {MAX_TOKEN_LENGTH} characters",
+                id=id,
+            )
+        return Command(action, id, token=token)
     return Command(action, id)
 
 
