@@ -41,3 +41,11 @@ def token_is_usable(*, token_id: int) -> bool:
     """Whether the token is still usable now (checked again on open connections)."""
     token = ApiToken.objects.select_related("user").filter(pk=token_id).first()
     return token is not None and token.is_usable()
+
+
+def usable_token_ids(*, token_ids: set[int]) -> set[int]:
+    """Those of ``token_ids`` that are still usable now (one query for all of them)."""
+    if not token_ids:
+        return set()
+    tokens = ApiToken.objects.select_related("user").filter(pk__in=token_ids)
+    return {t.pk for t in tokens if t.is_usable()}

@@ -16,7 +16,9 @@ from django.conf import settings
 
 from markets import history
 
+from .auth import ANONYMOUS, Identity
 from .faults import FaultLog
+from .guard import Guard, local_guard
 from .hub import Hub, local_hub
 from .outbox import Outbox
 from .protocol import CloseCode, Command, ErrorCode, ProtocolError
@@ -35,18 +37,24 @@ class Connection:
         send_text: Callable[[str], Coroutine[Any, Any, None]],
         close: Callable[[int], Awaitable[None]],
         hub: Hub | None = None,
+        guard: Guard | None = None,
+        identity: Identity = ANONYMOUS,
     ) -> None:
         self.hub = hub or local_hub()
+        self.guard = guard or local_guard()
+        # Who the client is; set on connect or by an "auth" command, checked by the guard.
+        self.identity = identity
         self.outbox = Outbox(
             max_bytes=settings.OUTBOX_MAX_BYTES, max_age_ms=settings.MAX_TICK_AGE_MS
         )
-        self.outbox.on_close = self._end
+        self.outbox.on_close = self.end
         self.outbox.on_gone = self._gone
         self.outbox.attach(send_text)
         self.subs: dict[str, Subscription] = {}
         self.close_code: int | None = None
         self._close = close
         self._closer: asyncio.Task | None = None
+        self.guard.watch(self)
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.put_frame(json.dumps(message))
@@ -131,9 +139,10 @@ class Connection:
         """Called when the socket is gone: no tick is queued for it any more."""
         self._drop(list(self.subs.values()))
         self.outbox.stop()
+        self.guard.forget(self)
 
-    def _end(self, code: int) -> None:
-        """Called by the outbox when this connection must close (4008: it fell behind)."""
+    def end(self, code: int) -> None:
+        """Close with ``code``: 4008 from the outbox (it fell behind), 4401/4403 on access."""
         if self.close_code is not None:
             return
         self.close_code = code

@@ -1,36 +1,26 @@
 """PriceStreamConsumer: the WebSocket end of the price protocol (docs/protocol.md)."""
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
 
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 
 from markets.publishing import now_ms
 
+from .auth import ANONYMOUS, Identity, identify_token
 from .connection import Connection
 from .known import known_symbols
-from .protocol import MAX_MESSAGE_BYTES, Command, ErrorCode, ProtocolError, parse_command
-
-
-def frame_sender(send: Callable[[dict], Awaitable[None]]) -> Callable[[dict], Awaitable[None]]:
-    """The ASGI send to use for outbox frames: below channels' session wrapper if present.
-
-    InstanceSessionWrapper.send reads the session's state and Django settings on every
-    message, yet acts only on ``http.response.start``; for a ``websocket.send`` it just
-    calls the send it wraps. Frames go straight there; accept and close keep the full
-    middleware path.
-    """
-    wrapper = getattr(send, "__self__", None)
-    if (
-        isinstance(wrapper, InstanceSessionWrapper)
-        and "websocket.send" not in wrapper.save_message_types
-        and "websocket.send" not in wrapper.cookie_response_message_types
-    ):
-        return wrapper.real_send
-    return send
+from .protocol import (
+    MAX_MESSAGE_BYTES,
+    CloseCode,
+    Command,
+    ErrorCode,
+    ProtocolError,
+    parse_command,
+)
 
 
 class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
@@ -65,19 +55,31 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         """Called when the WebSocket handshake arrives."""
         self.symbol_limit: int = settings.MAX_SYMBOLS_PER_CONNECTION
+        identity: Identity = self.scope.get("identity", ANONYMOUS)
         await self.accept()
-        send_frame = frame_sender(self.base_send)
+        send = self.base_send
 
         async def send_text(text: str) -> None:
-            await send_frame({"type": "websocket.send", "text": text})
+            await send({"type": "websocket.send", "text": text})
 
-        self.conn = Connection(send_text=send_text, close=self._close_with)
+        self.conn = Connection(send_text=send_text, close=self._close_with, identity=identity)
+        self._auth_deadline: asyncio.TimerHandle | None = None
+        if identity.failure is not None:
+            self.conn.send(ProtocolError(ErrorCode.UNAUTHORIZED, identity.failure).as_message())
+            self.conn.end(CloseCode.UNAUTHORIZED)
+        elif settings.WS_REQUIRE_AUTH and not identity.authenticated:
+            # An anonymous client has this long to send "auth" (streaming.auth).
+            self._auth_deadline = asyncio.get_running_loop().call_later(
+                settings.AUTH_TIMEOUT_SECONDS, self.conn.end, CloseCode.UNAUTHORIZED
+            )
 
     async def _close_with(self, code: int) -> None:
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes, for any reason."""
+        if getattr(self, "_auth_deadline", None) is not None:
+            self._auth_deadline.cancel()
         if hasattr(self, "conn"):
             self.conn.detach()
 
@@ -103,12 +105,38 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         except (ValueError, RecursionError):
             raise ProtocolError(ErrorCode.BAD_JSON, "the frame is not valid JSON") from None
         command = parse_command(raw, symbol_limit=self.symbol_limit)
+        if (
+            command.action != "auth"
+            and settings.WS_REQUIRE_AUTH
+            and not self.conn.identity.authenticated
+        ):
+            self.conn.end(CloseCode.UNAUTHORIZED)
+            return
         await getattr(self, f"do_{command.action}")(command)
+
+    async def do_auth(self, command: Command) -> None:
+        identity = await database_sync_to_async(identify_token)(command.token)
+        if identity is None:
+            raise ProtocolError(
+                ErrorCode.UNAUTHORIZED,
+                "the token is not valid (unknown, revoked or expired)",
+                id=command.id,
+            )
+        if self._auth_deadline is not None:
+            self._auth_deadline.cancel()
+            self._auth_deadline = None
+        self.conn.identity = identity
+        self.conn.send(
+            {"type": "authenticated", "id": command.id, "user": identity.user.get_username()}
+        )
 
     async def do_subscribe(self, command: Command) -> None:
         known = await known_symbols().active(command.symbols)
-        symbols = [s for s in command.symbols if s in known]
         unknown = [s for s in command.symbols if s not in known]
+        forbidden = await self.conn.guard.forbidden(
+            self.conn.identity, [s for s in command.symbols if s in known]
+        )
+        symbols = [s for s in command.symbols if s in known and s not in forbidden]
         held = self.conn.subs
         total = len(held) + sum(1 for s in symbols if s not in held)
         if total > self.symbol_limit:
@@ -120,6 +148,16 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
             )
         if symbols:
             await self.conn.subscribe(command, symbols)
+        if forbidden:
+            # Served apart from the rest of the command: the client may not see these.
+            self.conn.send(
+                ProtocolError(
+                    ErrorCode.FORBIDDEN,
+                    f"not entitled to: {', '.join(forbidden)}",
+                    id=command.id,
+                    symbols=forbidden,
+                ).as_message()
+            )
         if unknown:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_SYMBOL,

@@ -42,5 +42,10 @@ async def close_hub():
     from streaming.hub import close_local_hub
 
     await close_local_hub()
+    from streaming.guard import local_guard
+
+    guard = local_guard.pop()
+    if guard is not None:
+        await guard.aclose()
     # The Redis layer keeps per-loop receive state; the next test's loop gets a fresh one.
     channel_layers.backends.clear()

@@ -269,29 +269,6 @@ async def test_a_symbol_deactivated_in_the_database_is_refused_once_the_cache_ex
         await c.error({"action": "subscribe", "symbols": ["AAPL"]}, "unknown_symbol")
 
 
-async def test_outbox_frames_skip_the_session_wrapper_and_the_accept_keeps_it():
-    from channels.sessions import InstanceSessionWrapper
-
-    seen = []
-    original = InstanceSessionWrapper.send
-
-    async def counting(self, message):
-        seen.append(message["type"])
-        return await original(self, message)
-
-    with mock.patch.object(InstanceSessionWrapper, "send", counting):
-        async with Client() as c:
-            await c.subscribe("BTC-USD")
-            await c.recv()
-            before = list(seen)
-            await publish(draft("BTC-USD"), draft("BTC-USD"))
-            assert [(await c.recv())["seq"] for _ in range(2)] == [1, 2]
-            assert seen == before  # the ticks went below the wrapper
-            await c.assert_alive()
-            assert seen == before  # and so did the reply
-    assert before == ["websocket.accept"]
-
-
 @pytest.mark.parametrize(
     ("payload", "code"),
     [

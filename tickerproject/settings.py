@@ -167,6 +167,14 @@ MAX_TICK_AGE_MS = env_int("MAX_TICK_AGE_MS", 1000, minimum=50)
 # A web process leaves a symbol's group after nobody has watched it this long.
 FEED_IDLE_SECONDS = env_float("FEED_IDLE_SECONDS", 30.0, minimum=0.1)
 
+# --- Access (streaming.auth, streaming.guard): with WS_REQUIRE_AUTH a WebSocket must
+# authenticate (session, Bearer header or an "auth" command within AUTH_TIMEOUT_SECONDS)
+# and the REST API and dashboard need a session or token. Default off for a local demo.
+WS_REQUIRE_AUTH = env_bool("WS_REQUIRE_AUTH", False)
+AUTH_TIMEOUT_SECONDS = env_float("AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+# Open connections see a revoked token or right within this many seconds.
+ENTITLEMENT_RECHECK_SECONDS = env_float("ENTITLEMENT_RECHECK_SECONDS", 2.0, minimum=0.1)
+
 # --- Candles (markets.candles): Redis keeps this many buckets per symbol and interval
 # (900 = 15 min of 1s candles, 15 h of 1m); closed 1m/5m/1h ones are also persisted.
 CANDLE_REDIS_BUCKETS = env_int("CANDLE_REDIS_BUCKETS", 900, minimum=10)

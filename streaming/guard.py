@@ -1,0 +1,168 @@
+"""Guard: what each connection may see, checked on subscribe and again every few seconds.
+
+Exchanges license market data per user, so losing a right must take effect on open
+connections, not only on the next connect (Centrifugo's channel tokens with expiry are
+the model). Every ``ENTITLEMENT_RECHECK_SECONDS`` this process's guard, in one thread
+hop for all its connections:
+
+- closes with 4403 every connection whose token was revoked or expired, whose session
+  ended, or whose user was deactivated;
+- drops each subscription to a symbol its user may no longer see, and tells the client
+  with ``{"type": "unsubscribed", "symbols": [...], "reason": "forbidden"}``; the
+  connection and its other subscriptions carry on.
+
+A user's rights are read once per round and reused by subscribes in between, so a
+subscribe costs no database read of its own.
+"""
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from accounts.selectors import usable_token_ids
+from markets.entitlements import NO_RIGHTS, Rights, rights_of
+
+from .auth import Identity, identify_session
+from .faults import FaultLog
+from .known import known_symbols
+from .loops import PerLoop
+from .protocol import CloseCode
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+logger = logging.getLogger(__name__)
+
+FORBIDDEN_REASON = "forbidden"
+
+
+class Guard:
+    """This event loop's entitlement checks: rights on subscribe, revocation in between."""
+
+    def __init__(self, *, interval: float) -> None:
+        self.interval = interval
+        self.connections: set[Connection] = set()
+        self.faults = FaultLog(logger)
+        self.revoked = 0  # connections closed with 4403
+        self.dropped = 0  # subscriptions dropped for a lost right
+        self._rights: dict[int, tuple[float, Rights]] = {}
+        self._task: asyncio.Task | None = None
+
+    def watch(self, conn: "Connection") -> None:
+        """Called when a connection opens."""
+        self.connections.add(conn)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._check_forever())
+
+    def forget(self, conn: "Connection") -> None:
+        """Called when a connection ends."""
+        self.connections.discard(conn)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=2)
+            self._task = None
+
+    # --- reads for subscribe
+
+    async def forbidden(self, identity: Identity, tickers: list[str]) -> list[str]:
+        """Those of ``tickers`` that ``identity``'s user may not see."""
+        restricted = await known_symbols().restricted()
+        wanted = [t for t in tickers if t in restricted]
+        if not wanted:
+            return []
+        rights = await self.rights(identity)
+        return [t for t in wanted if not rights.allows(restricted[t])]
+
+    async def rights(self, identity: Identity) -> Rights:
+        if not identity.authenticated:
+            return NO_RIGHTS
+        cached = self._rights.get(identity.user.pk)
+        if cached is not None and time.monotonic() - cached[0] < self.interval:
+            return cached[1]
+        rights = await database_sync_to_async(rights_of)(identity.user)
+        self._rights[identity.user.pk] = (time.monotonic(), rights)
+        return rights
+
+    # --- the periodic check
+
+    async def _check_forever(self) -> None:
+        # Supervised here: a failed round (the database away) is logged once, counted,
+        # and the next round tries again; the loop itself never ends while watched.
+        while self.connections:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.faults.report(
+                    f"check:{type(exc).__name__}", "entitlement check failed: %r", exc, exc=exc
+                )
+
+    async def check(self) -> None:
+        """One round over every open connection (also called directly by tests)."""
+        conns = [c for c in self.connections if c.close_code is None]
+        if not conns:
+            return
+        restricted = await known_symbols().restricted()
+        identities = {c.identity for c in conns if c.identity.authenticated}
+        if not identities and not (restricted and any(c.subs for c in conns)):
+            return
+        valid, rights = await database_sync_to_async(_verify)(identities)
+        now = time.monotonic()
+        for user_id, r in rights.items():
+            self._rights[user_id] = (now, r)
+        for conn in conns:
+            identity = conn.identity
+            if identity.authenticated and identity not in valid:
+                self.revoked += 1
+                logger.info(
+                    "closing a connection of %s: its credentials are no longer valid",
+                    identity.user,
+                )
+                conn.end(CloseCode.FORBIDDEN)
+                continue
+            user_rights = (
+                rights.get(identity.user.pk, NO_RIGHTS) if identity.authenticated else (NO_RIGHTS)
+            )
+            lost = sorted(
+                s for s in conn.subs if s in restricted and not user_rights.allows(restricted[s])
+            )
+            if lost:
+                self.dropped += len(lost)
+                conn.unsubscribe(lost)
+                conn.send({"type": "unsubscribed", "id": None, "symbols": lost,
+                           "reason": FORBIDDEN_REASON})  # fmt: skip
+
+
+def _verify(identities: set[Identity]) -> tuple[set[Identity], dict[int, Rights]]:
+    """Which identities still hold, and each of their users' rights (synchronous)."""
+    usable = usable_token_ids(token_ids={i.token_id for i in identities if i.token_id})
+    valid: set[Identity] = set()
+    rights: dict[int, Rights] = {}
+    sessions: dict[str, Identity] = {}
+    for identity in identities:
+        if identity.token_id is not None:
+            ok = identity.token_id in usable
+        elif identity.session_key is not None:
+            if identity.session_key not in sessions:
+                sessions[identity.session_key] = identify_session(identity.session_key)
+            now = sessions[identity.session_key]
+            ok = now.authenticated and now.user.pk == identity.user.pk
+        else:
+            ok = False
+        if ok:
+            valid.add(identity)
+            if identity.user.pk not in rights:
+                rights[identity.user.pk] = rights_of(identity.user)
+    return valid, rights
+
+
+# This event loop's guard.
+local_guard = PerLoop(lambda: Guard(interval=settings.ENTITLEMENT_RECHECK_SECONDS))

@@ -1,0 +1,239 @@
+"""WebSocket access over a real stack: tokens, sessions, WS_REQUIRE_AUTH, entitlements, revocation.
+
+Users, tokens, groups and sessions are made in the stack's own database through
+``manage.py shell``; the clients are real sockets to a real uvicorn.
+"""
+
+import asyncio
+import json
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.realstack import real_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+RECHECK = 0.5
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with real_stack(
+        tmp_path_factory.mktemp("authstack"),
+        TICK_RATE="20",
+        WS_REQUIRE_AUTH="1",
+        AUTH_TIMEOUT_SECONDS="1",
+        ENTITLEMENT_RECHECK_SECONDS=str(RECHECK),
+        SYMBOLS_CACHE_SECONDS=str(RECHECK),
+    ) as s:
+        yield s
+
+
+def shell(stack, code: str) -> str:
+    """Run ``code`` in the stack's Django (its own database); returns what it printed."""
+    import subprocess
+    import sys
+
+    from tests.realstack import BASE_DIR
+
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        env=stack.env,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+USER = """
+from django.contrib.auth.models import User, Group
+user, _ = User.objects.get_or_create(username={name!r})
+"""
+
+
+def make_token(stack, username: str) -> tuple[str, int]:
+    out = shell(
+        stack,
+        USER.format(name=username)
+        + "from accounts.services import issue_token\n"
+        + "t = issue_token(user=user, name='test')\n"
+        + "print(t.token.pk, t.secret)",
+    )
+    pk, secret = out.split()[-2:]
+    return secret, int(pk)
+
+
+def bearer(secret: str) -> dict:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def recv(ws, timeout: float = 10.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws, kind: str, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await recv(ws, max(0.1, deadline - time.monotonic()))
+        if msg["type"] == kind:
+            return msg
+
+
+async def closed_with(ws, timeout: float = 15.0) -> int:
+    """Read until the server closes; its close code."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for _ in ws:
+                pass
+    except ConnectionClosed:
+        pass
+    return ws.close_code
+
+
+async def send(ws, **command) -> None:
+    await ws.send(json.dumps(command))
+
+
+async def test_an_anonymous_client_is_closed_4401_on_any_other_command_than_auth(stack):
+    async with connect(stack.ws_url, origin=stack.origin) as ws:
+        await send(ws, action="subscribe", symbols=["BTC-USD"])
+        assert await closed_with(ws) == 4401
+
+
+async def test_an_anonymous_client_that_sends_nothing_is_closed_4401(stack):
+    async with connect(stack.ws_url, origin=stack.origin) as ws:
+        started = time.monotonic()
+        assert await closed_with(ws) == 4401
+        assert time.monotonic() - started >= 0.9  # not before AUTH_TIMEOUT_SECONDS
+
+
+async def test_a_bearer_token_on_the_handshake_authenticates(stack):
+    secret, _ = make_token(stack, "handshake")
+    async with connect(stack.ws_url, origin=stack.origin, additional_headers=bearer(secret)) as ws:
+        await send(ws, action="subscribe", symbols=["BTC-USD"], id=1)
+        assert (await recv(ws))["type"] == "subscribed"
+        assert (await recv(ws))["type"] == "snapshot"
+        assert (await recv_until(ws, "tick"))["symbol"] == "BTC-USD"
+
+
+async def test_an_unusable_token_on_the_handshake_is_refused_with_4401(stack):
+    async with connect(
+        stack.ws_url, origin=stack.origin, additional_headers=bearer("tk_not-a-real-token")
+    ) as ws:
+        msg = await recv(ws)
+        assert msg["type"] == "error" and msg["code"] == "unauthorized"
+        assert await closed_with(ws) == 4401
+
+
+async def test_the_auth_command_authenticates_and_a_bad_token_gets_an_error(stack):
+    secret, _ = make_token(stack, "command")
+    async with connect(stack.ws_url, origin=stack.origin) as ws:
+        await send(ws, action="auth", token="tk_wrong", id="a")
+        bad = await recv(ws)
+        assert (bad["type"], bad["code"], bad["id"]) == ("error", "unauthorized", "a")
+        await send(ws, action="auth", token=secret, id="b")
+        assert await recv(ws) == {"type": "authenticated", "id": "b", "user": "command"}
+        # Past AUTH_TIMEOUT_SECONDS the authenticated connection is still served.
+        await asyncio.sleep(1.5)
+        await send(ws, action="subscribe", symbols=["ETH-USD"], id=2)
+        assert (await recv(ws))["type"] == "subscribed"
+        assert (await recv_until(ws, "tick"))["symbol"] == "ETH-USD"
+
+
+async def test_a_revoked_token_closes_its_open_connections_with_4403(stack):
+    secret, pk = make_token(stack, "revoked")
+    async with connect(stack.ws_url, origin=stack.origin, additional_headers=bearer(secret)) as ws:
+        await send(ws, action="subscribe", symbols=["BTC-USD"])
+        await recv_until(ws, "tick")
+        revoking_at = time.monotonic()
+        shell(
+            stack,
+            "from accounts.models import ApiToken\n"
+            "from accounts.services import revoke_token\n"
+            f"revoke_token(token=ApiToken.objects.get(pk={pk}))",
+        )
+        assert await closed_with(ws) == 4403
+        # An upper bound: it includes the shell's own start-up (about a second).
+        print(f"revoked and closed within {time.monotonic() - revoking_at:.2f} s")
+    # And the token no longer opens a connection.
+    async with connect(stack.ws_url, origin=stack.origin, additional_headers=bearer(secret)) as ws:
+        assert await closed_with(ws) == 4401
+
+
+async def test_restricted_symbols_are_forbidden_and_a_lost_right_drops_the_subscription(stack):
+    secret, _ = make_token(stack, "trader")
+    shell(
+        stack,
+        "from django.contrib.auth.models import Group\n"
+        "from markets.models import Symbol\n"
+        "g, _ = Group.objects.get_or_create(name='nasdaq')\n"
+        "Symbol.objects.filter(ticker='AAPL').update(required_group=g)",
+    )
+    await asyncio.sleep(2 * RECHECK)  # the symbol cache sees the restriction
+    async with connect(stack.ws_url, origin=stack.origin, additional_headers=bearer(secret)) as ws:
+        await send(ws, action="subscribe", symbols=["AAPL", "BTC-USD"], id=7)
+        assert await recv(ws) == {"type": "subscribed", "id": 7, "symbols": ["BTC-USD"]}
+        assert (await recv(ws))["type"] == "snapshot"
+        refused = await recv_until(ws, "error")
+        assert (refused["code"], refused["symbols"], refused["id"]) == ("forbidden", ["AAPL"], 7)
+        await send(ws, action="list", id=8)
+        assert (await recv_until(ws, "subscriptions"))["symbols"] == ["BTC-USD"]
+
+        shell(
+            stack, USER.format(name="trader") + "user.groups.add(Group.objects.get(name='nasdaq'))"
+        )
+        await asyncio.sleep(2 * RECHECK)  # the cached rights expire
+        await send(ws, action="subscribe", symbols=["AAPL"], id=9)
+        assert await recv_until(ws, "subscribed") == {
+            "type": "subscribed",
+            "id": 9,
+            "symbols": ["AAPL"],
+        }
+        await recv_until(ws, "tick")
+
+        shell(
+            stack,
+            USER.format(name="trader") + "user.groups.remove(Group.objects.get(name='nasdaq'))",
+        )
+        dropped = await recv_until(ws, "unsubscribed")
+        assert dropped == {
+            "type": "unsubscribed",
+            "id": None,
+            "symbols": ["AAPL"],
+            "reason": "forbidden",
+        }
+        # The rest of the connection carries on: BTC-USD still ticks, AAPL no longer.
+        seen = set()
+        for _ in range(20):
+            msg = await recv_until(ws, "tick")
+            seen.add(msg["symbol"])
+        assert seen == {"BTC-USD"}
+        await send(ws, action="list", id=10)
+        assert (await recv_until(ws, "subscriptions"))["symbols"] == ["BTC-USD"]
+
+
+async def test_a_session_cookie_authenticates_and_logging_out_closes_with_4403(stack):
+    key = shell(
+        stack,
+        USER.format(name="browser")
+        + "from django.test import Client\n"
+        + "c = Client()\n"
+        + "c.force_login(user)\n"
+        + "print(c.cookies['sessionid'].value)",
+    ).split()[-1]
+    headers = {"Cookie": f"sessionid={key}"}
+    async with connect(stack.ws_url, origin=stack.origin, additional_headers=headers) as ws:
+        await send(ws, action="subscribe", symbols=["BTC-USD"])
+        assert (await recv(ws))["type"] == "subscribed"
+        await recv_until(ws, "tick")
+        shell(
+            stack,
+            "from django.contrib.sessions.backends.db import SessionStore\n"
+            f"SessionStore({key!r}).delete()",
+        )
+        assert await closed_with(ws) == 4403
