@@ -34,3 +34,18 @@ class ApiToken(models.Model):
             and (self.expires is None or self.expires > now)
             and self.user.is_active
         )
+
+
+class Watchlist(models.Model):
+    """A user's dashboard watchlist: an ordered list of tickers (accounts.services)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="watchlist"
+    )
+    # Well-formed, distinct tickers in the user's order, at most MAX_SYMBOLS_PER_CONNECTION;
+    # accounts.services.save_watchlist is the one writer and checks all three.
+    symbols = models.JSONField(default=list)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"watchlist of {self.user}"

@@ -2,7 +2,7 @@
 
 from django.contrib.auth.base_user import AbstractBaseUser
 
-from .models import ApiToken
+from .models import ApiToken, Watchlist
 from .services import digest_of
 
 # Longer than any secret issue_token makes; a longer "token" is refused unread.
@@ -49,3 +49,8 @@ def usable_token_ids(*, token_ids: set[int]) -> set[int]:
         return set()
     tokens = ApiToken.objects.select_related("user").filter(pk__in=token_ids)
     return {t.pk for t in tokens if t.is_usable()}
+
+
+def watchlist_of(*, user: AbstractBaseUser) -> Watchlist | None:
+    """``user``'s saved watchlist, or None if they never saved one."""
+    return Watchlist.objects.filter(user=user).first()

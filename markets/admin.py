@@ -14,9 +14,41 @@ class SymbolAdmin(admin.ModelAdmin):
         "start_price",
         "annual_volatility",
         "active",
+        "required_group",
+        "required_permission",
     )
-    list_filter = ("asset_class", "active")
+    list_filter = ("asset_class", "active", "required_group")
     search_fields = ("ticker", "name")
+    list_select_related = ("required_group", "required_permission__content_type")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "ticker",
+                    "name",
+                    "asset_class",
+                    "quote_currency",
+                    "tick_size",
+                    "start_price",
+                    "annual_volatility",
+                    "active",
+                )
+            },
+        ),
+        (
+            "Entitlements",
+            {
+                "description": (
+                    "Public when both are empty. Otherwise only superusers, members of the "
+                    "group and holders of the permission (either suffices) may see its "
+                    "prices, on the WebSocket and the REST API. Open connections follow a "
+                    "change within seconds."
+                ),
+                "fields": ("required_group", "required_permission"),
+            },
+        ),
+    )
 
 
 @admin.register(Candle)

@@ -2,19 +2,27 @@
 
 Views stay thin: reads live in markets.quotes, markets.candles and markets.history.
 Every limit comes from settings (the "REST API" block), nowhere else.
+
+Every endpoint but /api/health/ takes a Bearer token or a session (accounts.auth), and
+anonymous callers too while WS_REQUIRE_AUTH is off. A restricted symbol the caller may
+not see (markets.entitlements) answers 403 and is left out of the symbol list.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Path, Query, Status
-from ninja.errors import HttpError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
+
+from accounts.auth import API_AUTH, SCHEME_NAMES
 
 from . import candles as candle_reads
 from . import history, quotes
 from .candles import INTERVALS, now_ms
+from .entitlements import forbidden_tickers
 from .models import Symbol
 from .schemas import (
     AssetClassName,
@@ -29,17 +37,45 @@ from .schemas import (
 )
 from .symbols import SYMBOL_MAX_LENGTH, SYMBOL_PATTERN
 
-api = NinjaAPI(
+
+class TickerAPI(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        """The schema, saying whether anonymous calls are allowed as the settings are now.
+
+        Operations open to anonymous callers carry the AnonymousAccess scheme (see
+        accounts.auth); OpenAPI spells "auth optional" as an empty requirement, so it
+        becomes ``{}`` while WS_REQUIRE_AUTH is off and is dropped while it is on.
+        """
+        schema = super().get_openapi_schema(**kwargs)
+        anonymous = SCHEME_NAMES["anonymous"]
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                security = operation.get("security") if isinstance(operation, dict) else None
+                if not security or not any(anonymous in req for req in security):
+                    continue
+                kept = [req for req in security if anonymous not in req]
+                if not settings.WS_REQUIRE_AUTH:
+                    kept.append({})
+                operation["security"] = kept
+        schema.get("components", {}).get("securitySchemes", {}).pop(anonymous, None)
+        return schema
+
+
+api = TickerAPI(
     title="ticker API",
     version="1",
     description=(
         "Symbols with live quotes, recent ticks, OHLCV candles and health. "
-        "Times are epoch milliseconds (UTC)."
+        "Times are epoch milliseconds (UTC). Send an API token as "
+        "`Authorization: Bearer <token>`, or use the dashboard's session; while "
+        "WS_REQUIRE_AUTH is off anonymous calls are served too (public symbols only). "
+        "/api/health/ and this schema are always open."
     ),
     # Swagger UI comes from ninja's bundled static files ("ninja" is an installed app);
     # the validator badge would call an outside service, so it is off.
     docs=Swagger(settings={"validatorUrl": None}),
     urls_namespace="api",
+    auth=API_AUTH,
 )
 
 SymbolPath = Annotated[
@@ -53,13 +89,23 @@ SymbolPath = Annotated[
 ]
 # Epoch ms from 1970 up to the end of year 9999, so a datetime can always be built.
 MAX_EPOCH_MS = 253_402_300_799_999
-ERRORS = {404: ErrorOut, 422: ErrorOut}
+AUTH_ERRORS = {401: ErrorOut, 403: ErrorOut}
+ERRORS = {**AUTH_ERRORS, 404: ErrorOut, 422: ErrorOut}
 
 
 class UnknownSymbol(Exception):
     def __init__(self, ticker: str) -> None:
         super().__init__(ticker)
         self.ticker = ticker
+
+
+class ForbiddenSymbols(Exception):
+    """The caller may not see these restricted symbols (markets.entitlements)."""
+
+    def __init__(self, tickers: list[str], *, signed_in: bool) -> None:
+        super().__init__(", ".join(tickers))
+        self.tickers = tickers
+        self.signed_in = signed_in
 
 
 def _error(request: HttpRequest, status: int, code: str, message: str, **extra) -> HttpResponse:
@@ -86,16 +132,58 @@ def bad_parameters(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     return _error(request, 422, "bad_request", "; ".join(parts) or "invalid", detail=detail)
 
 
+@api.exception_handler(ForbiddenSymbols)
+def forbidden_symbols(request: HttpRequest, exc: ForbiddenSymbols) -> HttpResponse:
+    """Called when a view names a restricted symbol the caller may not see."""
+    how = (
+        "your account is not entitled to it"
+        if exc.signed_in
+        else "sign in, or send an API token whose user is entitled to it"
+    )
+    message = f"restricted symbol: {', '.join(exc.tickers)}; {how}"
+    return _error(request, 403, "forbidden", message, symbols=exc.tickers)
+
+
+@api.exception_handler(AuthenticationError)
+def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    """Called when no auth callable accepted the request, or a token was not usable."""
+    message = str(exc)
+    if message == "Unauthorized":  # ninja's own: no credentials at all
+        message = "authentication required: send 'Authorization: Bearer <token>' or sign in"
+    response = _error(request, 401, "unauthorized", message)
+    response["WWW-Authenticate"] = 'Bearer realm="ticker"'
+    return response
+
+
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     """Called when a view raises HttpError (a parameter check beyond the schema's)."""
-    return _error(request, exc.status_code, "bad_request", str(exc))
+    code = getattr(exc, "code", None) or ("forbidden" if exc.status_code == 403 else "bad_request")
+    return _error(request, exc.status_code, code, str(exc))
 
 
-async def _symbol_or_404(ticker: str) -> Symbol:
+def _caller(request: HttpRequest) -> Any:
+    """The user the request authenticated as (an AnonymousUser when anonymous)."""
+    return getattr(request, "auth", None)
+
+
+async def _forbidden(request: HttpRequest, tickers: list[str]) -> list[str]:
+    return await sync_to_async(forbidden_tickers)(user=_caller(request), tickers=tickers)
+
+
+async def _check_entitled(request: HttpRequest, ticker: str) -> None:
+    forbidden = await _forbidden(request, [ticker])
+    if forbidden:
+        user = _caller(request)
+        raise ForbiddenSymbols(forbidden, signed_in=bool(user and user.is_authenticated))
+
+
+async def _symbol_or_404(request: HttpRequest, ticker: str) -> Symbol:
+    """The active symbol ``ticker``: 404 when there is none, 403 when the caller may not see it."""
     symbol = await quotes.active_symbol(ticker=ticker)
     if symbol is None:
         raise UnknownSymbol(ticker)
+    await _check_entitled(request, ticker)
     return symbol
 
 
@@ -118,17 +206,22 @@ def _symbol_out(q: quotes.Quote) -> dict:
     }
 
 
-@api.get("/symbols/", response={200: list[SymbolOut], 422: ErrorOut}, tags=["symbols"])
+@api.get(
+    "/symbols/", response={200: list[SymbolOut], 401: ErrorOut, 422: ErrorOut}, tags=["symbols"]
+)
 async def list_symbols(request: HttpRequest, asset_class: AssetClassName | None = None):
-    """Active symbols, optionally of one asset class, with last price, change % and liveness."""
+    """Active symbols the caller may see, optionally of one asset class, with last price,
+    change % and liveness. Restricted symbols the caller is not entitled to are left out."""
     symbols = await quotes.active_symbols(asset_class=asset_class)
-    return [_symbol_out(q) for q in await quotes.quotes(symbols=symbols)]
+    forbidden = set(await _forbidden(request, [s.ticker for s in symbols]))
+    visible = [s for s in symbols if s.ticker not in forbidden]
+    return [_symbol_out(q) for q in await quotes.quotes(symbols=visible)]
 
 
 @api.get("/symbols/{symbol}/", response={200: SymbolOut, **ERRORS}, tags=["symbols"])
 async def get_symbol(request: HttpRequest, symbol: SymbolPath):
     """One active symbol with its last price, change % and liveness."""
-    (quote,) = await quotes.quotes(symbols=[await _symbol_or_404(symbol)])
+    (quote,) = await quotes.quotes(symbols=[await _symbol_or_404(request, symbol)])
     return _symbol_out(quote)
 
 
@@ -142,7 +235,7 @@ async def get_ticks(
     ),
 ):
     """Recent ticks from history (the last HISTORY_DEPTH per symbol), ascending by seq."""
-    await _symbol_or_404(symbol)
+    await _symbol_or_404(request, symbol)
     found = await history.ticks_after(symbol=symbol, after_seq=after_seq, limit=limit + 1)
     return {
         "symbol": symbol,
@@ -173,7 +266,7 @@ async def get_candles(
     """
     if start is not None and end is not None and start >= end:
         raise HttpError(422, "start must be before end")
-    await _symbol_or_404(symbol)
+    await _symbol_or_404(request, symbol)
     found = await candle_reads.candles(
         symbol=symbol, interval=interval, start=start, end=end, limit=limit
     )
@@ -201,7 +294,8 @@ async def get_candles(
     }
 
 
-@api.get("/health/", response={200: HealthOut, 503: HealthOut}, tags=["health"])
+# Open to everyone, always: load balancers probe it without credentials.
+@api.get("/health/", response={200: HealthOut, 503: HealthOut}, tags=["health"], auth=None)
 async def get_health(request: HttpRequest):
     """Redis, database and feed freshness; 503 when any is down or any active symbol is stale."""
     report = await quotes.health()

@@ -15,10 +15,17 @@ AssetClassName = Literal["crypto", "equity", "fx"]
 
 
 class ErrorOut(Schema):
-    code: str = Field(description="Machine-readable: unknown_symbol, bad_request, ...")
+    code: str = Field(
+        description=(
+            "Machine-readable: unknown_symbol, bad_request, unauthorized, forbidden, csrf_failed."
+        )
+    )
     message: str = Field(description="Human-readable explanation.")
     detail: list[dict] | None = Field(
         None, description="Per-parameter validation errors, when there are any."
+    )
+    symbols: list[str] | None = Field(
+        None, description="With forbidden: the restricted symbols the caller may not see."
     )
 
 

@@ -313,11 +313,13 @@ async def test_openapi_schema_lists_every_endpoint(api):
         "/api/symbols/{symbol}/ticks",
         "/api/symbols/{symbol}/candles",
         "/api/health/",
+        "/api/me/",
+        "/api/me/watchlist",
     }
     candles = schema["paths"]["/api/symbols/{symbol}/candles"]["get"]
     params = {p["name"]: p for p in candles["parameters"]}
     assert params["limit"]["schema"]["maximum"] == 1000
-    assert set(candles["responses"]) == {"200", "404", "422"}
+    assert set(candles["responses"]) == {"200", "401", "403", "404", "422"}
 
 
 async def test_docs_page_uses_only_local_assets(api):
