@@ -1,7 +1,13 @@
 from decimal import Decimal
 
+from django.conf import settings
+from django.contrib.auth import get_user
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import render
+from django.urls import reverse
 
+from markets.entitlements import forbidden_tickers
 from markets.selectors import active_symbols
 
 
@@ -11,7 +17,17 @@ def _decimals(tick_size: Decimal) -> int:
 
 
 def dashboard(request):
-    """Called for GET /: the live dashboard, with the known symbols for search completion."""
+    """Called for GET /: the live dashboard, with the known symbols for search completion.
+
+    With WS_REQUIRE_AUTH it is for signed-in users only: others are sent to the login page.
+    """
+    if settings.WS_REQUIRE_AUTH and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    symbols = active_symbols()
+    # Completion offers only what this user may watch (markets.entitlements). It gets
+    # the user model instance itself: rights_of reads its class, not a lazy wrapper's.
+    user = get_user(request)
+    hidden = set(forbidden_tickers(user=user, tickers=[s.ticker for s in symbols]))
     # Rendered into the page rather than fetched, so completion works without
     # another request and the page has no dependency on a JSON API.
     known = [
@@ -21,10 +37,29 @@ def dashboard(request):
             "asset_class": s.asset_class,
             "decimals": _decimals(s.tick_size),
         }
-        for s in active_symbols()
+        for s in symbols
+        if s.ticker not in hidden
     ]
     return render(
         request,
         "frontend/dashboard.html",
-        {"known_symbols": known, "ws_path": "/ws/prices/"},
+        {
+            "known_symbols": known,
+            "ws_path": "/ws/prices/",
+            # The signed-in user's watchlist lives on the server (accounts.api).
+            "watchlist_url": reverse("api:get_watchlist"),
+        },
     )
+
+
+class LoginView(auth_views.LoginView):
+    """Django's own login view, in the dashboard's look."""
+
+    template_name = "frontend/login.html"
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        # Without WS_REQUIRE_AUTH the dashboard is open, so offer the way back to it.
+        context["dashboard_is_open"] = not settings.WS_REQUIRE_AUTH
+        return context

@@ -174,6 +174,10 @@ WS_REQUIRE_AUTH = env_bool("WS_REQUIRE_AUTH", False)
 AUTH_TIMEOUT_SECONDS = env_float("AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.1)
 # Open connections see a revoked token or right within this many seconds.
 ENTITLEMENT_RECHECK_SECONDS = env_float("ENTITLEMENT_RECHECK_SECONDS", 2.0, minimum=0.1)
+# Sign-in and sign-out pages: Django's own auth views (frontend/urls.py).
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 
 # --- Candles (markets.candles): Redis keeps this many buckets per symbol and interval
 # (900 = 15 min of 1s candles, 15 h of 1m); closed 1m/5m/1h ones are also persisted.

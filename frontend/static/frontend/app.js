@@ -3,12 +3,14 @@
 // chart work happens in one requestAnimationFrame callback, so a burst of a
 // thousand ticks costs one redraw, not a thousand.
 
+import { accessNotice, forbiddenNotice, withdrawnNotice } from "./access.js";
 import { ChartView } from "./chart-view.js";
 import { decimalsForTickSize, formatChange, formatPct, formatPrice } from "./format.js";
 import { MarketStore } from "./market-store.js";
-import { CHART_MODES, MAX_WATCHLIST, loadPreferences, savePreferences } from "./preferences.js";
+import { CHART_MODES, MAX_WATCHLIST, loadPreferences, savePreferences, withServerWatchlist } from "./preferences.js";
 import { PriceStreamClient, State } from "./protocol-client.js";
 import { SearchBox } from "./search-box.js";
+import { ServerWatchlist } from "./server-watchlist.js";
 import { WatchlistView } from "./watchlist-view.js";
 
 // A subscribed symbol with no tick for this long gets a stale-data warning.
@@ -63,6 +65,15 @@ class Dashboard {
     );
     this.storage = safeStorage();
     this.prefs = loadPreferences(this.storage);
+    // Signed in: the watchlist lives on the server (GET/PUT /api/me/watchlist) and
+    // localStorage keeps this browser's anonymous list untouched, for when nobody is.
+    const page = document.body.dataset;
+    this.user = page.user || null;
+    this.server = this.user && page.watchlistUrl
+      ? new ServerWatchlist({ url: page.watchlistUrl, csrfToken: page.csrfToken })
+      : null;
+    this.localSymbols = [...this.prefs.symbols];
+    this._serverSymbols = null; // JSON of the list the server holds, as far as we know
     this.store = new MarketStore();
     this.subscribedAt = {};
     this.frameQueued = false;
@@ -88,7 +99,8 @@ class Dashboard {
     this._wireControls();
   }
 
-  start() {
+  async start() {
+    if (this.server) await this._loadServerWatchlist();
     for (const symbol of this.prefs.symbols) this.store.ensure(symbol);
     this.watchlist.setSymbols(this.prefs.symbols);
     this._renderEmptyState();
@@ -130,9 +142,21 @@ class Dashboard {
     c.on("rejected", ({ symbols }) => {
       for (const symbol of symbols) this._dropFromWatchlist(symbol);
     });
-    c.on("error", ({ code, message }) => toast(`Server: ${message || code}`));
+    c.on("unsubscribed", ({ symbols, reason }) => {
+      if (!reason) return; // the answer to our own unsubscribe
+      // Dropped by the server (a right withdrawn): gone from the live view, and why.
+      for (const symbol of symbols) this._dropFromWatchlist(symbol);
+      if (symbols.length) toast(withdrawnNotice(symbols, reason));
+    });
+    c.on("error", ({ code, message, symbols }) => {
+      if (code === "forbidden" && symbols.length) toast(forbiddenNotice(symbols, { signedIn: Boolean(this.user) }));
+      else toast(`Server: ${message || code}`);
+    });
     c.on("listenerError", ({ type, error }) => console.warn(`dashboard: ${type} handler failed`, error));
-    c.on("state", (info) => this._renderBadge(info));
+    c.on("state", (info) => {
+      this._renderBadge(info);
+      this._renderAccess(info);
+    });
     window.addEventListener("online", () => c.setNetworkOnline(true));
     window.addEventListener("offline", () => c.setNetworkOnline(false));
   }
@@ -212,7 +236,35 @@ class Dashboard {
   }
 
   _save() {
-    savePreferences(this.storage, this.prefs);
+    // Signed in, the browser's stored list stays the anonymous one.
+    const symbols = this.server ? this.localSymbols : this.prefs.symbols;
+    savePreferences(this.storage, { ...this.prefs, symbols });
+    if (this.server) this._saveToServer();
+  }
+
+  // --- the signed-in user's watchlist on the server -----------------------
+
+  async _loadServerWatchlist() {
+    try {
+      const { prefs, upload } = withServerWatchlist(this.prefs, await this.server.load());
+      this.prefs = prefs;
+      // A first sign-in adopts this browser's list: select() in start() uploads it.
+      this._serverSymbols = upload ? null : JSON.stringify(prefs.symbols);
+    } catch (err) {
+      // Without the server's copy, writing ours would overwrite it: keep edits local.
+      this.server = null;
+      toast(`Your saved watchlist could not be loaded (${err.message}); changes stay in this browser.`);
+    }
+  }
+
+  _saveToServer() {
+    const json = JSON.stringify(this.prefs.symbols);
+    if (json === this._serverSymbols) return;
+    this._serverSymbols = json;
+    this.server.save(this.prefs.symbols).catch((err) => {
+      this._serverSymbols = null; // try again with the next change
+      toast(`Your watchlist was not saved: ${err.message}`);
+    });
   }
 
   // --- drawing -------------------------------------------------------------
@@ -272,9 +324,25 @@ class Dashboard {
         [State.LIVE]: "Live",
         [State.RECONNECTING]: "Reconnecting…",
         [State.OFFLINE]: "Offline",
+        [State.UNAUTHORIZED]: "Sign in required",
+        [State.FORBIDDEN]: "Access revoked",
       }[state];
-      badge.title = state === State.LIVE ? "Streaming live prices" : "";
+      badge.title = {
+        [State.LIVE]: "Streaming live prices",
+        [State.UNAUTHORIZED]: "The server refused the stream. Click to try again.",
+        [State.FORBIDDEN]: "The server refused the stream. Click to try again.",
+      }[state] ?? "";
     }
+  }
+
+  _renderAccess({ state, reason }) {
+    const notice = accessNotice(state, { reason, signedIn: Boolean(this.user) });
+    $("access-banner").hidden = !notice;
+    if (!notice) return;
+    $("access-text").textContent = notice.text;
+    const link = $("access-link");
+    link.textContent = notice.link;
+    link.hidden = false;
   }
 
   _checkStale() {
@@ -306,4 +374,4 @@ class Dashboard {
 const dashboard = new Dashboard();
 // A handle for debugging from the console and for the benchmark script.
 window.tickerDashboard = dashboard;
-dashboard.start();
+dashboard.start().catch((err) => console.error("dashboard: start failed", err));

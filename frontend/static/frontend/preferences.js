@@ -57,3 +57,18 @@ export function savePreferences(storage, { symbols, selected, mode }) {
     return false; // quota or disabled storage: the session still works
   }
 }
+
+/**
+ * The preferences to use once the server's copy of a signed-in user's watchlist is
+ * known (remote: {symbols, saved} from ServerWatchlist.load). A saved server list wins
+ * over this browser's; with none saved yet (a first sign-in) this browser's list is
+ * kept and `upload` says to save it. The selected symbol and chart mode stay local.
+ */
+export function withServerWatchlist(prefs, remote) {
+  if (!remote?.saved) return { prefs: { ...prefs, symbols: [...prefs.symbols] }, upload: true };
+  const symbols = Array.isArray(remote.symbols)
+    ? [...new Set(remote.symbols.filter(isValidSymbol))].slice(0, MAX_WATCHLIST)
+    : [];
+  const selected = symbols.includes(prefs.selected) ? prefs.selected : (symbols[0] ?? null);
+  return { prefs: { symbols, selected, mode: prefs.mode }, upload: false };
+}

@@ -12,7 +12,21 @@ export const State = Object.freeze({
   LIVE: "live",
   RECONNECTING: "reconnecting",
   OFFLINE: "offline",
+  // The server refused this client (close 4401 or 4403): no reconnecting by itself,
+  // since the same credentials would be refused again. reconnectNow() tries once more.
+  UNAUTHORIZED: "unauthorized",
+  FORBIDDEN: "forbidden",
 });
+
+// Close codes after which retrying cannot help (docs/protocol.md).
+export const CloseCode = Object.freeze({
+  UNAUTHORIZED: 4401, // the server requires authentication and got none (or a bad token)
+  FORBIDDEN: 4403, // the token was revoked or expired, the session ended, the user was disabled
+});
+const DENIED_STATES = new Map([
+  [CloseCode.UNAUTHORIZED, State.UNAUTHORIZED],
+  [CloseCode.FORBIDDEN, State.FORBIDDEN],
+]);
 
 // WebSocket.OPEN; the constant is read from here so fake sockets need not define it.
 const OPEN = 1;
@@ -85,6 +99,7 @@ export class PriceStreamClient {
     this._stopped = true;
     this._networkOnline = true;
     this._everConnected = false;
+    this._denied = null; // {code, reason} after a 4401/4403 close, until reconnectNow()
     this._attempt = 0;
     this._retryTimer = null;
     this._retryAt = null;
@@ -140,6 +155,11 @@ export class PriceStreamClient {
 
   get symbols() {
     return [...this._wanted];
+  }
+
+  /** {code, reason} of the 4401/4403 close that stopped reconnecting, else null. */
+  get denied() {
+    return this._denied;
   }
 
   get confirmedSymbols() {
@@ -204,15 +224,21 @@ export class PriceStreamClient {
       }
       return;
     }
+    if (this._denied) {
+      this._setState(DENIED_STATES.get(this._denied.code), { ...this._denied });
+      return;
+    }
     if (!this._ws) {
       this._attempt = 0;
       this._connect();
     }
   }
 
-  /** Skip the remaining backoff and try to connect now (a "retry now" button). */
+  /** Skip the remaining backoff and try to connect now (a "retry now" button).
+   *  After a 4401/4403 close this is the one way to try again (say, after signing in). */
   reconnectNow() {
     if (this._stopped || this._ws) return;
+    this._denied = null;
     this._connect();
   }
 
@@ -257,6 +283,14 @@ export class PriceStreamClient {
     this._pending.clear();
     this._emit("close", { code, reason, wasClean });
     if (this._stopped) return;
+    if (DENIED_STATES.has(code)) {
+      // Refused, not dropped: the same credentials would be refused again.
+      this._cancelRetry();
+      this._denied = { code, reason: reason || "" };
+      this._emit("denied", { ...this._denied });
+      this._setState(DENIED_STATES.get(code), { ...this._denied });
+      return;
+    }
     if (!this._networkOnline) {
       this._setState(State.OFFLINE);
       return;
@@ -377,7 +411,7 @@ export class PriceStreamClient {
     if (Object.keys(since).length) command.since = since;
     if (Object.keys(epochs).length) command.epochs = epochs;
     if (this._batchMs !== null && this._batchMs !== undefined) command.batch_ms = this._batchMs;
-    return this._send(command, { symbols, resumed: "since" in command });
+    return this._send(command, { symbols, resumed: "since" in command, unsettled: new Set(symbols) });
   }
 
   _send(command, meta = {}) {
@@ -419,9 +453,7 @@ export class PriceStreamClient {
         this._onSubscribed(msg);
         break;
       case "unsubscribed":
-        this._pending.delete(msg.id);
-        for (const symbol of msg.symbols ?? []) this._confirmed.delete(symbol);
-        this._emit("unsubscribed", { symbols: msg.symbols ?? [], id: msg.id });
+        this._onUnsubscribed(msg);
         break;
       case "pong": {
         const request = this._pending.get(msg.id);
@@ -445,13 +477,43 @@ export class PriceStreamClient {
 
   _onSubscribed(msg) {
     const request = this._pending.get(msg.id);
-    // The server answers "subscribed" and then, for unknown symbols, an error with
-    // the same id; keep the request until that error could have arrived.
+    // The server answers "subscribed" and then, for forbidden and unknown symbols,
+    // errors with the same id; keep the request until each symbol is accounted for.
     if (request) request.answered = true;
     for (const symbol of msg.symbols ?? []) {
       if (this._wanted.has(symbol)) this._confirmed.add(symbol);
     }
+    this._settle(msg.id, msg.symbols ?? []);
     this._emit("subscribed", { symbols: msg.symbols ?? [], id: msg.id });
+  }
+
+  /** Mark symbols of subscribe `id` answered; forget the request once all are. */
+  _settle(id, symbols) {
+    const request = this._pending.get(id);
+    if (!request?.unsettled) return;
+    for (const symbol of symbols) request.unsettled.delete(symbol);
+    if (!request.unsettled.size) this._pending.delete(id);
+  }
+
+  _onUnsubscribed(msg) {
+    const symbols = Array.isArray(msg.symbols) ? msg.symbols.filter((s) => typeof s === "string") : [];
+    if (msg.id !== null && msg.id !== undefined) this._pending.delete(msg.id);
+    for (const symbol of symbols) this._confirmed.delete(symbol);
+    const reason = typeof msg.reason === "string" ? msg.reason : null;
+    if (reason) {
+      // The server dropped them on its own (say, a right was revoked): stop wanting
+      // them, or every reconnect would ask again and be refused again.
+      for (const symbol of symbols) this._forget(symbol);
+    }
+    this._emit("unsubscribed", { symbols, id: msg.id ?? null, reason });
+  }
+
+  _forget(symbol) {
+    this._wanted.delete(symbol);
+    this._confirmed.delete(symbol);
+    this._lastSeq.delete(symbol);
+    this._epochs.delete(symbol);
+    this._seenOnConnection.delete(symbol);
   }
 
   _acceptTick(tick) {
@@ -518,7 +580,14 @@ export class PriceStreamClient {
       symbols: Array.isArray(msg.symbols) ? msg.symbols : [],
       action: request?.action ?? null,
     };
-    if (request?.action === "subscribe") {
+    if (request?.action === "subscribe" && (error.code === "forbidden" || error.code === "unknown_symbol")) {
+      // Per-symbol refusals: the rest of the command was served (or is refused in
+      // another error with the same id), so only these symbols go.
+      const rejected = error.symbols.filter((s) => this._wanted.has(s));
+      for (const symbol of rejected) this._forget(symbol);
+      this._settle(msg.id, error.symbols);
+      if (rejected.length) this._emit("rejected", { symbols: rejected, code: error.code, message: error.message });
+    } else if (request?.action === "subscribe") {
       this._pending.delete(msg.id);
       if (error.code === "bad_request" && request.resumed && !request.answered) {
         // A server that does not understand `since`/`epochs`: fall back to a plain
@@ -530,16 +599,9 @@ export class PriceStreamClient {
         }
         if (symbols.length && this._isOpen()) this._sendSubscribe(symbols, { resume: false });
       } else {
-        let rejected = [];
-        if (error.code === "unknown_symbol") rejected = error.symbols;
-        else if (!request.answered) rejected = request.symbols; // nothing was subscribed
-        rejected = rejected.filter((s) => this._wanted.has(s));
-        for (const symbol of rejected) {
-          this._wanted.delete(symbol);
-          this._confirmed.delete(symbol);
-          this._lastSeq.delete(symbol);
-          this._epochs.delete(symbol);
-        }
+        // Nothing of the command was subscribed (say, too_many_symbols).
+        const rejected = request.answered ? [] : request.symbols.filter((s) => this._wanted.has(s));
+        for (const symbol of rejected) this._forget(symbol);
         if (rejected.length) this._emit("rejected", { symbols: rejected, code: error.code, message: error.message });
       }
     } else if (request) {
