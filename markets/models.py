@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
@@ -10,6 +11,59 @@ class AssetClass(models.TextChoices):
     CRYPTO = "crypto", "Crypto"
     EQUITY = "equity", "Equity"
     FX = "fx", "FX"
+
+
+class FeedSource(models.TextChoices):
+    """Where a symbol's ticks come from (feeds/sources/<name>.py; docs/feeds.md)."""
+
+    SIMULATED = "simulated", "Simulated"
+    REPLAY = "replay", "Replay a file"
+    COINBASE = "coinbase", "Coinbase Exchange"
+    BINANCE = "binance", "Binance spot"
+
+
+# The options each source reads from Symbol.source_options, with their JSON types.
+# feeds.sources applies the defaults and checks what only it can (a file that exists).
+SOURCE_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
+    FeedSource.SIMULATED: {},
+    FeedSource.REPLAY: {
+        "file": (str,),
+        "format": (str,),
+        "speed": (int, float),
+        "loop": (bool,),
+        "symbol": (str,),
+    },
+    FeedSource.COINBASE: {"product_id": (str,)},
+    FeedSource.BINANCE: {"symbol": (str,)},
+}
+REPLAY_FORMATS = ("auto", "csv", "ndjson", "binance")
+
+
+def source_options_errors(source: str, options: object) -> list[str]:
+    """What is wrong with ``options`` for ``source``; empty when they are usable."""
+    if source not in SOURCE_OPTIONS:
+        return [f"unknown source {source!r}"]
+    if not isinstance(options, dict):
+        return ["source options must be a JSON object"]
+    allowed = SOURCE_OPTIONS[source]
+    errors = []
+    for key, value in options.items():
+        if key not in allowed:
+            names = ", ".join(allowed) or "none"
+            errors.append(f"{source} takes no option {key!r} (options: {names})")
+        elif not isinstance(value, allowed[key]) or (
+            bool not in allowed[key] and isinstance(value, bool)
+        ):
+            errors.append(f"option {key!r} has the wrong type")
+    if source == FeedSource.REPLAY:
+        if not options.get("file"):
+            errors.append("replay needs a file")
+        speed = options.get("speed", 1)
+        if isinstance(speed, int | float) and not 0 < speed <= 1_000_000:
+            errors.append("speed must be above 0 and at most 1000000")
+        if options.get("format", "auto") not in REPLAY_FORMATS:
+            errors.append(f"format must be one of {', '.join(REPLAY_FORMATS)}")
+    return errors
 
 
 class Symbol(models.Model):
@@ -52,12 +106,28 @@ class Symbol(models.Model):
         related_name="+",
         help_text="Only users with this permission may see this symbol.",
     )
+    # The feed (feeds/) produces the symbol from this source; a change is picked up by
+    # the producing worker within seconds, and seq carries on.
+    source = models.CharField(
+        max_length=16, choices=FeedSource.choices, default=FeedSource.SIMULATED
+    )
+    source_options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Settings of the source, see docs/feeds.md.",
+    )
 
     class Meta:
         ordering = ["ticker"]
 
     def __str__(self) -> str:
         return self.ticker
+
+    def clean(self) -> None:
+        super().clean()
+        errors = source_options_errors(self.source, self.source_options)
+        if errors:
+            raise ValidationError({"source_options": errors})
 
 
 class CandleInterval(models.TextChoices):
