@@ -2,7 +2,8 @@
 
 One Redis round trip per batch does the numbering, the history write and the candle
 updates, fenced by the producer's lease, so a producer that lost its lease can never
-publish.
+publish. The fence is always on: ``TickPublisher`` needs the lease token, and the one
+way round it is ``TickPublisher.unfenced_for_tests()``, for tests only.
 """
 
 import asyncio
@@ -20,11 +21,15 @@ from .ticks import Tick, TickDraft
 
 # Event type of a tick on the channel layer (streaming.hub.Hub receives it).
 TICK_EVENT_TYPE = "tick.message"
+# The lease token that skips the fence; producer tokens never contain spaces.
+UNFENCED_FOR_TESTS = "unfenced for tests"
 
 # KEYS per tick: seq, history, lease, epoch, candle clock, then one candle index per
 # interval. ARGV: token, maxlen, now_ms, interval count, per interval (length ms,
 # retention ms), then per tick ts, price, bid, ask, size.
-# Returns each tick's seq, or 0 where the lease is not ours.
+# Returns each tick's seq, or 0 where the lease is not ours. Only the token
+# UNFENCED_FOR_TESTS skips the lease check (an empty token is refused like any other
+# that does not hold the lease).
 #
 # Candles are updated here, in the step that INCRs seq, so a tick is counted in its
 # candles exactly when it gets a seq: once. A candle hash is "<index key>:<start ms>"
@@ -67,7 +72,7 @@ for i = 0, (#KEYS / stride) - 1 do
   local seq_key, hist_key, lease_key, epoch_key, clock_key =
     KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4], KEYS[k+5]
   local a = first_tick_arg + 5*i
-  if token ~= '' and redis.call('GET', lease_key) ~= token then
+  if token ~= 'unfenced for tests' and redis.call('GET', lease_key) ~= token then
     out[i+1] = 0
   else
     local seq = redis.call('INCR', seq_key)
@@ -112,9 +117,27 @@ def tick_event(tick: Tick) -> dict:
 
 
 class TickPublisher:
-    """Publishes batches of ticks from one long-lived event loop."""
+    """Publishes batches of ticks from one long-lived event loop, fenced by a lease.
 
-    def __init__(self, *, lease_token: str = "") -> None:
+    Only ticks of symbols whose lease (feeds.lease) holds ``lease_token`` are published.
+    """
+
+    def __init__(self, *, lease_token: str) -> None:
+        if not lease_token or lease_token == UNFENCED_FOR_TESTS:
+            raise ValueError(
+                "TickPublisher needs the producer's lease token; tests that publish "
+                "without a lease use TickPublisher.unfenced_for_tests()"
+            )
+        self._setup(lease_token)
+
+    @classmethod
+    def unfenced_for_tests(cls) -> "TickPublisher":
+        """A publisher that skips the lease fence. For tests only: never in a producer."""
+        publisher = cls.__new__(cls)
+        publisher._setup(UNFENCED_FOR_TESTS)
+        return publisher
+
+    def _setup(self, lease_token: str) -> None:
         self.lease_token = lease_token
         self._redis = redis_client()
         self._script = self._redis.register_script(_PUBLISH_LUA)
@@ -151,7 +174,13 @@ class TickPublisher:
         return ticks
 
 
-async def publish_tick(draft: TickDraft, *, lease_token: str = "") -> Tick | None:
-    """Publish one tick; convenient for tests and one-off producers, not for hot loops."""
+async def publish_tick(draft: TickDraft, *, lease_token: str) -> Tick | None:
+    """Publish one tick under a lease; for one-off producers, not for hot loops."""
     published = await TickPublisher(lease_token=lease_token).publish([draft])
+    return published[0] if published else None
+
+
+async def publish_tick_unfenced_for_tests(draft: TickDraft) -> Tick | None:
+    """Publish one tick without a lease. For tests only."""
+    published = await TickPublisher.unfenced_for_tests().publish([draft])
     return published[0] if published else None

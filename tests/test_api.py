@@ -29,7 +29,9 @@ def draft(symbol: str = "BTC-USD", price: float = 100.0, size: float = 1.0) -> T
 
 async def publish_all(price: float = 100.0) -> None:
     """One tick now for every symbol of the default universe."""
-    await TickPublisher().publish([draft(i.ticker, price) for i in DEFAULT_UNIVERSE])
+    await TickPublisher.unfenced_for_tests().publish(
+        [draft(i.ticker, price) for i in DEFAULT_UNIVERSE]
+    )
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -44,7 +46,9 @@ def assert_error(response, status: int, code: str) -> dict:
 
 
 async def test_symbols_lists_every_active_symbol_with_quote_fields(api):
-    await TickPublisher().publish([draft("BTC-USD", 97000.5), draft("BTC-USD", 97010.0)])
+    await TickPublisher.unfenced_for_tests().publish(
+        [draft("BTC-USD", 97000.5), draft("BTC-USD", 97010.0)]
+    )
     response = await api.get("/api/symbols/")
     assert response.status_code == 200
     body = response.json()
@@ -83,7 +87,7 @@ async def test_inactive_symbols_are_neither_listed_nor_found(api):
 
 async def test_a_symbol_that_ticked_long_ago_is_not_live(api, monkeypatch):
     monkeypatch.setattr(publishing, "now_ms", lambda: int(time.time() * 1000) - 60_000)
-    await TickPublisher().publish([draft("ETH-USD", 3400.0)])
+    await TickPublisher.unfenced_for_tests().publish([draft("ETH-USD", 3400.0)])
     body = (await api.get("/api/symbols/ETH-USD/")).json()
     assert body["last_price"] == 3400.0 and body["live"] is False
 
@@ -92,7 +96,9 @@ async def test_a_symbol_that_ticked_long_ago_is_not_live(api, monkeypatch):
 
 
 async def test_symbol_detail(api):
-    await TickPublisher().publish([draft("EUR-USD", 1.055), draft("EUR-USD", 1.0539)])
+    await TickPublisher.unfenced_for_tests().publish(
+        [draft("EUR-USD", 1.055), draft("EUR-USD", 1.0539)]
+    )
     response = await api.get("/api/symbols/EUR-USD/")
     assert response.status_code == 200
     body = response.json()
@@ -114,7 +120,9 @@ async def test_symbol_detail_errors(api):
 
 
 async def test_ticks_page_through_history(api):
-    await TickPublisher().publish([draft("AAPL", 230.0 + i / 100) for i in range(25)])
+    await TickPublisher.unfenced_for_tests().publish(
+        [draft("AAPL", 230.0 + i / 100) for i in range(25)]
+    )
     first = (await api.get("/api/symbols/AAPL/ticks", {"limit": 10})).json()
     assert [t["seq"] for t in first["ticks"]] == list(range(1, 11))
     assert first["has_more"] is True and first["symbol"] == "AAPL"
@@ -132,7 +140,7 @@ async def test_ticks_page_through_history(api):
 
 
 async def test_ticks_default_limit_and_cap_come_from_settings(api, settings):
-    await TickPublisher().publish([draft("AAPL") for _ in range(120)])
+    await TickPublisher.unfenced_for_tests().publish([draft("AAPL") for _ in range(120)])
     body = (await api.get("/api/symbols/AAPL/ticks")).json()
     assert len(body["ticks"]) == settings.API_TICKS_DEFAULT_LIMIT == 100
     ok = await api.get("/api/symbols/AAPL/ticks", {"limit": settings.API_TICKS_MAX_LIMIT})
@@ -161,7 +169,7 @@ async def test_ticks_of_an_unknown_symbol(api):
 async def publish_at(monkeypatch, points: list[tuple[int, float]], symbol: str = "BTC-USD"):
     clock = {"ms": T0}
     monkeypatch.setattr(publishing, "now_ms", lambda: clock["ms"])
-    publisher = TickPublisher()
+    publisher = TickPublisher.unfenced_for_tests()
     for ms, price in points:
         clock["ms"] = ms
         await publisher.publish([draft(symbol, price, 0.5)])
@@ -267,8 +275,10 @@ async def test_health_is_ok_when_every_active_symbol_ticks(api):
 async def test_health_is_degraded_when_symbols_are_stale(api, monkeypatch, settings):
     await publish_all()
     monkeypatch.setattr(publishing, "now_ms", lambda: int(time.time() * 1000) - 60_000)
-    await TickPublisher().publish([draft("AAPL")])  # its newest tick is a minute old
-    await TickPublisher().publish([draft("NVDA")])
+    await TickPublisher.unfenced_for_tests().publish(
+        [draft("AAPL")]
+    )  # its newest tick is a minute old
+    await TickPublisher.unfenced_for_tests().publish([draft("NVDA")])
     await Symbol.objects.filter(ticker="XRP-USD").aupdate(active=False)  # not counted
     await sync_to_async(Symbol.objects.create)(
         ticker="NEW-USD", name="Never ticked", asset_class="crypto", quote_currency="USD",

@@ -84,7 +84,7 @@ async def read(interval: str, symbol: str = "BTC-USD", limit: int = 1000):
 
 
 async def test_each_tick_updates_every_interval_once(clock):
-    publisher = TickPublisher()
+    publisher = TickPublisher.unfenced_for_tests()
     published = []
     # Two 1s buckets inside one minute: 3 ticks at T0, 2 ticks at T0 + 1.5 s.
     for price, size in [(100.0, 1.0), (103.25, 0.5), (99.5, 2.0)]:
@@ -106,7 +106,9 @@ async def test_each_tick_updates_every_interval_once(clock):
 async def test_prices_are_kept_exactly_as_published(clock):
     # 0.1 + 0.2 style prices must come back unchanged, not through Lua's %.14g.
     prices = [1.0550100000000001, 97000.12, 0.38001]
-    published = await TickPublisher().publish([draft(p, symbol="EUR-USD") for p in prices])
+    published = await TickPublisher.unfenced_for_tests().publish(
+        [draft(p, symbol="EUR-USD") for p in prices]
+    )
     raw = await redis_client().hgetall(keys.candle_key("EUR-USD", "1m", T0))
     assert raw[b"o"].decode() == repr(prices[0])
     (c,) = await read("1m", "EUR-USD")
@@ -116,7 +118,9 @@ async def test_prices_are_kept_exactly_as_published(clock):
 
 async def test_a_batch_of_many_symbols_is_bucketed_per_symbol(clock):
     symbols = ["BTC-USD", "ETH-USD", "AAPL"]
-    await TickPublisher().publish([draft(10.0 + i, symbol=s) for i, s in enumerate(symbols)])
+    await TickPublisher.unfenced_for_tests().publish(
+        [draft(10.0 + i, symbol=s) for i, s in enumerate(symbols)]
+    )
     for i, s in enumerate(symbols):
         (c,) = await read("1m", s)
         assert (c.open, c.ticks, c.first_seq) == (10.0 + i, 1, 1)
@@ -132,7 +136,7 @@ async def test_a_fenced_tick_counts_in_no_candle(clock):
 
 
 async def test_a_clock_stepping_back_never_reopens_an_older_bucket(clock):
-    publisher = TickPublisher()
+    publisher = TickPublisher.unfenced_for_tests()
     clock.ms = T0 + 61_000
     await publisher.publish([draft(100.0)])
     clock.ms = T0 + 59_000  # the clock steps back into the previous minute
@@ -143,7 +147,7 @@ async def test_a_clock_stepping_back_never_reopens_an_older_bucket(clock):
 
 
 async def test_a_candle_closes_once_the_symbols_clock_passes_its_end(clock):
-    publisher = TickPublisher()
+    publisher = TickPublisher.unfenced_for_tests()
     clock.ms = T0 + 500
     await publisher.publish([draft(100.0)])
     assert await candle_clock(symbol="BTC-USD") == T0 + 500
@@ -165,7 +169,7 @@ async def test_a_candle_closes_once_the_symbols_clock_passes_its_end(clock):
 
 async def test_redis_keeps_a_bounded_number_of_buckets(clock, settings):
     settings.CANDLE_REDIS_BUCKETS = 10
-    publisher = TickPublisher()
+    publisher = TickPublisher.unfenced_for_tests()
     for i in range(25):
         clock.ms = T0 + i * 1_000
         await publisher.publish([draft(100.0 + i)])
@@ -179,7 +183,7 @@ async def test_redis_keeps_a_bounded_number_of_buckets(clock, settings):
 async def test_live_candles_agree_with_history_under_a_real_clock():
     """Ticks at the real time, several per batch, then OHLCV rebuilt from history."""
     rng = random.Random(7)
-    publisher = TickPublisher()
+    publisher = TickPublisher.unfenced_for_tests()
     price = 100.0
     for _ in range(60):
         batch = []
@@ -204,7 +208,7 @@ async def test_concurrent_publishers_count_every_tick_exactly_once():
     """Many publishers racing on one symbol: tick count = seq count, no tick lost or doubled."""
 
     async def producer(n: int) -> None:
-        p = TickPublisher()
+        p = TickPublisher.unfenced_for_tests()
         for i in range(n):
             await p.publish([draft(100.0 + i % 7)])
 
@@ -222,7 +226,7 @@ async def test_concurrent_publishers_count_every_tick_exactly_once():
 
 async def publish_minutes(clock, minutes: int, per_minute: int = 3) -> list:
     """Ticks spread over ``minutes`` whole minutes from T0, ``per_minute`` in each."""
-    publisher = TickPublisher()
+    publisher = TickPublisher.unfenced_for_tests()
     out = []
     for m in range(minutes):
         for k in range(per_minute):
@@ -297,7 +301,7 @@ async def test_a_late_change_to_the_newest_persisted_candle_is_picked_up(clock, 
     await sync_to_async(persist_closed_candles)(at_ms=now)
     # A tick stamped inside minute 0 arrives after that run (a stalled producer).
     clock.ms = T0 + 59_999
-    await TickPublisher().publish([draft(250.0, 0.5)])
+    await TickPublisher.unfenced_for_tests().publish([draft(250.0, 0.5)])
     await sync_to_async(persist_closed_candles)(at_ms=now + 10_000)
     (row,) = await sync_to_async(db_rows)()
     assert (row["tick_count"], float(row["high"]), float(row["close"])) == (4, 250.0, 250.0)
@@ -339,7 +343,7 @@ async def test_reads_merge_database_and_redis_without_duplicates(clock, async_sy
     # Redis is newer than the database for a bucket both hold: Redis wins.
     await sync_to_async(persist_closed_candles)(at_ms=T0 + 7 * 60_000)  # all six
     clock.ms = T0 + 5 * 60_000 + 59_000  # a late tick into the newest minute
-    await TickPublisher().publish([draft(300.0, 0.5)])
+    await TickPublisher.unfenced_for_tests().publish([draft(300.0, 0.5)])
     got = await candles(symbol="BTC-USD", interval="1m", start=T0 + 5 * 60_000, end=None, limit=1)
     assert [(c.start, c.ticks, c.high) for c in got] == [(T0 + 5 * 60_000, 4, 300.0)]
 
@@ -369,11 +373,11 @@ async def test_one_second_candles_come_from_redis_only(clock, async_symbols):
 async def test_session_open_is_the_first_price_of_the_utc_day(clock, async_symbols):
     day = T0 - T0 % 86_400_000
     clock.ms = day - 1_000  # yesterday's last second
-    await TickPublisher().publish([draft(50.0)])
+    await TickPublisher.unfenced_for_tests().publish([draft(50.0)])
     clock.ms = day + 5_000
-    await TickPublisher().publish([draft(60.0)])
+    await TickPublisher.unfenced_for_tests().publish([draft(60.0)])
     clock.ms = T0
-    await TickPublisher().publish([draft(70.0)])
+    await TickPublisher.unfenced_for_tests().publish([draft(70.0)])
     assert await session_opens(symbols=["BTC-USD", "ETH-USD"], at_ms=T0) == {"BTC-USD": 60.0}
     # Without Redis' copy the persisted 1h candle answers.
     await sync_to_async(persist_closed_candles)(at_ms=T0 + 3_600_000 * 3)

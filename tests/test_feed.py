@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 
 from markets import history
-from markets.publishing import publish_tick
+from markets.publishing import publish_tick_unfenced_for_tests as publish_tick
 from markets.ticks import TickDraft
 from streaming.feed import SymbolFeed
 

@@ -9,7 +9,8 @@ from feeds.lease import SymbolLeases
 from feeds.services import run_feed
 from markets import keys
 from markets.history import latest_ticks, ticks_after
-from markets.publishing import TickPublisher, publish_tick
+from markets.publishing import TickPublisher
+from markets.publishing import publish_tick_unfenced_for_tests as publish_tick
 from markets.redis import redis_client
 from markets.ticks import TickDraft
 
@@ -30,7 +31,7 @@ async def test_seq_rises_by_one_per_tick_and_history_keeps_them():
 
 async def test_history_depth_is_bounded(settings):
     settings.HISTORY_DEPTH = 100
-    publisher = TickPublisher()
+    publisher = TickPublisher.unfenced_for_tests()
     for _ in range(50):
         await publisher.publish([draft() for _ in range(10)])
     length = await redis_client().xlen(keys.history_key("BTC-USD"))
