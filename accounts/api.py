@@ -91,7 +91,8 @@ async def get_watchlist(request: HttpRequest):
     return _watchlist_out(await sync_to_async(selectors.watchlist_of)(user=request.auth))
 
 
-@router.put("/watchlist", response={200: WatchlistOut, 422: ErrorOut, **ERRORS})
+# 400: a body that is not JSON at all; 422: JSON that is not a valid watchlist.
+@router.put("/watchlist", response={200: WatchlistOut, 400: ErrorOut, 422: ErrorOut, **ERRORS})
 async def put_watchlist(request: HttpRequest, body: WatchlistIn):
     """Replace the caller's watchlist. With a session, send the X-CSRFToken header."""
     try:

@@ -1,7 +1,10 @@
 """The REST API served by a real stack (daphne + Celery worker + beat + Redis).
 
 Schemathesis generates requests from /api/openapi.json and checks every response
-against the schema; none may be a server error. The docs page is loaded in real
+against the schema; none may be a server error. It sends a valid API token, so the
+per-user endpoints (/api/me/) are covered too, and its ignored_auth check confirms they
+refuse requests without it (tests/test_accounts_live.py runs it again with
+WS_REQUIRE_AUTH=1, where every endpoint but health needs the token). The docs page is loaded in real
 headless Chromium with every non-local request blocked, to show it works offline.
 """
 
@@ -9,6 +12,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realstack import BIN, real_stack
+from tests.realstack import BASE_DIR, BIN, real_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,32 +56,57 @@ def stack(tmp_path_factory):
         yield stack
 
 
+def issue_token(stack, username: str) -> str:
+    """A user and an API token in the stack's database, made as an operator would."""
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         f"from django.contrib.auth.models import User; User.objects.create_user({username!r})"],
+        env=stack.env, cwd=BASE_DIR, check=True, capture_output=True,
+    )  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "manage.py", "issue_token", username, "--name", "schemathesis"],
+        env=stack.env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return run.stdout.strip().splitlines()[-1]
+
+
+def run_schemathesis(
+    url: str, tmp_path: Path, *, token: str, max_examples: int = MAX_EXAMPLES, extra=()
+):
+    """The `st` CLI against ``url`` (an openapi.json) with ``token`` on every request."""
+    report = tmp_path / "schemathesis.json"
+    started = time.monotonic()
+    run = subprocess.run(
+        [
+            str(BIN / "st"), "--config-file", str(CONFIG),
+            "run", url,
+            "--checks", "all",
+            "--phases", "examples,coverage,fuzzing",
+            "--max-examples", str(max_examples),
+            "--seed", "20260105",
+            "--workers", "2",
+            "--request-timeout", "10",
+            "--header", f"Authorization: Bearer {token}",
+            "--report", "json", "--report-json-path", str(report),
+            *extra,
+        ],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    took = time.monotonic() - started
+    print(run.stdout[-3000:])
+    print(f"schemathesis took {took:.1f} s")
+    return run
+
+
 def test_schemathesis_finds_no_server_error(stack, tmp_path):
     """Generated requests (valid and invalid) all get documented, schema-valid answers.
 
     Runs the schemathesis CLI against the live server: its pytest loader cannot
     follow a fixture on this pytest, and the CLI adds the coverage phase's edge cases.
     """
-    report = tmp_path / "schemathesis.json"
-    started = time.monotonic()
-    run = subprocess.run(
-        [
-            str(BIN / "st"), "--config-file", str(CONFIG),
-            "run", f"{stack.http_url}/api/openapi.json",
-            "--checks", "all",
-            "--phases", "examples,coverage,fuzzing",
-            "--max-examples", str(MAX_EXAMPLES),
-            "--seed", "20260105",
-            "--workers", "2",
-            "--request-timeout", "10",
-            "--report", "json", "--report-json-path", str(report),
-        ],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env={**os.environ, "NO_COLOR": "1"},
-    )  # fmt: skip
-    took = time.monotonic() - started
-    print(run.stdout[-3000:])
-    print(f"schemathesis took {took:.1f} s")
+    token = issue_token(stack, "schemathesis")
+    run = run_schemathesis(f"{stack.http_url}/api/openapi.json", tmp_path, token=token)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout
 
@@ -179,6 +208,9 @@ async def test_docs_page_renders_offline_in_chromium(stack):
             "/api/symbols/{symbol}/ticks",
             "/api/symbols/{symbol}/candles",
             "/api/health/",
+            "/api/me/",
+            "/api/me/watchlist",
+            "/api/me/watchlist",
         ]
     )
     assert foreign == []
