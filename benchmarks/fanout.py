@@ -189,6 +189,9 @@ class RealStack(Server):
                 "DEBUG": env.get("DEBUG", "0"),
                 "SECRET_KEY": env.get("SECRET_KEY", "benchmark-only-not-secret"),
                 "LOG_LEVEL": env.get("LOG_LEVEL", "WARNING"),
+                # Every harness client connects from 127.0.0.1 (streaming.limits).
+                "WS_MAX_CONNECTIONS_PER_IP": env.get("WS_MAX_CONNECTIONS_PER_IP", "1000000"),
+                "WS_MAX_CONNECTIONS": env.get("WS_MAX_CONNECTIONS", "1000000"),
                 "PYTHONUNBUFFERED": "1",
                 "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 **extra_env,

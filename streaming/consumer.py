@@ -1,7 +1,6 @@
 """PriceStreamConsumer: the WebSocket end of the price protocol (docs/protocol.md)."""
 
 import asyncio
-import json
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -13,12 +12,13 @@ from markets.publishing import now_ms
 from .auth import ANONYMOUS, Identity, identify_token
 from .connection import Connection
 from .known import known_symbols
+from .limits import CommandLimiter, SubscriptionQuota, Verdict, close_for_flooding
 from .protocol import (
-    MAX_MESSAGE_BYTES,
     CloseCode,
     Command,
     ErrorCode,
     ProtocolError,
+    decode_frame,
     parse_command,
 )
 
@@ -29,6 +29,9 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
     # Ticks reach connections through the process's Hub, so a connection needs no
     # channel of its own (nor a receive on the channel layer per connection).
     channel_layer_alias = None
+    # streaming.limits, made with the first frame.
+    limiter: CommandLimiter | None = None
+    quota: SubscriptionQuota | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -38,6 +41,10 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
             conn = getattr(self, "conn", None)
             if conn is not None:
                 conn.detach()
+            if self.limiter is not None:
+                self.limiter.cancel()
+            if self.quota is not None:
+                self.quota.release()
 
     async def dispatch(self, message: dict) -> None:
         """Called with each ASGI message: no database cleanup per message.
@@ -87,24 +94,29 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         """Called with each frame from the client."""
         if self.conn.close_code is not None:
             return  # closing: its commands no longer matter
+        if self.limiter is None:
+            self.limiter = CommandLimiter.from_settings(self.conn.send)
+            self.quota = SubscriptionQuota()
+        verdict = self.limiter.admit()
+        if verdict is Verdict.DROP:
+            # Not read, not answered (but counted in a rate_limited error), and nothing
+            # more is read from this client until a token is back: while this handler
+            # waits, the server keeps the flooder's frames in its socket.
+            await asyncio.sleep(self.limiter.pause())
+            return
+        if verdict is Verdict.CLOSE:
+            await close_for_flooding(self)
+            return
         try:
             await self._execute(text_data)
         except ProtocolError as exc:
             self.conn.send(exc.as_message())
+        finally:
+            # What the user holds across its connections (streaming.limits).
+            self.quota.sync(self.conn.identity, len(self.conn.subs))
 
     async def _execute(self, text_data: str | None) -> None:
-        if text_data is None:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted")
-        if len(text_data) > MAX_MESSAGE_BYTES or len(text_data.encode()) > MAX_MESSAGE_BYTES:
-            raise ProtocolError(
-                ErrorCode.MESSAGE_TOO_LARGE,
-                f"a command may be at most {MAX_MESSAGE_BYTES} bytes",
-            )
-        try:
-            raw = json.loads(text_data)
-        except (ValueError, RecursionError):
-            raise ProtocolError(ErrorCode.BAD_JSON, "the frame is not valid JSON") from None
-        command = parse_command(raw, symbol_limit=self.symbol_limit)
+        command = parse_command(decode_frame(text_data), symbol_limit=self.symbol_limit)
         if (
             command.action != "auth"
             and settings.WS_REQUIRE_AUTH
@@ -146,6 +158,7 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
                 f"the limit per connection is {self.symbol_limit}",
                 id=command.id,
             )
+        self.quota.check(self.conn.identity, len(held), total - len(held), id=command.id)
         if symbols:
             await self.conn.subscribe(command, symbols)
         if forbidden:

@@ -1,5 +1,6 @@
 """Protocol v1: parsing client commands and shaping server messages (docs/protocol.md)."""
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -84,6 +85,73 @@ MAX_TOKEN_LENGTH = 200
 
 MAX_BATCH_MS = 1000
 
+# --- Bounds of hostile input (docs/protocol.md, "Bounds").
+# An integer id stays exactly representable in a JavaScript number: |id| < 2**53.
+MAX_INT_ID = 2**53
+MAX_ID_LENGTH = 64
+MAX_EPOCH_LENGTH = 64
+# JSON containers nested deeper than this are refused: a command is an object holding
+# lists and objects of scalars (depth 2).
+MAX_DEPTH = 4
+# The fields each action may carry; any other key is refused (a typo such as
+# "snapshots" must not be silently ignored).
+COMMON_FIELDS = frozenset({"action", "id"})
+FIELDS = {
+    "subscribe": COMMON_FIELDS
+    | {"symbols", "since", "epochs", "batch_ms", "mode", "max_rate", "snapshot"},
+    "unsubscribe": COMMON_FIELDS | {"symbols"},
+    "list": COMMON_FIELDS,
+    "ping": COMMON_FIELDS,
+    "auth": COMMON_FIELDS | {"token"},
+}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_frame(text: str | None) -> Any:
+    """The JSON value of one client frame, checked for size and depth; raises ProtocolError.
+
+    Binary frames, frames over MAX_MESSAGE_BYTES, text that is not strict JSON (NaN and
+    Infinity included), numbers past Python's digit limit and nesting past MAX_DEPTH
+    all end here, before parse_command looks at a field.
+    """
+    if text is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted")
+    # Lone surrogates cannot come off the wire (servers decode strict UTF-8), but must
+    # not raise here either.
+    if len(text) > MAX_MESSAGE_BYTES or (
+        len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES
+    ):
+        raise ProtocolError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"a command may be at most {MAX_MESSAGE_BYTES} bytes"
+        )
+    try:
+        raw = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "the frame is not valid JSON") from None
+    if _deeper_than(raw, MAX_DEPTH):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"JSON nested deeper than {MAX_DEPTH} levels is refused"
+        )
+    return raw
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` deep (iterative: no recursion)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
 
 @dataclass(frozen=True)
 class Command:
@@ -103,12 +171,16 @@ class Command:
 
 def _parse_id(raw: dict) -> Any:
     value = raw.get("id")
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+    if value is None:
         return value
-    if isinstance(value, str) and len(value) <= 64:
+    if isinstance(value, int) and not isinstance(value, bool) and -MAX_INT_ID < value < MAX_INT_ID:
+        return value
+    if isinstance(value, str) and len(value) <= MAX_ID_LENGTH:
         return value
     raise ProtocolError(
-        ErrorCode.BAD_REQUEST, "'id' must be an integer or a string of at most 64 characters"
+        ErrorCode.BAD_REQUEST,
+        f"'id' must be an integer below 2**53 in size or a string of at most "
+        f"{MAX_ID_LENGTH} characters",
     )
 
 
@@ -117,6 +189,13 @@ def _parse_symbols(raw: dict, *, id: Any, limit: int) -> list[str]:
     if not isinstance(symbols, list) or not symbols:
         raise ProtocolError(
             ErrorCode.BAD_REQUEST, "'symbols' must be a non-empty list of strings", id=id
+        )
+    if len(symbols) > limit:
+        # Counted before dedupe: a long list costs the same to check however it repeats.
+        raise ProtocolError(
+            ErrorCode.TOO_MANY_SYMBOLS,
+            f"{len(symbols)} symbols named; a command may name at most {limit}",
+            id=id,
         )
     bad = [s for s in symbols if not is_valid_symbol(s)]
     if bad:
@@ -151,6 +230,14 @@ def parse_command(raw: Any, *, symbol_limit: int) -> Command:
             f"unknown action {action[:40]!r}; expected one of {', '.join(ACTIONS)}",
             id=id,
         )
+    extra = raw.keys() - FIELDS[action]
+    if extra:
+        shown = sorted(k[:20] for k in extra)[:5]
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"unknown field(s) for {action!r}: {shown!r}"[:300],
+            id=id,
+        )
     if action == "unsubscribe":
         return Command(action, id, _parse_symbols(raw, id=id, limit=symbol_limit))
     if action == "subscribe":
@@ -180,7 +267,11 @@ def _parse_symbol_map(raw: dict, name: str, symbols: list[str], *, id: Any, kind
     value = raw.get(name)
     if value is None:
         return {}
-    what = "integers from 0 to 2**63 - 1" if kind is int else "strings of at most 64 characters"
+    what = (
+        "integers from 0 to 2**63 - 1"
+        if kind is int
+        else f"strings of at most {MAX_EPOCH_LENGTH} characters"
+    )
     if not isinstance(value, dict):
         raise ProtocolError(
             ErrorCode.BAD_REQUEST, f"'{name}' must map subscribed symbols to {what}", id=id
@@ -196,7 +287,7 @@ def _parse_symbol_map(raw: dict, name: str, symbols: list[str], *, id: Any, kind
             # Redis stream ids are 64-bit: a larger since must not reach it.
             isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 2**63
             if kind is int
-            else isinstance(item, str) and len(item) <= 64
+            else isinstance(item, str) and len(item) <= MAX_EPOCH_LENGTH
         )
         if not ok:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' values must be {what}", id=id)

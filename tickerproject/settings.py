@@ -179,6 +179,19 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
+# --- Limits (streaming.limits; docs/protocol.md, "Limits"): what one client can make a
+# web process do. Commands: a token bucket per connection; past it commands are dropped
+# (one rate_limited error a second tells how many) and the connection is read no faster,
+# and one that floods for WS_FLOOD_CLOSE_SECONDS is closed with 1008. Connections past a
+# cap are closed with 1013. Subscriptions: MAX_SYMBOLS_PER_CONNECTION per connection and
+# WS_MAX_SUBSCRIPTIONS_PER_USER per signed-in user across its connections (per process).
+WS_COMMAND_RATE = env_float("WS_COMMAND_RATE", 20.0, minimum=0.1)
+WS_COMMAND_BURST = env_int("WS_COMMAND_BURST", 50, minimum=1)
+WS_FLOOD_CLOSE_SECONDS = env_float("WS_FLOOD_CLOSE_SECONDS", 10.0, minimum=0.5)
+WS_MAX_CONNECTIONS_PER_IP = env_int("WS_MAX_CONNECTIONS_PER_IP", 100, minimum=1)
+WS_MAX_CONNECTIONS = env_int("WS_MAX_CONNECTIONS", 10_000, minimum=1)
+WS_MAX_SUBSCRIPTIONS_PER_USER = env_int("WS_MAX_SUBSCRIPTIONS_PER_USER", 500, minimum=1)
+
 # --- Candles (markets.candles): Redis keeps this many buckets per symbol and interval
 # (900 = 15 min of 1s candles, 15 h of 1m); closed 1m/5m/1h ones are also persisted.
 CANDLE_REDIS_BUCKETS = env_int("CANDLE_REDIS_BUCKETS", 900, minimum=10)
