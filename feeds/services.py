@@ -1,31 +1,65 @@
-"""The simulated feed: one long-lived event loop that prices and publishes ticks."""
+"""The feed loop: per-symbol leases, one source per owned symbol, one publisher.
+
+Each worker process runs one feed loop (feeds.tasks starts it when the worker is ready).
+The loop:
+
+- takes the lease of every active symbol that has no producer, and polls for more every
+  ``FEED_TAKEOVER_POLL_SECONDS``, so when a producer dies its symbols move to another
+  worker within ``FEED_LEASE_SECONDS`` plus that poll (docs/feeds.md, "Failover");
+- renews its leases every third of the TTL and drops any symbol whose lease it lost;
+- runs the source each owned symbol names (feeds.sources), re-reading the symbol table
+  every ``SYMBOLS_REFRESH_SECONDS``: a changed source or option restarts that symbol's
+  source, with seq carrying on (the publisher numbers ticks, sources never do);
+- publishes whatever the sources yield in batches through one fenced TickPublisher, so
+  simulated symbols sharing a time slot cost one Redis round trip;
+- writes each owned symbol's source counters to Redis every ``STATUS_FLUSH_SECONDS``
+  (markets.keys.source_status_key), for ``manage.py feeds list`` and /api/health/.
+"""
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
+from redis.exceptions import RedisError
 
 from markets.history import latest_ticks
-from markets.publishing import TickPublisher
+from markets.keys import source_status_key
+from markets.models import Symbol
+from markets.publishing import TickPublisher, now_ms
 from markets.redis import close_redis_client, redis_client
-from markets.selectors import active_symbols
+from markets.ticks import TickDraft
 
 from .lease import SymbolLeases
-from .simulator import PriceWalk, WalkSpec
+from .sources import Source, SourceContext, SymbolConfig, build_source
+from .sources.base import DOWN, ENDED, KindLog
 
 logger = logging.getLogger(__name__)
 
-# How often the feed re-reads the symbol table and renews or takes leases.
-SYMBOLS_REFRESH_SECONDS = 10.0
-# How far behind schedule the feed may run before it drops slots instead of catching up.
-MAX_CATCH_UP_SECONDS = 1.0
+# How often the feed re-reads the symbol table: a source change applies within this.
+SYMBOLS_REFRESH_SECONDS = 2.0
+# How often each owned symbol's source counters are written to Redis.
+STATUS_FLUSH_SECONDS = 1.0
+# A status hash outlives its writer by this long, then Redis forgets it.
+STATUS_TTL_SECONDS = 3600
+# A source that failed (raised, or gave up on its options) is started again after this.
+RESTART_AFTER_SECONDS = 10.0
+# Ticks per second are measured over this window.
+RATE_WINDOW_SECONDS = 5.0
+# Drafts waiting for the publisher; a source that outruns it waits (backpressure).
+QUEUE_SIZE = 10_000
+MAX_BATCH = 1_000
 
 
 @dataclass
@@ -38,19 +72,61 @@ class FeedStats:
     lost: set[str] = field(default_factory=set)
 
 
+@dataclass
+class Running:
+    """One owned symbol's running source."""
+
+    config: SymbolConfig
+    source: Source
+    task: asyncio.Task
+    started_ms: int
+    started_at: float
+    published: int = 0
+    samples: deque = field(default_factory=lambda: deque(maxlen=64))
+
+    def rate(self, now: float) -> float:
+        self.samples.append((now, self.published))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW_SECONDS:
+            self.samples.popleft()
+        t0, n0 = self.samples[0]
+        return round((self.published - n0) / (now - t0), 2) if now > t0 else 0.0
+
+
+class Unavailable(Source):
+    """Stands in for a source that could not be built; it reports itself down."""
+
+    name = "unavailable"
+
+    async def ticks(self) -> AsyncIterator[TickDraft]:
+        self.stats.state = DOWN
+        return
+        yield
+
+
 def producer_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-@sync_to_async
-def _load_specs() -> dict[str, tuple[WalkSpec, float]]:
-    return {
-        s.ticker: (
-            WalkSpec(s.ticker, s.asset_class, s.tick_size, s.annual_volatility),
-            float(s.start_price),
-        )
-        for s in active_symbols()
-    }
+def _load_configs_sync() -> dict[str, SymbolConfig]:
+    close_old_connections()  # a long-lived thread must not keep a broken connection
+    try:
+        return {
+            s.ticker: SymbolConfig(
+                ticker=s.ticker,
+                asset_class=s.asset_class,
+                tick_size=s.tick_size,
+                annual_volatility=s.annual_volatility,
+                start_price=float(s.start_price),
+                source=s.source,
+                options=dict(s.source_options or {}),
+            )
+            for s in Symbol.objects.filter(active=True)
+        }
+    finally:
+        close_old_connections()
+
+
+_load_configs = sync_to_async(_load_configs_sync)
 
 
 async def run_feed(
@@ -60,89 +136,208 @@ async def run_feed(
     lease_seconds: float | None = None,
     seed: int | None = None,
     max_seconds: float | None = None,
+    standby: bool = False,
+    worker: str | None = None,
 ) -> FeedStats:
-    """Publish ticks for every symbol whose lease this producer holds, until ``stop``.
+    """Produce every symbol whose lease this feed holds, until ``stop``.
 
-    Returns when ``stop`` is set, after ``max_seconds``, or once it holds no lease
-    (another producer owns everything), releasing what it holds on the way out.
+    Returns when ``stop`` is set, after ``max_seconds``, or, unless ``standby``, once it
+    holds no lease (another producer owns everything). A standby feed keeps polling for
+    symbols without a producer instead. Leases are released on the way out.
     """
     tick_rate = tick_rate or settings.TICK_RATE
     lease_seconds = lease_seconds or settings.FEED_LEASE_SECONDS
     seed = settings.FEED_SEED if seed is None else seed
-    interval = 1.0 / tick_rate
     # Renew at a third of the TTL: two renewals can fail before the lease lapses.
     renew_every = lease_seconds / 3
+    poll_every = min(settings.FEED_TAKEOVER_POLL_SECONDS, renew_every)
 
     stats = FeedStats(token=producer_token())
-    leases = SymbolLeases(redis_client(), token=stats.token, ttl_seconds=lease_seconds)
+    worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+    redis = redis_client()
+    leases = SymbolLeases(redis, token=stats.token, ttl_seconds=lease_seconds)
     publisher = TickPublisher(lease_token=stats.token)
-    walks: dict[str, PriceWalk] = {}
-    specs: dict[str, tuple[WalkSpec, float]] = {}
+    queue: asyncio.Queue[TickDraft] = asyncio.Queue(QUEUE_SIZE)
+    running: dict[str, Running] = {}
+    configs: dict[str, SymbolConfig] = {}
+    faults = KindLog(logger, f"feed {stats.token}")
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    next_refresh = next_renew = next_tick = started
+
+    async def run_source(source: Source) -> None:
+        async with contextlib.aclosing(source.ticks()) as drafts:
+            async for draft in drafts:
+                await queue.put(draft)
+
+    def start(symbol: str, last_price: float | None) -> None:
+        config = configs[symbol]
+        context = SourceContext(last_price=last_price, tick_rate=tick_rate, seed=seed)
+        try:
+            source = build_source(config, context)
+        except Exception as exc:  # a source that cannot even be built is reported, not fatal
+            logger.exception("feed: cannot start the %s source of %s", config.source, symbol)
+            source = Unavailable(config, context)
+            source.stats.last_error = f"cannot start {config.source}: {exc}"[:300]
+        task = loop.create_task(run_source(source), name=f"feed source {symbol}")
+        running[symbol] = Running(config, source, task, now_ms(), loop.time())
+        logger.info("feed %s: %s from %s", stats.token, symbol, config.source)
+
+    def stop_source(symbol: str) -> None:
+        entry = running.pop(symbol, None)
+        if entry is not None:
+            entry.task.cancel()
+
+    async def start_all(symbols: list[str]) -> None:
+        if not symbols:
+            return
+        last = await latest_ticks(symbols=symbols)
+        for symbol in symbols:
+            start(symbol, last[symbol].price if symbol in last else None)
 
     async def take_free_leases() -> None:
-        free = [s for s in specs if s not in walks]
-        taken = await leases.acquire(free)
+        taken = await leases.acquire([s for s in configs if s not in running])
         if taken:
-            last = await latest_ticks(symbols=taken)
-            for symbol in taken:
-                spec, start_price = specs[symbol]
-                # Continue the path where the previous producer left it.
-                price = last[symbol].price if symbol in last else start_price
-                walks[symbol] = PriceWalk(spec, price=price, seed=seed)
             stats.acquired.update(taken)
             logger.info("feed %s now produces %s", stats.token, ", ".join(sorted(taken)))
+            await start_all(taken)
 
-    def drop(symbols: set[str]) -> None:
+    def drop(symbols: set[str], why: str) -> None:
         for symbol in symbols:
-            walks.pop(symbol, None)
+            stop_source(symbol)
         if symbols:
             stats.lost.update(symbols)
-            logger.warning("feed %s lost leases: %s", stats.token, ", ".join(sorted(symbols)))
+            logger.warning("feed %s dropped %s: %s", stats.token, ", ".join(sorted(symbols)), why)
 
+    async def refresh() -> None:
+        nonlocal configs
+        configs = await _load_configs()
+        drop({s for s in running if s not in configs}, "no longer active")
+        changed = [
+            s for s, r in running.items() if configs[s].source_key() != r.config.source_key()
+        ]
+        for symbol in changed:
+            logger.info("feed: %s switches to %s", symbol, configs[symbol].source)
+            stop_source(symbol)
+        await start_all(changed)
+        await take_free_leases()
+
+    async def restart_failed() -> None:
+        now = loop.time()
+        failed = [
+            s
+            for s, r in running.items()
+            if r.task.done()
+            and r.source.stats.state != ENDED
+            and now - r.started_at >= RESTART_AFTER_SECONDS
+        ]
+        for symbol in failed:
+            task = running[symbol].task
+            if not task.cancelled() and task.exception() is not None:
+                logger.error(
+                    "feed: %s source of %s failed; starting it again",
+                    running[symbol].config.source, symbol, exc_info=task.exception(),
+                )  # fmt: skip
+            stop_source(symbol)
+        await start_all(failed)
+
+    async def flush_status() -> None:
+        if not running:
+            return
+        now, at = loop.time(), now_ms()
+        pipe = redis.pipeline(transaction=False)
+        for symbol, r in running.items():
+            s = r.source.stats
+            if r.task.done() and s.state not in (ENDED, DOWN):
+                s.state = DOWN
+                if not r.task.cancelled() and r.task.exception() is not None:
+                    s.last_error = f"{type(r.task.exception()).__name__}: {r.task.exception()}"
+            fields = {
+                **s.as_fields(),
+                "source": r.config.source,
+                "options": json.dumps(r.config.options, sort_keys=True),
+                "token": stats.token,
+                "worker": worker,
+                "started_ms": r.started_ms,
+                "updated_ms": at,
+                "published": r.published,
+                "ticks_per_s": r.rate(now),
+            }
+            key = source_status_key(symbol)
+            pipe.delete(key)
+            pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+            pipe.expire(key, STATUS_TTL_SECONDS)
+        await pipe.execute()
+
+    async def publish_forever() -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < MAX_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            batch = [d for d in batch if d.symbol in running]
+            if not batch:
+                continue
+            try:
+                published = await publisher.publish(batch)
+            except (RedisError, OSError) as exc:
+                faults.report("publish failed; those ticks were not published", repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            stats.ticks += len(published)
+            done = {t.symbol for t in published}
+            for tick in published:
+                if tick.symbol in running:
+                    running[tick.symbol].published += 1
+            # The publish script refuses symbols whose lease is not ours.
+            drop({d.symbol for d in batch} - done, "lease lost (the publish was refused)")
+
+    publisher_task = loop.create_task(publish_forever(), name="feed publisher")
+    started = loop.time()
+    next_refresh = next_renew = next_poll = next_flush = started
     try:
         while not stop.is_set():
             now = loop.time()
             if max_seconds is not None and now - started >= max_seconds:
                 break
-            if now >= next_refresh:
-                specs = await _load_specs()
-                drop({s for s in walks if s not in specs})
-                await take_free_leases()
-                next_refresh = now + SYMBOLS_REFRESH_SECONDS
-                if not walks:
-                    logger.info("feed %s: every symbol has a producer; exiting", stats.token)
-                    break
-            if now >= next_renew:
-                held = set(await leases.renew(list(walks)))
-                drop(set(walks) - held)
-                await take_free_leases()
-                next_renew = now + renew_every
-                if not walks:
-                    break
-            if now >= next_tick:
-                drafts = [walk.step(interval) for walk in walks.values()]
-                published = await publisher.publish(drafts)
-                stats.ticks += len(published)
-                # The publish script refuses symbols whose lease is not ours.
-                drop(set(walks) - {t.symbol for t in published})
-                next_tick += interval
-                if loop.time() - next_tick > MAX_CATCH_UP_SECONDS:
-                    # A stall: skip the missed slots rather than burst them out.
-                    next_tick = loop.time() + interval
-                # Otherwise a slot that is late runs at once, so short hiccups (a busy
-                # core, a slow Redis call) do not lower the average rate below TICK_RATE.
-            wake = min(next_tick, next_renew, next_refresh)
-            await asyncio.sleep(max(0.0, wake - loop.time()))
+            if publisher_task.done():
+                publisher_task.result()  # a bug in the publisher: let the caller restart us
+            try:
+                if now >= next_refresh:
+                    next_refresh = now + SYMBOLS_REFRESH_SECONDS
+                    await refresh()
+                    next_poll = now + poll_every
+                    if not running and not standby:
+                        logger.info("feed %s: every symbol has a producer; exiting", stats.token)
+                        break
+                if now >= next_renew:
+                    next_renew = now + renew_every
+                    held = set(await leases.renew(list(running)))
+                    drop(set(running) - held, "lease lost (renewal found another owner)")
+                    if not running and not standby:
+                        break
+                if now >= next_poll:
+                    next_poll = now + poll_every
+                    await take_free_leases()
+                if now >= next_flush:
+                    next_flush = now + STATUS_FLUSH_SECONDS
+                    await restart_failed()
+                    await flush_status()
+            except (RedisError, OSError) as exc:
+                # Redis is away: leases lapse on their own; try again shortly.
+                faults.report("Redis unavailable", repr(exc))
+                await asyncio.sleep(0.5)
+            wake = min(next_refresh, next_renew, next_poll, next_flush)
+            await asyncio.sleep(max(0.0, min(wake - loop.time(), 0.5)))
     finally:
-        await leases.release(list(walks))
+        held = list(running)
+        for symbol in held:
+            stop_source(symbol)
+        publisher_task.cancel()
+        await asyncio.gather(publisher_task, return_exceptions=True)
+        await leases.release(held)
     return stats
 
 
 def run_feed_blocking(*, stop: threading.Event, **kwargs) -> FeedStats:
-    """Run the feed on a fresh event loop in this thread (for the Celery task)."""
+    """Run the feed on a fresh event loop in this thread (for the Celery worker)."""
     t0 = time.monotonic()
 
     async def main() -> FeedStats:

@@ -44,3 +44,11 @@ def candle_key(symbol: str, interval: str, start_ms: int) -> str:
     that way from the index key, so change both together.
     """
     return f"{candle_index_key(symbol, interval)}:{start_ms}"
+
+
+def source_status_key(symbol: str) -> str:
+    """Hash of the symbol's source counters and state, written by its producer (feeds/).
+
+    Read by ``manage.py feeds list`` and /api/health/ (markets.quotes.source_status).
+    """
+    return _key("source", symbol)

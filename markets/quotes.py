@@ -2,12 +2,13 @@
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 
+from . import keys
 from .candles import now_ms, session_opens
 from .history import latest_ticks
 from .models import Symbol
@@ -76,6 +77,7 @@ class Health:
     database: Check
     feed: dict[str, float | None]  # seconds since the last tick, None if it never ticked
     stale: list[str]
+    sources: dict[str, dict] = field(default_factory=dict)  # per symbol, see source_block
 
     @property
     def ok(self) -> bool:
@@ -104,8 +106,10 @@ async def health() -> Health:
         _probe(redis_client().ping()), _probe(_select_one())
     )
     tickers: list[str] = []
+    symbols: list[Symbol] = []
     if db_check.ok:
-        tickers = [s.ticker for s in await active_symbols()]
+        symbols = await active_symbols()
+        tickers = [s.ticker for s in symbols]
     feed: dict[str, float | None] = dict.fromkeys(tickers)
     if redis_check.ok and tickers:
         at = now_ms()
@@ -117,4 +121,65 @@ async def health() -> Health:
         for ticker, tick in last.items():
             feed[ticker] = round(max(at - tick.ts, 0) / 1000, 3)
     stale = [t for t, age in feed.items() if age is None or age > settings.FEED_STALE_SECONDS]
-    return Health(redis=redis_check, database=db_check, feed=feed, stale=stale)
+    sources: dict[str, dict] = {}
+    if redis_check.ok and tickers:
+        try:
+            status = await asyncio.wait_for(source_status(symbols=tickers), PROBE_TIMEOUT_SECONDS)
+        except Exception:  # the source block is informative; Redis health is probed above
+            status = {}
+        sources = {s.ticker: source_block(s.source, status.get(s.ticker)) for s in symbols}
+    return Health(redis=redis_check, database=db_check, feed=feed, stale=stale, sources=sources)
+
+
+# --- Source status: counters each symbol's producer writes every second (feeds.services).
+# A report older than this is not trusted: its producer has stopped or died.
+SOURCE_REPORT_FRESH_SECONDS = 5.0
+_STATUS_INTS = (
+    "messages", "ticks", "gaps", "reconnects", "bad", "ignored", "errors",
+    "exchange_ms", "started_ms", "updated_ms", "published",
+)  # fmt: skip
+
+
+async def source_status(*, symbols: list[str]) -> dict[str, dict]:
+    """The last status each symbol's producer reported (symbols without one are left out)."""
+    pipe = redis_client().pipeline(transaction=False)
+    for symbol in symbols:
+        pipe.hgetall(keys.source_status_key(symbol))
+    out: dict[str, dict] = {}
+    for symbol, raw in zip(symbols, await pipe.execute(), strict=True):
+        if not raw:
+            continue
+        status: dict = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        for name in _STATUS_INTS:
+            if name in status:
+                status[name] = int(status[name])
+        if "ticks_per_s" in status:
+            status["ticks_per_s"] = float(status["ticks_per_s"])
+        out[symbol] = status
+    return out
+
+
+def source_block(configured: str, status: dict | None) -> dict:
+    """A symbol's source in /api/health/: the configured source and its last fresh report."""
+    age = None if not status else max(now_ms() - status.get("updated_ms", 0), 0) / 1000
+    fresh = age is not None and age <= SOURCE_REPORT_FRESH_SECONDS
+    if status and status.get("source") != configured:
+        fresh = False  # the report is of the source before a change not yet applied
+    status = status or {}
+    return {
+        "name": configured,
+        "state": status.get("state", "unknown") if fresh else "unknown",
+        "owner": status.get("token") if fresh else None,
+        "worker": status.get("worker") if fresh else None,
+        "ticks_per_s": status.get("ticks_per_s", 0.0) if fresh else 0.0,
+        "messages": status.get("messages", 0),
+        "gaps": status.get("gaps", 0),
+        "reconnects": status.get("reconnects", 0),
+        "bad": status.get("bad", 0),
+        "errors": status.get("errors", 0),
+        "last_error": status.get("last_error") or None,
+        "reported_s_ago": None if age is None else round(age, 3),
+    }

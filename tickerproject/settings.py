@@ -153,11 +153,21 @@ CELERY_BEAT_SCHEDULE = {
 # --- Market data
 TICK_RATE = env_float("TICK_RATE", 2.0, minimum=0.01)
 FEED_SEED = env_int("FEED_SEED", 0)
-FEED_LEASE_SECONDS = env_float("FEED_LEASE_SECONDS", 5.0, minimum=1.0)
+# Producer lease TTL: a dead producer's symbols wait this long (plus the takeover poll)
+# for a new one; renewed every third of it (docs/feeds.md, "Failover").
+FEED_LEASE_SECONDS = env_float("FEED_LEASE_SECONDS", 3.0, minimum=1.0)
 HISTORY_DEPTH = env_int("HISTORY_DEPTH", 10_000, minimum=100)
 MAX_SYMBOLS_PER_CONNECTION = env_int("MAX_SYMBOLS_PER_CONNECTION", 50, minimum=1)
 # How stale a web process's set of subscribable (active) symbols may be.
 SYMBOLS_CACHE_SECONDS = env_float("SYMBOLS_CACHE_SECONDS", 2.0, minimum=0.0)
+
+# --- Feed sources (feeds/sources/; docs/feeds.md): each Symbol names its source.
+# Coinbase Exchange market-data WebSocket (tests point it at a fake server on 127.0.0.1).
+COINBASE_WS_URL = env_str("COINBASE_WS_URL", "wss://ws-feed.exchange.coinbase.com")
+# Binance spot WebSocket base; the adapter adds /stream?streams=<symbol>@trade/...
+BINANCE_WS_URL = env_str("BINANCE_WS_URL", "wss://stream.binance.com:9443")
+# How often every worker's feed looks for symbols without a producer (its takeover delay).
+FEED_TAKEOVER_POLL_SECONDS = env_float("FEED_TAKEOVER_POLL_SECONDS", 0.5, minimum=0.05)
 
 # --- Delivery (streaming/): each connection's outbox holds at most this many bytes of
 # live ticks, and no live tick is written more than MAX_TICK_AGE_MS after its ts; past
