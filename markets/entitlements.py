@@ -10,6 +10,7 @@ seconds (streaming.rights), which bounds how late a revoked right takes effect.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 
 from .models import Symbol
@@ -61,7 +62,8 @@ def rights_of(user: AbstractBaseUser | None) -> Rights:
     """The rights of ``user`` as the database says now (anonymous: none)."""
     if user is None or not user.is_authenticated or not user.is_active:
         return NO_RIGHTS
-    fresh = type(user)._default_manager.filter(pk=user.pk, is_active=True).first()
+    # get_user_model, not type(user): request.user is a lazy wrapper.
+    fresh = get_user_model()._default_manager.filter(pk=user.pk, is_active=True).first()
     if fresh is None:
         return NO_RIGHTS
     return Rights(
