@@ -43,7 +43,7 @@ test: install lint chromium test-js
 
 # Load-test a running stack (default: the local one); e.g. make loadtest ARGS="--clients 1000".
 loadtest: install
-	$(BIN)/python manage.py loadtest $(ARGS)
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py loadtest $(ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles db.sqlite3

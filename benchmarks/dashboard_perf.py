@@ -133,6 +133,10 @@ SYNTHETIC_FEED = """([symbols, rate]) => {
 def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
     sys.path.insert(0, str(BASE_DIR))
+    from tickerproject.stack import with_dev_defaults
+
+    # The launcher's development defaults (DEBUG, SECRET_KEY), also when run directly.
+    os.environ.update(with_dev_defaults(dict(os.environ)))
     import django
 
     django.setup()

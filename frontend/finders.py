@@ -8,6 +8,7 @@ from django.core.files.storage import FileSystemStorage
 
 PLOTLY_STATIC_PATH = "vendor/plotly.min.js"
 _PLOTLY_DIR = Path(plotly.__file__).resolve().parent / "package_data"
+PLOTLY_JS = _PLOTLY_DIR / "plotly.min.js"
 
 
 class PlotlyJsFinder(BaseFinder):
@@ -22,7 +23,7 @@ class PlotlyJsFinder(BaseFinder):
     def find(self, path, find_all=False, **kwargs):
         if path != PLOTLY_STATIC_PATH:
             return [] if find_all else None
-        found = str(_PLOTLY_DIR / "plotly.min.js")
+        found = str(PLOTLY_JS)
         return [found] if find_all else found
 
     def list(self, ignore_patterns):

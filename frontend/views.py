@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.contrib.auth import views as auth_views
@@ -10,12 +11,16 @@ from django.urls import reverse
 from markets.entitlements import forbidden_tickers
 from markets.selectors import active_symbols
 
+from .csp import plotly_style_hashes
+
 
 def _decimals(tick_size: Decimal) -> int:
     """Decimal places a price of this tick size is shown with (0.00001 -> 5)."""
     return max(0, -tick_size.normalize().as_tuple().exponent)
 
 
+# Plotly's own <style> elements, by hash, on this page only (frontend/csp.py).
+@csp_update({"style-src-elem": plotly_style_hashes()})
 def dashboard(request):
     """Called for GET /: the live dashboard, with the known symbols for search completion.
 

@@ -8,11 +8,47 @@ from .env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = env_str("SECRET_KEY", "dev-insecure-only-for-local-use" if DEBUG else "")
+# --- Security (README, "Security"). Off unless asked: `make run` and `make test` ask, through
+# the launcher's development defaults (tickerproject.stack.DEV_DEFAULTS); an imported
+# settings module does not.
+DEBUG = env_bool("DEBUG", False)
+# Only a DEBUG process may fall back to a known key, and its name says what it is.
+SECRET_KEY = env_str("SECRET_KEY", "django-insecure-ticker-debug-only" if DEBUG else "")
 if not SECRET_KEY:
-    raise RuntimeError("SECRET_KEY must be set when DEBUG is off")
+    raise RuntimeError(
+        "SECRET_KEY must be set when DEBUG is off: export a long random SECRET_KEY "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=1 for "
+        "local development (make run and make test set it)"
+    )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+
+# TLS terminated by a reverse proxy. Trust its scheme header only when the proxy sets
+# (and overwrites) it, e.g. SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto.
+_PROXY_SSL_HEADER = env_str("SECURE_PROXY_SSL_HEADER", "")
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = (f"HTTP_{_PROXY_SSL_HEADER.upper().replace('-', '_')}", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Cookies are HTTPS-only wherever plain HTTP is redirected to HTTPS, unless told otherwise.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Origins (scheme://host[:port]) allowed to POST forms, e.g. https://ticker.example.com.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Headers on every response (SecurityMiddleware, XFrameOptionsMiddleware; the CSP below).
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = env_str("SECURE_REFERRER_POLICY", "same-origin")
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Error pages and reports never show settings, and redact the URLs and keys they hold
+# wherever else they turn up (tickerproject/errors.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "tickerproject.errors.NoSettingsExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "tickerproject.errors.RedactingExceptionReporter"
+# The largest WebSocket frame or message a client may send, read here only: uvicorn and
+# daphne refuse a bigger one with 1009 from its header (tickerproject/serve.py; granian
+# cannot, README "Frame size"), and the consumer checks again (streaming/protocol.py).
+WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1024)
 
 INSTALLED_APPS = [
     "daphne",
@@ -24,6 +60,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
     # Serves the API docs page's Swagger UI from local static files, not a CDN.
     "ninja",
     "accounts",
@@ -42,7 +79,32 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
+
+# Content-Security-Policy on every page (django-csp): scripts, styles, images, fonts and
+# connections from this origin only; no inline script or style, no eval, no framing.
+# Elements' .style set from script (CSSOM) is not inline style and stays allowed. The one
+# exception is the dashboard's: Plotly's own <style> elements, by hash (frontend/csp.py).
+# The admin and the API docs (ninja's Swagger UI, from local static files) need none;
+# images may be data: URIs (favicons, Swagger UI's icons). `connect-src 'self'` admits the
+# page's own ws:// and wss:// origin in current browsers (CSP Level 3).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-elem": ["'self'"],
+        "style-src-attr": ["'none'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "tickerproject.urls"
 ASGI_APPLICATION = "tickerproject.asgi.application"

@@ -6,6 +6,9 @@ stops the whole stack when any one dies.
 
 ``python -m tickerproject.stack test -- CMD...`` runs CMD (the test suite) against
 an embedded Redis the same way, unless REDIS_URL points at one.
+
+Both give what they start the development defaults DEV_DEFAULTS (DEBUG=1 and an insecure
+SECRET_KEY) unless the environment sets those; the settings module alone has neither.
 """
 
 import argparse
@@ -20,6 +23,13 @@ import uuid
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# What `make run` and `make test` (and only they) default to: settings.py defaults to
+# DEBUG off and wants a SECRET_KEY from the environment. Set either to override.
+DEV_DEFAULTS = {
+    "DEBUG": "1",
+    "SECRET_KEY": "django-insecure-ticker-local-development-only-never-deploy-this",
+}
 
 
 def find_redis_server() -> str:
@@ -68,8 +78,13 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
+def with_dev_defaults(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with DEV_DEFAULTS filled in where unset (empty counts as unset)."""
+    return {**env, **{k: v for k, v in DEV_DEFAULTS.items() if not env.get(k)}}
+
+
 def base_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = with_dev_defaults(dict(os.environ))
     # Children find daphne, celery and python from the same virtualenv as this one.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")

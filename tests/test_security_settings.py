@@ -1,0 +1,241 @@
+"""Production settings, security headers and error pages, over real server processes.
+
+- settings.py alone is not in DEBUG, and wants a SECRET_KEY; the launcher (make run,
+  make test) supplies development defaults for itself.
+- `manage.py check --deploy` is silent with the documented TLS-behind-a-proxy settings.
+- Every page carries the headers and a Content-Security-Policy without 'unsafe-inline'.
+- Error pages never show settings, or the secrets they hold, with DEBUG on or off.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from email.message import Message
+
+import pytest
+
+from tests.realstack import BASE_DIR, RealStack, free_port
+from tickerproject.stack import DEV_DEFAULTS
+
+pytestmark = [pytest.mark.e2e]
+
+# What the environment of `make test` adds; the tests below take it away again.
+LAUNCHER_VARS = ("DEBUG", "SECRET_KEY")
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the launcher's development defaults."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    return {**env, "DJANGO_SETTINGS_MODULE": "tickerproject.settings", **extra}
+
+
+def python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=BASE_DIR, capture_output=True, text=True
+    )
+
+
+PRINT_DEBUG = "from django.conf import settings; print('DEBUG', settings.DEBUG)"
+
+
+def test_imported_settings_are_not_in_debug_and_want_a_secret_key():
+    no_key = python(PRINT_DEBUG, bare_env())
+    assert no_key.returncode != 0
+    assert "RuntimeError: SECRET_KEY must be set when DEBUG is off" in no_key.stderr
+
+    with_key = python(PRINT_DEBUG, bare_env(SECRET_KEY=secrets.token_urlsafe(50)))
+    assert with_key.returncode == 0, with_key.stderr
+    assert with_key.stdout.strip() == "DEBUG False"
+
+
+def test_the_launcher_sets_development_defaults_for_what_it_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "tickerproject.stack", "test", "--", sys.executable, "-c",
+         PRINT_DEBUG + "; print('KEY', settings.SECRET_KEY)"],
+        env=bare_env(),  # REDIS_URL stays set, so the launcher starts no Redis of its own
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG True" in result.stdout
+    assert f"KEY {DEV_DEFAULTS['SECRET_KEY']}" in result.stdout
+    assert DEV_DEFAULTS["SECRET_KEY"].startswith("django-insecure-")
+
+    # What the caller sets wins.
+    result = subprocess.run(
+        [sys.executable, "-m", "tickerproject.stack", "test", "--", sys.executable, "-c",
+         PRINT_DEBUG],
+        env=bare_env(DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50)),
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG False" in result.stdout
+
+
+# The README's "Production settings" for TLS terminated by a reverse proxy.
+PRODUCTION_TLS = {
+    "DEBUG": "0",
+    "ALLOWED_HOSTS": "ticker.example.com",
+    "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+    "SECURE_SSL_REDIRECT": "1",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+    "SECURE_HSTS_PRELOAD": "1",
+    "CSRF_TRUSTED_ORIGINS": "https://ticker.example.com",
+}
+
+
+def test_check_deploy_is_silent_with_the_production_settings():
+    env = bare_env(SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION_TLS)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "DEBUG"],
+        env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "System check identified no issues (0 silenced).", (
+        result.stdout + result.stderr
+    )
+    assert "WARNING" not in result.stderr, result.stderr
+
+    # Without them, Django's deploy checks still speak up: the test above is not vacuous.
+    bare = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        env=bare_env(SECRET_KEY=secrets.token_urlsafe(50), DEBUG="0"),
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in bare.stderr + bare.stdout
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message, str]:
+    """GET ``url``; (status, headers, body) for any status, never following redirects."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with opener.open(request, timeout=20) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers, error.read().decode()
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    stack = RealStack(tmp_path_factory.mktemp("security-db"))
+    stack.prepare_database()
+    return stack.env["DATABASE_URL"]
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory, database):
+    """The web server as deployed: DEBUG off, its own SECRET_KEY, plain HTTP on loopback."""
+    stack = RealStack(
+        tmp_path_factory.mktemp("security-prod"),
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        DATABASE_URL=database,
+    )
+    stack.start_web()
+    yield stack
+    stack.stop_all()
+
+
+def csp_directives(header: str) -> dict[str, list[str]]:
+    return {
+        name: values
+        for name, *values in (part.split() for part in header.split(";") if part.strip())
+    }
+
+
+@pytest.mark.parametrize("path", ["/", "/api/docs", "/admin/login/", "/no-such-page/"])
+def test_every_page_has_the_security_headers_and_a_strict_csp(production, path):
+    status, headers, _ = fetch(production.http_url + path)
+    assert status == (404 if path == "/no-such-page/" else 200)
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    csp = csp_directives(headers["Content-Security-Policy"])
+    assert "'unsafe-inline'" not in headers["Content-Security-Policy"]
+    assert "'unsafe-eval'" not in headers["Content-Security-Policy"]
+    assert csp["default-src"] == ["'self'"]
+    assert csp["script-src"] == ["'self'"]
+    assert csp["style-src"] == ["'self'"]
+    assert csp["style-src-attr"] == ["'none'"]
+    assert csp["object-src"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+
+
+def test_404_page_is_plain_and_styled_like_the_dashboard(production):
+    status, headers, body = fetch(production.http_url + "/no-such-page/")
+    assert status == 404
+    assert headers["Content-Type"].startswith("text/html")
+    assert "Page not found" in body
+    assert "/static/frontend/dashboard.css" in body
+    assert "<script" not in body and "style=" not in body and "<style" not in body
+    css_status, _, css = fetch(production.http_url + "/static/frontend/error-pages.css")
+    assert css_status == 200 and ".error-panel" in css
+
+
+# Secrets that a failing request has at hand: the database and Redis URLs with passwords.
+PG_PASSWORD = "pg-" + secrets.token_hex(8)
+REDIS_PASSWORD = "rd-" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="module", params=["0", "1"], ids=["debug-off", "debug-on"])
+def broken(request, tmp_path_factory):
+    """A server whose database and Redis refuse connections, so requests fail with 500."""
+    closed = free_port()  # nothing listens there
+    stack = RealStack(
+        tmp_path_factory.mktemp("security-broken"),
+        DEBUG=request.param,
+        SECRET_KEY=secrets.token_urlsafe(50),
+        DATABASE_URL=f"postgres://ticker:{PG_PASSWORD}@127.0.0.1:{closed}/ticker",
+        REDIS_URL=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{closed}/0",
+    )
+    stack.start_web()
+    yield stack
+    stack.stop_all()
+
+
+def assert_no_secrets(body: str, stack: RealStack) -> None:
+    for secret in (
+        PG_PASSWORD,
+        REDIS_PASSWORD,
+        stack.env["DATABASE_URL"],
+        stack.env["REDIS_URL"],
+        stack.env["SECRET_KEY"],
+    ):
+        assert secret not in body
+    # No settings at all: not their names, let alone their values.
+    for name in ("REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_LAYERS", "ALLOWED_HOSTS"):
+        assert name not in body
+
+
+@pytest.mark.parametrize("accept", ["text/html", "text/plain"])
+def test_error_pages_never_show_settings(broken, accept):
+    status, headers, body = fetch(broken.http_url + "/", {"Accept": accept})
+    assert status == 500
+    assert_no_secrets(body, broken)
+    if broken.env["DEBUG"] == "1":
+        # Django's technical page, still useful: the exception and where it happened.
+        assert "OperationalError" in body, body[:2000]
+        assert "Traceback" in body
+    else:
+        assert "Something went wrong" in body
+        assert "OperationalError" not in body and "Traceback" not in body
+        assert "/static/frontend/dashboard.css" in body
+        assert "Content-Security-Policy" in headers
+
+
+def test_api_errors_never_show_settings(broken):
+    status, _, body = fetch(broken.http_url + "/api/symbols/")
+    assert status == 500
+    assert_no_secrets(body, broken)
