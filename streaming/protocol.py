@@ -5,9 +5,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
+
 from markets.symbols import is_valid_symbol
 
-MAX_MESSAGE_BYTES = 64 * 1024
+# The one limit, owned by settings: tickerproject/serve.py gives the ASGI server the same.
+MAX_MESSAGE_BYTES = settings.WS_MAX_MESSAGE_BYTES
 PROTOCOL_VERSION = 1
 MAX_SNAPSHOT = 300
 MAX_RATE = 1000.0

@@ -1,7 +1,14 @@
 """Starts the ASGI server named by ASGI_SERVER (the Procfile's `web` entry).
 
-``python -m tickerproject.serve`` replaces itself with daphne, uvicorn or granian,
-bound to HOST:PORT, with WEB_CONCURRENCY processes where the server supports it.
+``python -m tickerproject.serve`` replaces itself with uvicorn or granian, or runs
+daphne in this process, bound to HOST:PORT, with WEB_CONCURRENCY processes where the
+server supports it.
+
+It loads the Django settings first, so a misconfiguration (no SECRET_KEY with DEBUG
+off, say) stops it before any server starts, and it hands the server the one frame
+limit, settings.WS_MAX_MESSAGE_BYTES: uvicorn and daphne refuse a bigger frame or
+message with close 1009 from its header, before its payload is read. Granian has no
+such option; it warns (README, "Frame size").
 """
 
 import os
@@ -11,19 +18,38 @@ from tickerproject.env import env_int, env_str
 
 APP = "tickerproject.asgi:application"
 SERVERS = ("daphne", "uvicorn", "granian")
+# Why granian gets no limit: it upgrades every WebSocket with tungstenite's default
+# configuration (a frame up to 16 MiB, a message up to 64 MiB, read whole before the app
+# sees it) and has no option or environment variable to change it (granian 2.8).
+GRANIAN_NO_FRAME_LIMIT = (
+    "warning: granian has no WebSocket frame size limit; frames up to 16 MiB are read "
+    "whole before the application refuses them (README, 'Frame size'). "
+    "Use ASGI_SERVER=uvicorn or daphne where clients are untrusted."
+)
 
 
-def server_argv(*, server: str, host: str, port: int, workers: int) -> list[str]:
+def server_argv(
+    *, server: str, host: str, port: int, workers: int, max_message_bytes: int
+) -> list[str]:
     if server == "daphne":
         if workers != 1:
             raise SystemExit(
                 "daphne runs one process; use uvicorn or granian for WEB_CONCURRENCY>1"
             )
-        return ["daphne", "-b", host, "-p", str(port), "--proxy-headers", APP]
+        # Autobahn checks both against the frame header (daphne >= 4.2.2 passes them on).
+        return [
+            "daphne", "-b", host, "-p", str(port), "--proxy-headers",
+            "--websocket-max-message-size", str(max_message_bytes),
+            "--websocket-max-frame-size", str(max_message_bytes),
+            APP,
+        ]  # fmt: skip
     if server == "uvicorn":
+        # websockets' parser checks the length in the frame header (and the inflated size
+        # of a compressed message) against --ws-max-size.
         return [
             "uvicorn", APP, "--host", host, "--port", str(port), "--workers", str(workers),
             "--loop", "uvloop", "--ws", "websockets-sansio", "--http", "httptools",
+            "--ws-max-size", str(max_message_bytes),
             "--proxy-headers", "--lifespan", "off", "--no-access-log",
         ]  # fmt: skip
     if server == "granian":
@@ -34,13 +60,46 @@ def server_argv(*, server: str, host: str, port: int, workers: int) -> list[str]
     raise SystemExit(f"ASGI_SERVER={server!r}: use one of {', '.join(SERVERS)}")
 
 
+def run_daphne(args: list[str]) -> None:
+    """daphne's own command line, in this process, with 1009 for an over-size frame."""
+    from daphne.cli import CommandLineInterface
+    from daphne.server import Server
+
+    class FrameLimitServer(Server):
+        def listen_success(self, port):
+            # Autobahn's default, failByDrop, resets the TCP connection on an over-size
+            # frame without a close frame; this sends 1009 first. run() has built the
+            # WebSocket factory by now and the reactor has not accepted a connection yet.
+            self.ws_factory.setProtocolOptions(failByDrop=False)
+            super().listen_success(port)
+
+    cli = CommandLineInterface()
+    cli.server_class = FrameLimitServer
+    cli.run(args)
+
+
+def max_message_bytes() -> int:
+    """settings.WS_MAX_MESSAGE_BYTES, from the settings module the server will load."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
+    from django.conf import settings
+
+    return settings.WS_MAX_MESSAGE_BYTES
+
+
 def main() -> None:
+    server = env_str("ASGI_SERVER", "uvicorn")
     argv = server_argv(
-        server=env_str("ASGI_SERVER", "uvicorn"),
+        server=server,
         host=env_str("HOST", "127.0.0.1"),
         port=env_int("PORT", 8000),
         workers=env_int("WEB_CONCURRENCY", 1, minimum=1),
+        max_message_bytes=max_message_bytes(),
     )
+    if server == "granian":
+        print(GRANIAN_NO_FRAME_LIMIT, file=sys.stderr, flush=True)
+    if server == "daphne":
+        run_daphne(argv[1:])
+        return
     bin_dir = os.path.dirname(sys.executable)
     os.execv(os.path.join(bin_dir, argv[0]), argv)
 
