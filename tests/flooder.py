@@ -83,14 +83,37 @@ async def flood(url: str, origin: str, mode: str, seconds: float) -> dict:
     }
 
 
+async def flood_for(url: str, origin: str, mode: str, seconds: float) -> dict:
+    """--reconnect: flood, and reconnect at once each time the server closes, for ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    runs = []
+    while (left := deadline - loop.time()) > 0.5:
+        try:
+            runs.append(await flood(url, origin, mode, left))
+        except (OSError, ConnectionClosed) as exc:  # refused while the old one is dropped
+            runs.append({"error": repr(exc)})
+            await asyncio.sleep(0.2)
+    return {
+        "mode": mode,
+        "connections": len(runs),
+        "sent": sum(r.get("sent", 0) for r in runs),
+        "close_codes": [r.get("close_code") for r in runs],
+        "rate_limited_errors": sum(len(r.get("errors", [])) for r in runs),
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("origin")
     parser.add_argument("mode", choices=sorted(FRAMES))
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--reconnect", action="store_true", help="flood for all of --seconds")
     args = parser.parse_args()
-    result = asyncio.run(flood(args.url, args.origin, args.mode, args.seconds))
+    run = flood_for if args.reconnect else flood
+    result = asyncio.run(run(args.url, args.origin, args.mode, args.seconds))
     sys.stdout.write(json.dumps(result) + "\n")
 
 
