@@ -33,8 +33,10 @@ from websockets.exceptions import ConnectionClosed
 
 
 def _iso(ms: float) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
     )
 
 
@@ -143,9 +145,7 @@ class FakeExchange:
     def call(self, coro_fn, *args, timeout: float = 10.0, **kwargs):
         """Run ``coro_fn(*args)`` on the fake's own loop (threaded mode) and return its result."""
         assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro_fn(*args, **kwargs), self.loop).result(
-            timeout
-        )
+        return asyncio.run_coroutine_threadsafe(coro_fn(*args, **kwargs), self.loop).result(timeout)
 
     @contextlib.contextmanager
     def threaded(self) -> Iterator["FakeExchange"]:
@@ -291,8 +291,9 @@ class FakeCoinbase(FakeExchange):
     async def error(self, message: str = "Internal error", reason: str = "test") -> None:
         await self.broadcast(json.dumps({"type": "error", "message": message, "reason": reason}))
 
-    async def burst(self, n: int, product: str = "BTC-USD") -> float:
+    async def burst(self, n: int, product: str | None = None) -> float:
         """Send ``n`` tickers as fast as the socket takes them; returns the seconds taken."""
+        product = product or next(iter(self.products))
         started = time.perf_counter()
         for _ in range(n):
             await self.ticker(product)
@@ -349,7 +350,11 @@ class FakeBinance(FakeExchange):
             if self.refuse_subscribe:
                 await ws.send(
                     json.dumps(
-                        {"code": 2, "msg": "Invalid request: too many parameters", "id": request.get("id")}
+                        {
+                            "code": 2,
+                            "msg": "Invalid request: too many parameters",
+                            "id": request.get("id"),
+                        }
                     )
                 )
                 return
@@ -360,7 +365,9 @@ class FakeBinance(FakeExchange):
             self.streams[ws].update(params)
             await ws.send(json.dumps({"result": None, "id": request.get("id")}))
         else:
-            await ws.send(json.dumps({"code": 2, "msg": "Invalid request", "id": request.get("id")}))
+            await ws.send(
+                json.dumps({"code": 2, "msg": "Invalid request", "id": request.get("id")})
+            )
 
     async def _send_event(self, stream: str, data: dict) -> None:
         text = json.dumps({"stream": stream, "data": data})
@@ -427,7 +434,8 @@ class FakeBinance(FakeExchange):
                 latencies.append(await waiter)
         return latencies
 
-    async def burst(self, n: int, symbol: str = "BTCUSDT") -> float:
+    async def burst(self, n: int, symbol: str | None = None) -> float:
+        symbol = symbol or next(iter(self.symbols))
         started = time.perf_counter()
         for _ in range(n):
             await self.trade(symbol)

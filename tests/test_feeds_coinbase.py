@@ -94,8 +94,12 @@ async def test_a_connection_dropped_mid_stream_reconnects_and_resubscribes(fake)
         await c.count(5)
         t0 = time.perf_counter()
         await fake.drop(abrupt=True)
-        await c.until(lambda: fake.connections == 2 and src.stats.state == "up", what="resubscribed")
-        print(f"\ncoinbase: reconnected and resubscribed {time.perf_counter() - t0:.3f}s after a drop")
+        await c.until(
+            lambda: fake.connections == 2 and src.stats.state == "up", what="resubscribed"
+        )
+        print(
+            f"\ncoinbase: reconnected and resubscribed {time.perf_counter() - t0:.3f}s after a drop"
+        )
         for _ in range(5):
             await fake.ticker()
         await c.count(10)

@@ -233,9 +233,9 @@ class ReplaySource(Source):
         self.stats.state = UP
         # Wall time at which the lap's first row plays.
         start_wall = loop.time()
+        since_yield = 0
         while True:
             played, first_ts, last_ts = 0, None, None
-            since_yield = 0
             try:
                 rows = read_rows(self.path, fmt)
                 for number, row in rows:
