@@ -1,10 +1,13 @@
-"""Start real stack processes (daphne, Celery worker and beat) for end-to-end tests.
+"""Start real stack processes (web server, Celery worker and beat) for end-to-end tests.
 
 Each stack gets its own SQLite file and its own Redis key prefix on the Redis
 that REDIS_URL names, so stacks never see each other's leases, seqs or queues.
+Every process runs its Procfile command (tickerproject.stack.procfile), as `make run`
+and docker-compose.yml start them.
 """
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from tickerproject.stack import free_port, wait_for_port
+from tickerproject.stack import free_port, procfile, wait_for_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -82,29 +85,33 @@ class RealStack:
         self.procs[name] = proc
         return proc
 
-    def start_web(self) -> subprocess.Popen:
-        """The ASGI server ASGI_SERVER names (uvicorn by default), as `make run` starts it."""
+    def procfile_argv(self, entry: str) -> list[str]:
+        """The Procfile's command for ``entry`` (found on this virtualenv's PATH)."""
+        return shlex.split(procfile()[entry])
+
+    def start_web(self, name: str = "web", port: int | None = None) -> subprocess.Popen:
+        """The ASGI server ASGI_SERVER names (uvicorn by default), as `make run` starts it.
+
+        A second web server of the same stack takes another ``name`` and ``port``.
+        """
+        port = self.port if port is None else port
         proc = self._spawn(
-            "web",
-            [sys.executable, "-m", "tickerproject.serve"],
-            extra_env={"HOST": "127.0.0.1", "PORT": str(self.port)},
+            name,
+            self.procfile_argv("web"),
+            extra_env={"HOST": "127.0.0.1", "PORT": str(port)},
         )
-        wait_for_port(self.port, timeout=20)
+        wait_for_port(port, timeout=20)
         return proc
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen:
         return self._spawn(
-            name,
-            [str(BIN / "celery"), "-A", "tickerproject", "worker", "--pool", "threads",
-             "--concurrency", "4", "-n", f"{name}-{self.prefix}@%h", "--loglevel", "INFO"],
-        )  # fmt: skip
+            name, self.procfile_argv("worker"), extra_env={"WORKER_NAME": f"{name}-{self.prefix}"}
+        )
 
     def start_beat(self) -> subprocess.Popen:
         return self._spawn(
-            "beat",
-            [str(BIN / "celery"), "-A", "tickerproject", "beat", "--loglevel", "INFO",
-             "--schedule", str(self.workdir / "celerybeat-schedule")],
-        )  # fmt: skip
+            "beat", self.procfile_argv("beat"), {"TICKER_VAR_DIR": str(self.workdir)}
+        )
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"

@@ -38,6 +38,19 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+async def more_than_100_connections(url: str, origin: str) -> dict:
+    """`make run` raises the per-address cap (RUN_DEFAULTS): the 101st from 127.0.0.1 works."""
+    held = []
+    try:
+        for _ in range(101):
+            held.append(await connect(url, origin=origin, open_timeout=10))
+        await held[-1].send('{"action": "ping", "id": 101}')
+        return json.loads(await asyncio.wait_for(held[-1].recv(), 10))
+    finally:
+        for ws in held:
+            await ws.close()
+
+
 async def first_tick(url: str, origin: str) -> dict:
     async with connect(url, origin=origin) as ws:
         await ws.send(json.dumps({"action": "subscribe", "symbols": ["EUR-USD"]}))
@@ -49,6 +62,8 @@ async def first_tick(url: str, origin: str) -> dict:
 
 def test_run_serves_ticks_with_embedded_redis_and_ctrl_c_stops_every_child(tmp_path):
     port = free_port()
+    scratch = tmp_path / "tmp"  # where the embedded Redis makes its directory
+    scratch.mkdir()
     env = {
         **os.environ,
         "PORT": str(port),
@@ -57,8 +72,10 @@ def test_run_serves_ticks_with_embedded_redis_and_ctrl_c_stops_every_child(tmp_p
         "TICKER_VAR_DIR": str(tmp_path),
         "FEED_SUPERVISE_SECONDS": "1",
         "TICK_RATE": "5",
+        "TMPDIR": str(scratch),
     }
     env.pop("REDIS_URL", None)  # the launcher must bring its own Redis
+    env.pop("WS_MAX_CONNECTIONS_PER_IP", None)  # and its own cap
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -77,6 +94,13 @@ def test_run_serves_ticks_with_embedded_redis_and_ctrl_c_stops_every_child(tmp_p
             first_tick(f"ws://127.0.0.1:{port}/ws/prices/", f"http://127.0.0.1:{port}")
         )
         assert tick["symbol"] == "EUR-USD" and tick["seq"] >= 1
+        pong = asyncio.run(
+            more_than_100_connections(
+                f"ws://127.0.0.1:{port}/ws/prices/", f"http://127.0.0.1:{port}"
+            )
+        )
+        assert pong["type"] == "pong"
+        assert any(p.name.startswith("ticker-redis-") for p in scratch.iterdir())
         text = log_path.read_text()
         assert "embedded redis on 127.0.0.1:" in text
         pids = {name: int(pid) for name, pid in re.findall(r"(\w+) started \(pid=(\d+)\)", text)}
@@ -93,3 +117,5 @@ def test_run_serves_ticks_with_embedded_redis_and_ctrl_c_stops_every_child(tmp_p
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids.values()):
         time.sleep(0.2)
     assert not [name for name, pid in pids.items() if pid_alive(pid)], log_path.read_text()[-3000:]
+    # The embedded Redis's directory went with it.
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("ticker-redis-")]

@@ -1,8 +1,17 @@
-"""Starts the ASGI server named by ASGI_SERVER (the Procfile's `web` entry).
+"""The one launcher: ``python -m tickerproject.serve [web|worker|beat]`` (the Procfile).
 
-``python -m tickerproject.serve`` replaces itself with uvicorn or granian, or runs
-daphne in this process, bound to HOST:PORT, with WEB_CONCURRENCY processes where the
-server supports it.
+The Procfile names these three commands, and everything that starts ticker runs them from
+there: ``make run`` (tickerproject/stack.py), the tests (tests/realstack.py), the Docker
+image and docker-compose.yml (tests/test_compose.py checks that its commands are the
+Procfile's).
+
+- ``web`` (the default): replaces itself with uvicorn or granian, or runs daphne in this
+  process, as ASGI_SERVER names, bound to HOST:PORT, with WEB_CONCURRENCY processes where
+  the server supports it.
+- ``worker``: replaces itself with a Celery worker (threads pool, WORKER_CONCURRENCY
+  threads, node name ``$WORKER_NAME@<host>``, ``worker-<pid>`` unless set).
+- ``beat``: replaces itself with Celery beat, its schedule file in TICKER_VAR_DIR (the
+  system's temporary directory unless set), or at CELERY_BEAT_SCHEDULE.
 
 It loads the Django settings first, so a misconfiguration (no SECRET_KEY with DEBUG
 off, say) stops it before any server starts, and it hands the server the one frame
@@ -13,11 +22,13 @@ such option; it warns (README, "Frame size").
 
 import os
 import sys
+import tempfile
 
 from tickerproject.env import env_int, env_str
 
 APP = "tickerproject.asgi:application"
 SERVERS = ("daphne", "uvicorn", "granian")
+ROLES = ("web", "worker", "beat")
 # Why granian gets no limit: it upgrades every WebSocket with tungstenite's default
 # configuration (a frame up to 16 MiB, a message up to 64 MiB, read whole before the app
 # sees it) and has no option or environment variable to change it (granian 2.8).
@@ -86,18 +97,54 @@ def max_message_bytes() -> int:
     return settings.WS_MAX_MESSAGE_BYTES
 
 
-def main() -> None:
-    server = env_str("ASGI_SERVER", "uvicorn")
-    argv = server_argv(
-        server=server,
-        host=env_str("HOST", "127.0.0.1"),
-        port=env_int("PORT", 8000),
-        workers=env_int("WEB_CONCURRENCY", 1, minimum=1),
-        max_message_bytes=max_message_bytes(),
-    )
-    if server == "granian":
+def worker_argv(*, name: str, concurrency: int, loglevel: str) -> list[str]:
+    """A Celery worker; the threads pool lets a warm shutdown reach the feed loop."""
+    return [
+        "celery", "-A", "tickerproject", "worker", "--pool", "threads",
+        "--concurrency", str(concurrency), "-n", f"{name}@%h", "--loglevel", loglevel,
+    ]  # fmt: skip
+
+
+def beat_argv(*, schedule: str, loglevel: str) -> list[str]:
+    return ["celery", "-A", "tickerproject", "beat", "--loglevel", loglevel, "--schedule", schedule]
+
+
+def role_argv(role: str) -> list[str]:
+    """The command line ``role`` runs, from the environment (and the settings, for web)."""
+    if role == "web":
+        return server_argv(
+            server=env_str("ASGI_SERVER", "uvicorn"),
+            host=env_str("HOST", "127.0.0.1"),
+            port=env_int("PORT", 8000),
+            workers=env_int("WEB_CONCURRENCY", 1, minimum=1),
+            max_message_bytes=max_message_bytes(),
+        )
+    loglevel = env_str("LOG_LEVEL", "INFO")
+    if role == "worker":
+        return worker_argv(
+            name=env_str("WORKER_NAME", f"worker-{os.getpid()}"),
+            concurrency=env_int("WORKER_CONCURRENCY", 4, minimum=1),
+            loglevel=loglevel,
+        )
+    if role == "beat":
+        var_dir = env_str("TICKER_VAR_DIR", tempfile.gettempdir())
+        schedule = env_str("CELERY_BEAT_SCHEDULE", os.path.join(var_dir, "celerybeat-schedule"))
+        return beat_argv(schedule=schedule, loglevel=loglevel)
+    raise SystemExit(f"python -m tickerproject.serve {role}: use one of {', '.join(ROLES)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1:
+        raise SystemExit(f"usage: python -m tickerproject.serve [{'|'.join(ROLES)}]")
+    role = args[0] if args else "web"
+    argv = role_argv(role)
+    if role != "web":
+        # Celery loads the same settings; loading them here first fails fast, and alike.
+        max_message_bytes()
+    if argv[0] == "granian":
         print(GRANIAN_NO_FRAME_LIMIT, file=sys.stderr, flush=True)
-    if server == "daphne":
+    if argv[0] == "daphne":
         run_daphne(argv[1:])
         return
     bin_dir = os.path.dirname(sys.executable)

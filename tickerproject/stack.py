@@ -9,6 +9,11 @@ an embedded Redis the same way, unless REDIS_URL points at one.
 
 Both give what they start the development defaults DEV_DEFAULTS (DEBUG=1 and an insecure
 SECRET_KEY) unless the environment sets those; the settings module alone has neither.
+``run`` also gives RUN_DEFAULTS: it is a single-address local demo, so the per-address
+WebSocket cap is raised for it (not for the tests, which check the default).
+
+What runs is the Procfile's (``procfile()``): the one definition of how ticker's processes
+start, shared with the tests, the Docker image and docker-compose.yml.
 """
 
 import argparse
@@ -30,6 +35,18 @@ DEV_DEFAULTS = {
     "DEBUG": "1",
     "SECRET_KEY": "django-insecure-ticker-local-development-only-never-deploy-this",
 }
+# What `make run` alone adds: every local client (the browser, `make loadtest --clients
+# 1000`) comes from 127.0.0.1, which the default cap of 100 per address would refuse.
+RUN_DEFAULTS = {
+    "WS_MAX_CONNECTIONS_PER_IP": "10000",
+}
+
+
+def procfile() -> dict[str, str]:
+    """The Procfile's entries, name to command line: how each of ticker's processes starts."""
+    from honcho.environ import parse_procfile
+
+    return dict(parse_procfile((BASE_DIR / "Procfile").read_text()).processes)
 
 
 def find_redis_server() -> str:
@@ -93,10 +110,10 @@ def base_env() -> dict[str, str]:
 
 
 def run_stack() -> int:
-    from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
     env = base_env()
+    env.update({k: v for k, v in RUN_DEFAULTS.items() if not env.get(k)})
     env.setdefault("HOST", "127.0.0.1")
     env.setdefault("PORT", "8000")
     var_dir = BASE_DIR / "var"
@@ -104,6 +121,7 @@ def run_stack() -> int:
     env.setdefault("TICKER_VAR_DIR", str(var_dir))
 
     manager = Manager()
+    data_dir = None
     if not env.get("REDIS_URL"):
         port = free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
@@ -113,16 +131,20 @@ def run_stack() -> int:
         )
         print(f"embedded redis on 127.0.0.1:{port} ({find_redis_server()})", flush=True)
 
-    for step in (["migrate", "--noinput"], ["seed_symbols"]):
-        subprocess.run([sys.executable, "manage.py", *step], env=env, cwd=BASE_DIR, check=True)
-
-    procfile = parse_procfile((BASE_DIR / "Procfile").read_text())
-    for name, entry in procfile.processes.items():
-        manager.add_process(name, entry, env=env, cwd=str(BASE_DIR))
-    print(
-        f"ticker serving at http://{env['HOST']}:{env['PORT']}/ (Ctrl-C stops it all)", flush=True
-    )
-    manager.loop()
+    try:
+        for step in (["migrate", "--noinput"], ["seed_symbols"]):
+            subprocess.run([sys.executable, "manage.py", *step], env=env, cwd=BASE_DIR, check=True)
+        for name, entry in procfile().items():
+            manager.add_process(name, entry, env=env, cwd=str(BASE_DIR))
+        print(
+            f"ticker serving at http://{env['HOST']}:{env['PORT']}/ (Ctrl-C stops it all)",
+            flush=True,
+        )
+        manager.loop()
+    finally:
+        # The embedded Redis saves nothing, but its directory would outlive every run.
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)
     return manager.returncode or 0
 
 
