@@ -8,10 +8,14 @@ way round it is ``TickPublisher.unfenced_for_tests()``, for tests only.
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+from telemetry import metrics
 
 from . import keys
 from .candles import INTERVALS, retention_ms
@@ -142,6 +146,10 @@ class TickPublisher:
         self._redis = redis_client()
         self._script = self._redis.register_script(_PUBLISH_LUA)
         self._layer = get_channel_layer()
+        # The source label of ticker_ticks_published_total: the feed loop sets it to
+        # the source each symbol runs (feeds.services); "" when nobody says.
+        self.source_of: Callable[[str], str] = lambda symbol: ""
+        self._published: dict[tuple[str, str], Any] = {}
 
     async def publish(self, drafts: Sequence[TickDraft]) -> list[Tick]:
         """Number, store and fan out ``drafts``; returns the ticks actually published."""
@@ -168,10 +176,25 @@ class TickPublisher:
             for d, seq in zip(drafts, seqs, strict=True)
             if int(seq) > 0
         ]
+        self._count(drafts, ticks)
         await asyncio.gather(
             *(self._layer.group_send(symbol_group_name(t.symbol), tick_event(t)) for t in ticks)
         )
         return ticks
+
+    def _count(self, drafts: Sequence[TickDraft], ticks: list[Tick]) -> None:
+        """ticker_ticks_published_total per symbol and source, once per batch."""
+        per_symbol = Counter(t.symbol for t in ticks)
+        for symbol, n in per_symbol.items():
+            key = (symbol, self.source_of(symbol))
+            child = self._published.get(key)
+            if child is None:
+                child = self._published[key] = metrics.TICKS_PUBLISHED.labels(*key)
+            child.inc(n)
+        if len(ticks) < len(drafts):
+            for d in drafts:
+                if d.symbol not in per_symbol:
+                    metrics.TICKS_REFUSED.labels(d.symbol).inc()
 
 
 async def publish_tick(draft: TickDraft, *, lease_token: str) -> Tick | None:

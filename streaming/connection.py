@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 
 from markets import history
+from telemetry import metrics
 
 from .auth import ANONYMOUS, Identity
 from .faults import FaultLog
@@ -149,6 +150,7 @@ class Connection:
         held = len(self.subs)
         self.detach()
         if code == CloseCode.SLOW_CONSUMER:
+            metrics.SLOW_CONSUMER_CLOSES.inc()
             logger.info("closing a slow consumer (%d) holding %d symbols", code, held)
         # The close frame waits behind what the socket still holds, so it is not
         # awaited here; the server's keepalive ends a peer that never reads again.
@@ -162,6 +164,7 @@ class Connection:
 
 
 def _unavailable(exc: Exception, command: Command, symbols: list[str]) -> ProtocolError:
+    metrics.REDIS_ERRORS.labels("subscribe").inc()
     faults.report(f"unavailable:{type(exc).__name__}", "subscribe failed: %r", exc)
     return ProtocolError(
         ErrorCode.UNAVAILABLE,

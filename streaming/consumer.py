@@ -1,6 +1,8 @@
 """PriceStreamConsumer: the WebSocket end of the price protocol (docs/protocol.md)."""
 
 import asyncio
+import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -8,6 +10,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from markets.publishing import now_ms
+from telemetry import metrics
 
 from .auth import ANONYMOUS, Identity, identify_token
 from .connection import Connection
@@ -22,6 +25,11 @@ from .protocol import (
     parse_command,
 )
 
+logger = logging.getLogger(__name__)
+# The action label of commands that could not be parsed, and of unread (rate-limited) ones.
+INVALID_ACTION = "invalid"
+UNREAD_ACTION = "unread"
+
 
 class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
     """Parses a client's commands and wires them to its streaming.connection.Connection."""
@@ -32,11 +40,17 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
     # streaming.limits, made with the first frame.
     limiter: CommandLimiter | None = None
     quota: SubscriptionQuota | None = None
+    # Set by connect() and disconnect(), for the close line and ticker_ws_closes_total.
+    opened_at: float | None = None
+    peer_close_code: int | None = None
 
     async def __call__(self, scope, receive, send) -> None:
+        failed = True
         try:
             await super().__call__(scope, receive, send)
+            failed = False
         finally:
+            self._closed(failed)
             # However the consumer ends (even by a bug), no tick is queued for it again.
             conn = getattr(self, "conn", None)
             if conn is not None:
@@ -45,6 +59,27 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
                 self.limiter.cancel()
             if self.quota is not None:
                 self.quota.release()
+
+    def _closed(self, failed: bool) -> None:
+        """The lifecycle line and metrics of a connection that was opened."""
+        if self.opened_at is None:
+            return
+        conn = getattr(self, "conn", None)
+        code = conn.close_code if conn is not None else None
+        if code is not None:
+            by = "server"
+        elif failed:
+            code, by = 1011, "error"
+        else:
+            code, by = self.peer_close_code or 1005, "client"
+        metrics.WS_CONNECTIONS.dec()
+        metrics.WS_CLOSES.labels(str(code), by).inc()
+        logger.info(
+            "websocket closed: code %s by %s after %.1f s, %d symbols held",
+            code, by, time.monotonic() - self.opened_at, len(conn.subs) if conn else 0,
+            extra={"close_code": code, "closed_by": by},
+        )  # fmt: skip
+        self.opened_at = None
 
     async def dispatch(self, message: dict) -> None:
         """Called with each ASGI message: no database cleanup per message.
@@ -64,6 +99,14 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         self.symbol_limit: int = settings.MAX_SYMBOLS_PER_CONNECTION
         identity: Identity = self.scope.get("identity", ANONYMOUS)
         await self.accept()
+        self.opened_at = time.monotonic()
+        metrics.WS_CONNECTIONS.inc()
+        client = self.scope.get("client")
+        logger.info(
+            "websocket open from %s as %s",
+            client[0] if client else "?",
+            identity.user.get_username() if identity.authenticated else "anonymous",
+        )
         send = self.base_send
 
         async def send_text(text: str) -> None:
@@ -85,6 +128,7 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes, for any reason."""
+        self.peer_close_code = code
         if getattr(self, "_auth_deadline", None) is not None:
             self._auth_deadline.cancel()
         if hasattr(self, "conn"):
@@ -99,6 +143,7 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
             self.quota = SubscriptionQuota()
         verdict = self.limiter.admit()
         if verdict is Verdict.DROP:
+            metrics.WS_COMMANDS.labels(UNREAD_ACTION, ErrorCode.RATE_LIMITED.value).inc()
             # Not read, not answered (but counted in a rate_limited error), and nothing
             # more is read from this client until a token is back: while this handler
             # waits, the server keeps the flooder's frames in its socket.
@@ -107,16 +152,21 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         if verdict is Verdict.CLOSE:
             await close_for_flooding(self)
             return
+        self._action = INVALID_ACTION
         try:
             await self._execute(text_data)
         except ProtocolError as exc:
+            metrics.WS_COMMANDS.labels(self._action, str(exc.code)).inc()
             self.conn.send(exc.as_message())
+        else:
+            metrics.WS_COMMANDS.labels(self._action, "ok").inc()
         finally:
             # What the user holds across its connections (streaming.limits).
             self.quota.sync(self.conn.identity, len(self.conn.subs))
 
     async def _execute(self, text_data: str | None) -> None:
         command = parse_command(decode_frame(text_data), symbol_limit=self.symbol_limit)
+        self._action = command.action
         if (
             command.action != "auth"
             and settings.WS_REQUIRE_AUTH

@@ -16,6 +16,7 @@ subscribe costs no database read of its own.
 """
 
 import asyncio
+import contextvars
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from django.conf import settings
 
 from accounts.selectors import usable_token_ids
 from markets.entitlements import NO_RIGHTS, Rights, rights_of
+from telemetry import metrics
 
 from .auth import Identity, identify_session
 from .faults import FaultLog
@@ -56,7 +58,10 @@ class Guard:
         """Called when a connection opens."""
         self.connections.add(conn)
         if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._check_forever())
+            # Not in the context of the connection that started it (its log lines).
+            self._task = asyncio.get_running_loop().create_task(
+                self._check_forever(), context=contextvars.Context()
+            )
 
     def forget(self, conn: "Connection") -> None:
         """Called when a connection ends."""
@@ -122,6 +127,7 @@ class Guard:
             identity = conn.identity
             if identity.authenticated and identity not in valid:
                 self.revoked += 1
+                metrics.REVOKED.inc()
                 logger.info(
                     "closing a connection of %s: its credentials are no longer valid",
                     identity.user,

@@ -16,6 +16,7 @@ The hub's two loops never end on an error:
 """
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from django.conf import settings
 from markets import history
 from markets.publishing import TICK_EVENT_TYPE
 from markets.symbols import symbol_group_name
+from telemetry import metrics, probes
 
 from .faults import FaultLog
 from .feed import SymbolFeed
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 1.0
+# How often the hub adds its counts to the metrics (telemetry.metrics.flush).
+REPORT_SECONDS = 1.0
 
 
 class Hub:
@@ -63,6 +67,11 @@ class Hub:
         self.behind = False
         self.behind_episodes = 0
         self.max_age_ms = settings.MAX_TICK_AGE_MS
+        # The receive loop's state for health checks: "running" or "recovering".
+        self.receive_state = "running"
+        self.receive_state_since = _wall_ms()
+        self._reported_symbols: set[str] = set()
+        probes.register_delivery(self, "delivery")
 
     # --- subscriptions
 
@@ -82,9 +91,12 @@ class Hub:
             feed.subscribers.add(sub)
             feed.idle_since = None
             if not self._tasks:
+                # A context of their own: the loops serve every connection, so their log
+                # lines must not carry the id of the one that happened to start them.
+                loop = asyncio.get_running_loop()
                 self._tasks = [
-                    asyncio.ensure_future(self._supervise(self._receive_forever)),
-                    asyncio.ensure_future(self._supervise(self._housekeep_forever)),
+                    loop.create_task(self._supervise(fn), context=contextvars.Context())
+                    for fn in (self._receive_forever, self._housekeep_forever, self._report_forever)
                 ]
             return sub
 
@@ -117,6 +129,7 @@ class Hub:
                 raise
             except Exception as exc:
                 self.loop_restarts += 1
+                metrics.LOOP_RESTARTS.labels(loop_fn.__name__.strip("_")).inc()
                 self.faults.report(f"loop:{loop_fn.__name__}", "hub loop %s failed; restarting",
                                    loop_fn.__name__, exc=exc)  # fmt: skip
                 await asyncio.sleep(delay)
@@ -139,6 +152,8 @@ class Hub:
     async def _recover_after(self, exc: Exception) -> None:
         """Retry until the layer answers, then rejoin every group and catch every feed up."""
         started = time.monotonic()
+        metrics.CHANNEL_LAYER_ERRORS.labels("receive").inc()
+        self._set_receive_state("recovering")
         logger.error("channel layer receive failed (%s: %s); retrying", type(exc).__name__, exc)
         delay = RETRY_FIRST_SECONDS
         attempts = 0
@@ -153,9 +168,12 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as retry_exc:
+                metrics.CHANNEL_LAYER_ERRORS.labels("recover").inc()
                 self.faults.report("recover", "channel layer still failing: %s", retry_exc)
                 continue
             self.recoveries += 1
+            metrics.RECOVERIES.inc()
+            self._set_receive_state("running")
             logger.warning(
                 "channel layer back after %.1f s and %d attempts; %d feeds caught up",
                 time.monotonic() - started, attempts, len(self.feeds),
@@ -167,6 +185,47 @@ class Hub:
             await self.layer.group_add(symbol_group_name(symbol), self.channel)
         self.renewed_at = time.monotonic()
 
+    async def _report_forever(self) -> None:
+        """Every REPORT_SECONDS: this process's counts and gauges into the metrics."""
+        while True:
+            self.report()
+            await asyncio.sleep(REPORT_SECONDS)
+
+    def report(self) -> None:
+        metrics.flush()
+        metrics.RECEIVE_LOOP_UP.set(1 if self.receive_state == "running" else 0)
+        current = set()
+        for symbol, feed in list(self.feeds.items()):
+            metrics.SUBSCRIPTIONS.labels(symbol).set(len(feed.subscribers))
+            current.add(symbol)
+        for symbol in self._reported_symbols - current:
+            metrics.SUBSCRIPTIONS.labels(symbol).set(0)
+        self._reported_symbols = current
+
+    def _set_receive_state(self, state: str) -> None:
+        self.receive_state = state
+        self.receive_state_since = _wall_ms()
+        metrics.RECEIVE_LOOP_UP.set(1 if state == "running" else 0)
+
+    def delivery(self) -> probes.Delivery:
+        """This process's fan-out, for health checks (telemetry.probes)."""
+        receive = self._tasks[0] if self._tasks else None
+        state = self.receive_state
+        if receive is None or receive.done():
+            state = "stopped" if self._tasks else "idle"
+        return probes.Delivery(
+            receive_loop=state,
+            since_ms=self.receive_state_since,
+            symbols={
+                symbol: probes.SymbolDelivery(
+                    subscribers=len(feed.subscribers),
+                    last_received_ms=int(feed.received_ms) if feed.received_ms else None,
+                    last_ts=feed.last_ts,
+                )
+                for symbol, feed in list(self.feeds.items())
+            },
+        )
+
     async def _housekeep_forever(self) -> None:
         period = max(0.5, min(self.renew_seconds, self.idle_seconds) / 2)
         self.renewed_at = time.monotonic()
@@ -177,6 +236,7 @@ class Hub:
                 if time.monotonic() - self.renewed_at >= self.renew_seconds:
                     await self._rejoin()
             except Exception as exc:
+                metrics.CHANNEL_LAYER_ERRORS.labels("housekeeping").inc()
                 # The receive loop sees the same outage and recovers; try again next period.
                 self.faults.report("housekeeping", "group renewal failed: %s", exc)
 
@@ -208,16 +268,24 @@ class Hub:
             # an outage): fetch them once here, for every subscriber.
             if not await self._refill(feed, seq):
                 return  # the catch-up after the outage delivers this one too
-        lag = time.time() * 1000 - event["ts"]
+        ts = event["ts"]
+        now = time.time() * 1000
+        lag = now - ts
         if (lag > self.max_age_ms) is not self.behind:
             self._note_lag(lag)
-        feed.deliver(seq, event["text"], event["ts"])
+        feed.received_ms = now
+        feed.last_ts = ts
+        feed.deliver(seq, event["text"], ts)
+        # Plain counts, flushed into the metrics by _report_forever.
+        metrics.DELIVERY.received += 1
+        metrics.LAG.observe((time.time() * 1000 - ts) / 1000)
 
     def _note_lag(self, lag: float) -> None:
         """Log once when ticks start and stop reaching this process late."""
         if not self.behind:
             self.behind = True
             self.behind_episodes += 1
+            metrics.BEHIND_EPISODES.inc()
             logger.warning(
                 "this process is behind: ticks reach it %.0f ms after their ts (limit %d ms); "
                 "'all' subscribers are closed with 4008, 'latest' ones get only fresh ticks",
@@ -231,10 +299,12 @@ class Hub:
         try:
             missed = await feed.missed(before_seq=seq)
         except Exception as exc:
+            metrics.REDIS_ERRORS.labels("refill").inc()
             self.faults.report("refill", "refilling %s failed: %s", feed.symbol, exc)
             self._suspect.add(feed.symbol)
             return False
         self.refills += 1
+        metrics.HOLE_REFILLS.inc()
         if not missed or missed[0].seq != feed.last_seq + 1:
             await self.reset(feed, history.RESET_HISTORY_TRUNCATED)
             return False
@@ -248,6 +318,7 @@ class Hub:
                 if feed is not None:
                     await self._catch_up(feed)
             except Exception as exc:
+                metrics.REDIS_ERRORS.labels("catch-up").inc()
                 self.faults.report("catch-up", "catching %s up failed: %s", symbol, exc)
                 return
             self._suspect.discard(symbol)
@@ -266,6 +337,7 @@ class Hub:
     async def reset(self, feed: SymbolFeed, reason: str) -> None:
         """Send every live subscriber of ``feed`` a ``reset`` and a fresh snapshot."""
         self.resets += 1
+        metrics.RESETS.inc()
         logger.warning("%s: subscribers reset (%s)", feed.symbol, reason)
         rewound = [sub for sub in feed.subscribers if sub.rewind()]
         feed.forget()
@@ -277,6 +349,10 @@ class Hub:
                 sub.outbox.put_frame(frame)
                 sub.outbox.put_frame(snap.frame(sub.snapshot_size))
                 sub.go_live(snap.last_seq)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 # The hub of the running event loop (one per web process in production).

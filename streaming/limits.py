@@ -17,7 +17,9 @@
 """
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -25,6 +27,8 @@ from enum import Enum
 from typing import Any
 
 from django.conf import settings
+
+from telemetry import logs, metrics
 
 from .protocol import CloseCode, ErrorCode, ProtocolError, error_message
 
@@ -304,8 +308,11 @@ class ConnectionLimits:
             return await self.app(scope, receive, send)
         client = scope.get("client")
         address = client[0] if client else None
+        # Every log line about this connection carries its id (telemetry.logs).
+        logs.connection_id.set(new_connection_id())
         reason = self.refusal(address)
         if reason is not None:
+            metrics.WS_CLOSES.labels(str(CloseCode.TRY_AGAIN_LATER), "server").inc()
             await refuse(receive, send, reason)
             return None
         slot = Slot(send)
@@ -325,6 +332,15 @@ class ConnectionLimits:
             self.per_address[address] -= 1
             if self.per_address[address] <= 0:
                 del self.per_address[address]
+
+
+_ids = itertools.count(1)
+_process_tag = f"{os.getpid():x}"
+
+
+def new_connection_id() -> str:
+    """Unique within the host: the process id and a counter, e.g. ``1f3a-42``."""
+    return f"{_process_tag}-{next(_ids)}"
 
 
 async def refuse(receive: Callable, send: Callable, reason: str) -> None:

@@ -26,6 +26,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from telemetry.metrics import BACKLOG, DELIVERY, LAG
+
 from .protocol import CloseCode
 
 SLOW_CONSUMER = CloseCode.SLOW_CONSUMER
@@ -146,6 +148,7 @@ class Outbox:
             if now - ts > self.max_age_ms:
                 self._close(SLOW_CONSUMER)
                 return False
+            DELIVERY.ticks += 1
             self._write_now(text, ts)
             return True
         if not self._queued_oldest_ts:
@@ -178,8 +181,10 @@ class Outbox:
                 # Already too old to show as live (the process is behind): drop it here.
                 slot.skipped += 1
                 self.dropped_stale += 1
+                DELIVERY.stale_dropped += 1
                 return
             if slot.due_ms <= now and self._idle():
+                DELIVERY.ticks += 1
                 self._write_now(with_skipped(text, slot.skipped))
                 slot.skipped = 0
                 slot.due_ms = now + slot.interval_ms
@@ -219,6 +224,7 @@ class Outbox:
         saves the writer task's wake-up per frame; when it does suspend (the socket
         is full) the writer task takes it over and everything after it queues.
         """
+        DELIVERY.frames += 1
         coro = self._send(text)
         try:
             yielded = coro.send(None)
@@ -236,6 +242,8 @@ class Outbox:
         try:
             if parked is not None:
                 await _resume(*parked)
+                if self._writing_oldest_ts:
+                    LAG.observe((self.clock() - self._writing_oldest_ts) / 1000)
                 self.written()
             while not self.closing:
                 if self.batch_ms:
@@ -244,6 +252,9 @@ class Outbox:
                 frames, next_due = self.take()
                 for text in frames:
                     await self._send(text)
+                DELIVERY.frames += len(frames)
+                if self._writing_oldest_ts:
+                    LAG.observe((self.clock() - self._writing_oldest_ts) / 1000)
                 self.written()
                 if self._queue or self.closing:
                     continue
@@ -302,10 +313,14 @@ class Outbox:
         self._queue.clear()
         self._writing_oldest_ts = self._queued_oldest_ts
         self._queued_oldest_ts = 0
+        if self.live_bytes:
+            BACKLOG.observe(self.live_bytes)
         self.live_bytes = 0
         next_due = None
         if self._due_slots:
             next_due = self._take_slots(items, now)
+        # Counted here, written by the caller (the writer task) right after.
+        DELIVERY.ticks += sum(type(item) is not Frame for item in items)
         if self.batch_ms is None:
             return items, next_due
         return _merge(items), next_due
@@ -325,6 +340,7 @@ class Outbox:
                 self._due_slots -= 1
                 slot.skipped += 1
                 self.dropped_stale += 1
+                DELIVERY.stale_dropped += 1
             elif slot.due_ms > now:
                 next_due = slot.due_ms if next_due is None else min(next_due, slot.due_ms)
             else:
