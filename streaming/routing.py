@@ -1,7 +1,8 @@
 from django.urls import path
 
-from .consumer import PriceStreamConsumer
+# The price protocol (streaming.consumer) with the user's price alerts (streaming.alerts).
+from .alerts import PriceStreamWithAlerts
 
 websocket_urlpatterns = [
-    path("ws/prices/", PriceStreamConsumer.as_asgi()),
+    path("ws/prices/", PriceStreamWithAlerts.as_asgi()),
 ]

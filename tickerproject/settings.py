@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     # Serves the API docs page's Swagger UI from local static files, not a CDN.
     "ninja",
     "accounts",
+    "alerts",
     "markets",
     "feeds",
     "frontend",
@@ -286,6 +287,17 @@ API_CANDLES_MAX_LIMIT = env_int("API_CANDLES_MAX_LIMIT", 1000, minimum=1)
 # (503) when any active symbol's last tick is older than FEED_STALE_SECONDS.
 FEED_LIVE_SECONDS = env_float("FEED_LIVE_SECONDS", 5.0, minimum=0.1)
 FEED_STALE_SECONDS = env_float("FEED_STALE_SECONDS", 15.0, minimum=0.1)
+
+# --- Price alerts (alerts/; docs/dashboard.md, "Price alerts"): judged server-side by one
+# evaluator loop per Celery worker, one of which holds the lease at a time.
+ALERTS_MAX_PER_USER = env_int("ALERTS_MAX_PER_USER", 100, minimum=1)
+ALERT_EVALUATOR_LEASE_SECONDS = env_float("ALERT_EVALUATOR_LEASE_SECONDS", 3.0, minimum=0.5)
+ALERT_SUPERVISE_SECONDS = env_float("ALERT_SUPERVISE_SECONDS", 5.0, minimum=0.5)
+CELERY_BEAT_SCHEDULE["supervise-alerts"] = {
+    "task": "alerts.tasks.run_evaluator",
+    "schedule": ALERT_SUPERVISE_SECONDS,
+    "options": {"expires": ALERT_SUPERVISE_SECONDS},
+}
 
 LOGGING = {
     "version": 1,
