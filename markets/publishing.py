@@ -177,10 +177,18 @@ class TickPublisher:
             if int(seq) > 0
         ]
         self._count(drafts, ticks)
-        await asyncio.gather(
-            *(self._layer.group_send(symbol_group_name(t.symbol), tick_event(t)) for t in ticks)
-        )
+        # Symbols are sent concurrently, but one symbol's ticks in seq order: a batch may
+        # hold several ticks of a symbol (a fast replay, an exchange burst), and ticks
+        # sent concurrently could reach subscribers out of order.
+        by_symbol: dict[str, list[Tick]] = {}
+        for tick in ticks:
+            by_symbol.setdefault(tick.symbol, []).append(tick)
+        await asyncio.gather(*(self._send_in_order(group) for group in by_symbol.values()))
         return ticks
+
+    async def _send_in_order(self, ticks: list[Tick]) -> None:
+        for tick in ticks:
+            await self._layer.group_send(symbol_group_name(tick.symbol), tick_event(tick))
 
     def _count(self, drafts: Sequence[TickDraft], ticks: list[Tick]) -> None:
         """ticker_ticks_published_total per symbol and source, once per batch."""
