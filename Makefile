@@ -9,10 +9,12 @@ export HOST PORT
 
 .PHONY: run test test-js install lint format chromium loadtest clean
 
-$(STAMP): pyproject.toml
+# The Python client library (client/) is its own distribution, installable alone with
+# `pip install ./client`; the dev install adds it editable, so tests and examples use it.
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./client
 	touch $(STAMP)
 
 install: $(STAMP)

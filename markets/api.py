@@ -69,7 +69,9 @@ api = TickerAPI(
         "Times are epoch milliseconds (UTC). Send an API token as "
         "`Authorization: Bearer <token>`, or use the dashboard's session; while "
         "WS_REQUIRE_AUTH is off anonymous calls are served too (public symbols only). "
-        "/api/health/ and this schema are always open."
+        "/api/health/ and this schema are always open. "
+        "The WebSocket price stream (/ws/prices/) is described by its "
+        "[AsyncAPI document](/api/asyncapi.json)."
     ),
     # Swagger UI comes from ninja's bundled static files ("ninja" is an installed app);
     # the validator badge would call an outside service, so it is off.

@@ -3,6 +3,10 @@ from asgiref.sync import sync_to_async
 
 from markets.services import seed_symbols
 
+# Every price-stream frame the tests' websockets clients receive, and every command the
+# client library sends, is checked against the AsyncAPI document (tests/asyncapi_contract.py).
+pytest_plugins = ["tests.asyncapi_contract"]
+
 
 @pytest.fixture
 def symbols(transactional_db):

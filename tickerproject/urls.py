@@ -4,6 +4,7 @@ from django.urls import include, path
 from accounts.api import router as me_router
 from alerts.api import router as alerts_router
 from markets.api import api
+from streaming.asyncapi import asyncapi_json
 
 # The caller's own account (/api/me/): accounts' router on markets' API, wired here so
 # markets never needs to know about per-user data.
@@ -13,6 +14,8 @@ api.add_router("/alerts/", alerts_router)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The WebSocket protocol's AsyncAPI document, beside the REST API's OpenAPI schema.
+    path("api/asyncapi.json", asyncapi_json, name="asyncapi"),
     path("api/", api.urls),
     path("", include("frontend.urls")),
 ]
