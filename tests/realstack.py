@@ -67,8 +67,14 @@ class RealStack:
         )
 
     def prepare_database(self) -> None:
-        self.manage("migrate", "--noinput")
-        self.manage("seed_symbols")
+        """The Procfile's `release` (migrate, seed symbols), as `make run` does first."""
+        subprocess.run(
+            self.procfile_argv("release"),
+            env=self.env,
+            cwd=BASE_DIR,
+            check=True,
+            capture_output=True,
+        )
 
     def _spawn(
         self, name: str, args: list[str], extra_env: dict[str, str] | None = None

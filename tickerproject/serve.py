@@ -1,4 +1,4 @@
-"""The one launcher: ``python -m tickerproject.serve [web|worker|beat]`` (the Procfile).
+"""The one launcher: ``python -m tickerproject.serve [web|worker|beat|release]`` (the Procfile).
 
 The Procfile names these three commands, and everything that starts ticker runs them from
 there: ``make run`` (tickerproject/stack.py), the tests (tests/realstack.py), the Docker
@@ -12,6 +12,9 @@ Procfile's).
   threads, node name ``$WORKER_NAME@<host>``, ``worker-<pid>`` unless set).
 - ``beat``: replaces itself with Celery beat, its schedule file in TICKER_VAR_DIR (the
   system's temporary directory unless set), or at CELERY_BEAT_SCHEDULE.
+- ``release``: what runs once before the others start (Heroku's ``release`` process type;
+  compose's ``migrate`` service): applies migrations and seeds the default symbols, then
+  exits.
 
 It loads the Django settings first, so a misconfiguration (no SECRET_KEY with DEBUG
 off, say) stops it before any server starts, and it hands the server the one frame
@@ -28,7 +31,7 @@ from tickerproject.env import env_int, env_str
 
 APP = "tickerproject.asgi:application"
 SERVERS = ("daphne", "uvicorn", "granian")
-ROLES = ("web", "worker", "beat")
+ROLES = ("web", "worker", "beat", "release")
 # Why granian gets no limit: it upgrades every WebSocket with tungstenite's default
 # configuration (a frame up to 16 MiB, a message up to 64 MiB, read whole before the app
 # sees it) and has no option or environment variable to change it (granian 2.8).
@@ -133,11 +136,25 @@ def role_argv(role: str) -> list[str]:
     raise SystemExit(f"python -m tickerproject.serve {role}: use one of {', '.join(ROLES)}")
 
 
+def release() -> None:
+    """Migrate and seed the symbols (both idempotent), in this process."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", interactive=False)
+    call_command("seed_symbols")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1:
         raise SystemExit(f"usage: python -m tickerproject.serve [{'|'.join(ROLES)}]")
     role = args[0] if args else "web"
+    if role == "release":
+        release()
+        return
     argv = role_argv(role)
     if role != "web":
         # Celery loads the same settings; loading them here first fails fast, and alike.

@@ -132,9 +132,10 @@ def run_stack() -> int:
         print(f"embedded redis on 127.0.0.1:{port} ({find_redis_server()})", flush=True)
 
     try:
-        for step in (["migrate", "--noinput"], ["seed_symbols"]):
-            subprocess.run([sys.executable, "manage.py", *step], env=env, cwd=BASE_DIR, check=True)
-        for name, entry in procfile().items():
+        entries = procfile()
+        # `release` runs once, first (migrate, seed); the others run until Ctrl-C.
+        subprocess.run(entries.pop("release"), shell=True, env=env, cwd=BASE_DIR, check=True)
+        for name, entry in entries.items():
             manager.add_process(name, entry, env=env, cwd=str(BASE_DIR))
         print(
             f"ticker serving at http://{env['HOST']}:{env['PORT']}/ (Ctrl-C stops it all)",
