@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from markets.keys import lease_key
+from telemetry.metrics import LEASE_CHANGES
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,10 @@ class SymbolLeases:
         for symbol in symbols:
             pipe.set(lease_key(symbol), self.token, nx=True, px=self.ttl_ms)
         results = await pipe.execute()
-        return [s for s, ok in zip(symbols, results, strict=True) if ok]
+        taken = [s for s, ok in zip(symbols, results, strict=True) if ok]
+        if taken:
+            LEASE_CHANGES.labels("taken").inc(len(taken))
+        return taken
 
     async def renew(self, symbols: Iterable[str]) -> list[str]:
         """Extend the leases still ours; returns those, dropping any that were lost."""
@@ -63,7 +67,10 @@ class SymbolLeases:
         results = await self._renew(
             keys=[lease_key(s) for s in symbols], args=[self.token, self.ttl_ms]
         )
-        return [s for s, ok in zip(symbols, results, strict=True) if int(ok)]
+        held = [s for s, ok in zip(symbols, results, strict=True) if int(ok)]
+        if len(held) < len(symbols):
+            LEASE_CHANGES.labels("lost").inc(len(symbols) - len(held))
+        return held
 
     async def release(self, symbols: Iterable[str]) -> None:
         """Give leases back at once so another producer can take over without waiting."""
@@ -72,6 +79,7 @@ class SymbolLeases:
             return
         try:
             await self._release(keys=[lease_key(s) for s in symbols], args=[self.token])
+            LEASE_CHANGES.labels("released").inc(len(symbols))
         except RedisError as exc:
             # Best effort: on shutdown Redis may already be gone; the TTL frees them.
             logger.warning("could not release leases (%s); they expire on their own", exc)

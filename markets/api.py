@@ -20,7 +20,7 @@ from ninja.openapi.docs import Swagger
 from accounts.auth import API_AUTH, SCHEME_NAMES
 
 from . import candles as candle_reads
-from . import history, quotes
+from . import health, history, quotes
 from .candles import INTERVALS, now_ms
 from .entitlements import forbidden_tickers
 from .models import Symbol
@@ -299,14 +299,23 @@ async def get_candles(
 # Open to everyone, always: load balancers probe it without credentials.
 @api.get("/health/", response={200: HealthOut, 503: HealthOut}, tags=["health"], auth=None)
 async def get_health(request: HttpRequest):
-    """Redis, database and feed freshness; 503 when any is down or any active symbol is stale."""
-    report = await quotes.health()
+    """Whether live delivery works: 503 ("degraded") with the reasons in ``problems``.
+
+    Degraded when Redis or the database is down, an active symbol is stale or its feed
+    source is not up, this process's receive loop is down, or a symbol with subscribers
+    here gets no tick while its producer publishes (markets.health).
+    """
+    report = await health.report()
+    base = report.base
     body = {
         "status": "ok" if report.ok else "degraded",
-        "redis": vars_of(report.redis),
-        "database": vars_of(report.database),
-        "feed": report.feed,
-        "stale": report.stale,
+        "problems": report.problems,
+        "redis": vars_of(base.redis),
+        "database": vars_of(base.database),
+        "receive_loop": report.receive_loop,
+        "feed": base.feed,
+        "stale": base.stale,
+        "symbols": report.symbols,
     }
     return Status(200 if report.ok else 503, body)
 

@@ -1,6 +1,6 @@
 """Pydantic schemas of the REST API (markets.api); they define its OpenAPI schema."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from ninja import Schema
 from pydantic import Field
@@ -91,6 +91,28 @@ class CheckOut(Schema):
     error: str | None
 
 
+class ReceiveLoopOut(Schema):
+    state: Literal["running", "recovering", "stopped", "idle"] = Field(
+        description="idle: no subscriber has started it yet in this process."
+    )
+    since_ms: int | None
+
+
+class SymbolHealthOut(Schema):
+    last_tick_age_s: float | None = Field(description="Seconds since its last published tick.")
+    source: dict[str, Any] | None = Field(
+        description="Its feed source: name, state (up, down, starting, unknown), producer, "
+        "counters (see docs/operations.md)."
+    )
+    subscribers: int = Field(description="Subscriptions to it in this web process.")
+    received_age_s: float | None = Field(
+        description="Seconds since this process last received a live tick of it."
+    )
+    delivery: Literal["ok", "lagging", "idle"] = Field(
+        description="lagging: published but not arriving here; idle: no subscriber here."
+    )
+
+
 class HealthOut(Schema):
     status: Literal["ok", "degraded"]
     redis: CheckOut
@@ -100,4 +122,13 @@ class HealthOut(Schema):
     )
     stale: list[str] = Field(
         description="Active symbols with no tick in the last FEED_STALE_SECONDS."
+    )
+    problems: list[str] = Field(
+        default_factory=list, description="Why the status is degraded; empty when ok."
+    )
+    receive_loop: ReceiveLoopOut | None = Field(
+        default=None, description="This web process's fan-out receive loop."
+    )
+    symbols: dict[str, SymbolHealthOut] = Field(
+        default_factory=dict, description="Per active symbol: its feed and its delivery here."
     )

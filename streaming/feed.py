@@ -106,9 +106,10 @@ class SymbolFeed:
         self.idle_since: float | None = None
         # Set by the hub once this process is in the symbol's group: live ticks arrive.
         self.joined = False
-        # When (epoch ms) the hub last received a live tick of this symbol, and its ts:
-        # what health checks compare with the producer's (telemetry.probes).
-        self.received_ms = 0.0
+        # When (epoch ms) the hub last received a live tick of this symbol (at first: when
+        # the feed was made), and that tick's ts: what health checks compare with the
+        # producer's (telemetry.probes).
+        self.received_ms = time.time() * 1000
         self.last_ts: int | None = None
         self._read: tuple[float, asyncio.Task[EncodedSnapshot]] | None = None
 

@@ -55,8 +55,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition body and its content type."""
+def render(extra: list[Collector] = ()) -> tuple[bytes, str]:
+    """The exposition body and its content type; ``extra`` collectors for this scrape."""
     path = multiproc_dir()
     if path:
         forget_dead_processes(path)
@@ -65,7 +65,7 @@ def render() -> tuple[bytes, str]:
     else:
         registry = CollectorRegistry()
         registry.register(_Default())
-    for collector in _scrape_collectors:
+    for collector in [*_scrape_collectors, *extra]:
         registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 

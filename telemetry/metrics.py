@@ -196,3 +196,15 @@ def flush() -> None:
     DELIVERY.flush()
     LAG.flush()
     BACKLOG.flush()
+
+
+# Labelled series that alerts and the dashboard read exist from the start at 0, so a
+# rate() has a baseline and a rule never refers to a series that is not there yet.
+for _loop in ("receive_forever", "housekeep_forever", "report_forever"):
+    LOOP_RESTARTS.labels(_loop)
+for _op in ("receive", "recover", "housekeeping"):
+    CHANNEL_LAYER_ERRORS.labels(_op)
+for _component in ("refill", "catch-up", "subscribe", "metrics", "readyz"):
+    REDIS_ERRORS.labels(_component)
+for _event in ("taken", "lost", "released"):
+    LEASE_CHANGES.labels(_event)

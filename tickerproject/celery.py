@@ -3,9 +3,23 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+
+from telemetry import logs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
 
 app = Celery("tickerproject")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+# Every log line of a task carries its id (telemetry.logs, LOG_FORMAT=json).
+@task_prerun.connect
+def _task_started(task_id=None, **kwargs) -> None:
+    logs.task_id.set(task_id)
+
+
+@task_postrun.connect
+def _task_ended(**kwargs) -> None:
+    logs.task_id.set(None)

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from telemetry.logs import logging_config
+
 from .env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -69,9 +71,12 @@ INSTALLED_APPS = [
     "feeds",
     "frontend",
     "loadtest",
+    "ops",
 ]
 
 MIDDLEWARE = [
+    # First, so it times every request and sees every status (ticker_http_*).
+    "telemetry.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -164,6 +169,8 @@ _REDIS_HOST = {
     # of subscribers needs its own connection.
     "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
 }
+# The channel layer's Redis, REDIS_URL unless set (the fault tests put a proxy in between).
+_CHANNEL_HOST = {**_REDIS_HOST, "address": env_str("CHANNEL_LAYER_REDIS_URL", REDIS_URL)}
 # channels_redis forgets a group member after this; streaming.hub renews well before.
 CHANNEL_GROUP_EXPIRY = env_int("CHANNEL_GROUP_EXPIRY", 86400, minimum=4)
 CHANNEL_GROUP_RENEW_SECONDS = env_float(
@@ -176,7 +183,7 @@ if CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [_REDIS_HOST], "prefix": f"{REDIS_PREFIX}:asgi"},
+            "CONFIG": {"hosts": [_CHANNEL_HOST], "prefix": f"{REDIS_PREFIX}:asgi"},
         }
     }
 elif CHANNEL_LAYER == "core":
@@ -184,7 +191,7 @@ elif CHANNEL_LAYER == "core":
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [_REDIS_HOST],
+                "hosts": [_CHANNEL_HOST],
                 "prefix": f"{REDIS_PREFIX}:asgi",
                 "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
                 "expiry": 10,
@@ -299,11 +306,17 @@ CELERY_BEAT_SCHEDULE["supervise-alerts"] = {
     "options": {"expires": ALERT_SUPERVISE_SECONDS},
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
-}
+# --- Operations (telemetry/, ops/; docs/operations.md).
+# /metrics answers these client addresses (CIDRs) and any request with
+# "Authorization: Bearer <METRICS_TOKEN>" when a token is set; nobody else (403).
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"])
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# /api/health/: a symbol with subscribers in this process is "lagging" when it got no tick
+# for its expected interval (1 / its source's tick rate) plus this, while its producer
+# published one within that time.
+HEALTH_DELIVERY_MARGIN_SECONDS = env_float("HEALTH_DELIVERY_MARGIN_SECONDS", 2.0, minimum=0.1)
+# "plain" (the default) or "json": one JSON object per line (telemetry/logs.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+LOGGING = logging_config(fmt=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+# Celery's workers log through the same configuration instead of their own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

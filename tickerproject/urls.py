@@ -17,5 +17,7 @@ urlpatterns = [
     # The WebSocket protocol's AsyncAPI document, beside the REST API's OpenAPI schema.
     path("api/asyncapi.json", asyncapi_json, name="asyncapi"),
     path("api/", api.urls),
+    # /metrics, /healthz, /readyz and the staff-only /ops/ page (ops/views.py).
+    path("", include("ops.urls")),
     path("", include("frontend.urls")),
 ]
