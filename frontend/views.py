@@ -53,6 +53,8 @@ def dashboard(request):
             "ws_path": "/ws/prices/",
             # The signed-in user's watchlist lives on the server (accounts.api).
             "watchlist_url": reverse("api:get_watchlist"),
+            # ... and so are the user's price alerts (alerts.api).
+            "alerts_url": reverse("api:list_alerts"),
         },
     )
 

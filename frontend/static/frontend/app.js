@@ -4,19 +4,28 @@
 // thousand ticks costs one redraw, not a thousand.
 
 import { accessNotice, forbiddenNotice, withdrawnNotice } from "./access.js";
+import { AlertsClient, describeAlert } from "./alerts-client.js";
+import { AlertsView } from "./alerts-view.js";
+import { CandleHistory } from "./candle-history.js";
 import { ChartView } from "./chart-view.js";
-import { decimalsForTickSize, formatChange, formatPct, formatPrice } from "./format.js";
+import { decimalsForTickSize, formatChange, formatPct, formatPrice, formatVolume } from "./format.js";
 import { MarketStore } from "./market-store.js";
-import { CHART_MODES, MAX_WATCHLIST, loadPreferences, savePreferences, withServerWatchlist } from "./preferences.js";
+import {
+  CHART_MODES, MAX_WATCHLIST, loadPreferences, loadSort, savePreferences, saveSort, withServerWatchlist,
+} from "./preferences.js";
 import { PriceStreamClient, State } from "./protocol-client.js";
 import { SearchBox } from "./search-box.js";
 import { ServerWatchlist } from "./server-watchlist.js";
+import { moveSelection, nextSort, sortSymbols } from "./watchlist-sort.js";
 import { WatchlistView } from "./watchlist-view.js";
 
 // A subscribed symbol with no tick for this long gets a stale-data warning.
 const STALE_MS = 5000;
 const TOAST_MS = 5000;
+const ALERT_TOAST_MS = 12000;
 const MAX_TOASTS = 4;
+// A sorted watchlist re-sorts this often, so rows do not jump with every tick.
+const RESORT_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -44,7 +53,7 @@ function safeStorage() {
 
 export function toast(message, { kind = "error", ms = TOAST_MS } = {}) {
   const box = $("toasts");
-  if (!box) return;
+  if (!box) return null;
   while (box.children.length >= MAX_TOASTS) box.firstElementChild.remove();
   const el = document.createElement("div");
   el.className = `toast toast-${kind}`;
@@ -55,7 +64,10 @@ export function toast(message, { kind = "error", ms = TOAST_MS } = {}) {
     el.classList.add("leaving");
     setTimeout(() => el.remove(), 300);
   }, ms);
+  return el;
 }
+
+const isTyping = (el) => el instanceof HTMLElement && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
 
 class Dashboard {
   constructor() {
@@ -86,7 +98,29 @@ class Dashboard {
       onSelect: (symbol) => this.select(symbol),
       onRemove: (symbol) => this.removeSymbol(symbol),
     });
-    this.chart = new ChartView($("chart"), { Plotly: window.Plotly });
+    this.chart = new ChartView($("chart"), { Plotly: window.Plotly, onHover: (point) => this._renderReadout(point) });
+    // Candle history from the REST API for 1m and longer, and each symbol's session.
+    this.history = new CandleHistory();
+    this._loading = new Set();
+    this.sort = loadSort(this.storage);
+    this.alertLatencies = [];
+    this.alerts = null;
+    if (this.user && page.alertsUrl) {
+      this.alertsApi = new AlertsClient({ url: page.alertsUrl, csrfToken: page.csrfToken });
+      this.alerts = new AlertsView(
+        {
+          form: $("alert-form"), symbol: $("alert-symbol"), direction: $("alert-direction"),
+          price: $("alert-price"), repeat: $("alert-repeat"), list: $("alert-list"),
+          history: $("alert-history"), count: $("alerts-count"), empty: $("alerts-empty"),
+        },
+        {
+          onCreate: (alert) => this._createAlert(alert),
+          onUpdate: (id, changes) => this._alertAction(this.alertsApi.update(id, changes)),
+          onDelete: (id) => this._alertAction(this.alertsApi.remove(id)),
+          formatPrice: (symbol, price) => formatPrice(price, this.meta.get(symbol)?.decimals),
+        },
+      );
+    }
     this.search = new SearchBox($("symbol-search"), $("symbol-options"), {
       known: this.known,
       exclude: () => new Set(this.prefs.symbols),
@@ -102,7 +136,9 @@ class Dashboard {
   async start() {
     if (this.server) await this._loadServerWatchlist();
     for (const symbol of this.prefs.symbols) this.store.ensure(symbol);
-    this.watchlist.setSymbols(this.prefs.symbols);
+    this.watchlist.setSymbols(this._ordered());
+    this._renderSort();
+    for (const symbol of this.prefs.symbols) this._loadSession(symbol);
     this._renderEmptyState();
     this._applyMode(this.prefs.mode);
     this.select(this.prefs.selected);
@@ -113,6 +149,8 @@ class Dashboard {
     this.client.start();
     setInterval(() => this._checkStale(), 1000);
     setInterval(() => this._updateRate(), 1000);
+    setInterval(() => this._resort(), RESORT_MS);
+    if (this.alerts) this._refreshAlerts();
   }
 
   // --- protocol events -----------------------------------------------------
@@ -130,11 +168,15 @@ class Dashboard {
       this._requestFrame();
     });
     c.on("reset", ({ symbol }) => {
-      // The server's history for it restarted: drop ours, the snapshot rebuilds it.
+      // The server's history for it restarted: drop ours, the snapshot rebuilds it,
+      // and the candle history and session are read again.
       this.store.reset(symbol);
       if (symbol === this.prefs.selected) this.chart.rebuild();
+      this._loadSession(symbol);
+      if (symbol === this.prefs.selected) this._loadHistory(symbol, this.prefs.mode);
       this._requestFrame();
     });
+    c.on("alert", (event) => this._onAlert(event));
     c.on("subscribed", ({ symbols }) => {
       const now = performance.now();
       for (const symbol of symbols) this.subscribedAt[symbol] = now;
@@ -168,6 +210,144 @@ class Dashboard {
       button.addEventListener("click", () => this.setMode(button.dataset.mode));
     }
     $("conn-badge").addEventListener("click", () => this.client.reconnectNow());
+    for (const th of document.querySelectorAll(".wl-table th[data-sort]")) {
+      th.querySelector("button").addEventListener("click", () => this.setSort(nextSort(this.sort, th.dataset.sort)));
+    }
+    // Keyboard: "/" focuses the symbol search (Enter there adds), up/down move the selection.
+    document.addEventListener("keydown", (event) => {
+      if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) return;
+      if (isTyping(event.target)) return;
+      if (event.key === "/") {
+        event.preventDefault();
+        $("symbol-search").focus();
+      } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        const next = moveSelection(this.watchlist.order, this.prefs.selected, event.key === "ArrowDown" ? 1 : -1);
+        if (!next) return;
+        event.preventDefault();
+        this.select(next);
+        this.watchlist.focus(next);
+      }
+    });
+  }
+
+  // --- sorting -------------------------------------------------------------
+
+  _ordered() {
+    return sortSymbols(this.prefs.symbols, this.store, this.sort);
+  }
+
+  setSort(sort) {
+    this.sort = sort;
+    saveSort(this.storage, sort);
+    this._renderSort();
+    this.watchlist.setOrder(this._ordered());
+  }
+
+  _resort() {
+    if (this.sort && this.sort.key !== "symbol") this.watchlist.setOrder(this._ordered());
+  }
+
+  _renderSort() {
+    for (const th of document.querySelectorAll(".wl-table th[data-sort]")) {
+      const on = this.sort?.key === th.dataset.sort;
+      if (on) th.setAttribute("aria-sort", this.sort.dir === "asc" ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    }
+  }
+
+  // --- candle history and sessions (REST) ----------------------------------
+
+  /** Read timeframe `mode`'s history for `symbol` once, unless it is a tick-only one. */
+  async _loadHistory(symbol, mode) {
+    const series = this.store.get(symbol);
+    const key = `${symbol}:${mode}`;
+    if (!series || !CandleHistory.has(mode) || series.history.has(mode) || this._loading.has(key)) return;
+    this._loading.add(key);
+    try {
+      const candles = await this.history.load(symbol, mode);
+      if (candles && this.store.seedCandles(symbol, mode, candles)) {
+        if (symbol === this.prefs.selected) this.chart.rebuild();
+        this._requestFrame();
+      }
+    } catch (err) {
+      console.warn(`dashboard: ${mode} history of ${symbol} failed`, err);
+    } finally {
+      this._loading.delete(key);
+    }
+  }
+
+  /** Read `symbol`'s session (its UTC day, rolled up from the 1h candles). */
+  async _loadSession(symbol) {
+    const key = `${symbol}:session`;
+    if (this._loading.has(key)) return;
+    this._loading.add(key);
+    try {
+      const day = await this.history.session(symbol, Date.now());
+      if (day && this.store.seedCandles(symbol, "1D", [day], { partial: true })) {
+        if (symbol === this.prefs.selected) this.chart.rebuild();
+        this._requestFrame();
+      }
+    } catch (err) {
+      console.warn(`dashboard: session of ${symbol} failed`, err);
+    } finally {
+      this._loading.delete(key);
+    }
+  }
+
+  // --- price alerts --------------------------------------------------------
+
+  async _refreshAlerts() {
+    try {
+      const [alerts, events] = await Promise.all([this.alertsApi.list(), this.alertsApi.history({ limit: 20 })]);
+      this.alerts.renderAlerts(alerts);
+      this.alerts.renderHistory(events);
+    } catch (err) {
+      toast(`Your alerts could not be loaded: ${err.message}`);
+    }
+  }
+
+  async _createAlert(alert) {
+    // A user gesture: the moment to ask for notifications, once.
+    if (globalThis.Notification?.permission === "default") Notification.requestPermission().catch(() => {});
+    try {
+      await this.alertsApi.create(alert);
+      this.alerts.clearForm();
+      toast(`Alert set: ${describeAlert(alert, (p) => formatPrice(p, this.meta.get(alert.symbol)?.decimals))}`, { kind: "info" });
+    } catch (err) {
+      toast(`The alert was not set: ${err.message}`);
+    }
+    await this._refreshAlerts();
+  }
+
+  async _alertAction(promise) {
+    try {
+      await promise;
+    } catch (err) {
+      toast(`Alerts: ${err.message}`);
+    }
+    await this._refreshAlerts();
+  }
+
+  _onAlert(event) {
+    const digits = this.meta.get(event.symbol)?.decimals;
+    const what = describeAlert(event, (p) => formatPrice(p, digits));
+    const text = `🔔 ${what}: ${formatPrice(event.price, digits)}`;
+    const el = toast(text, { kind: "alert", ms: ALERT_TOAST_MS });
+    const shownAt = Date.now();
+    if (el) {
+      el.dataset.eventId = String(event.event_id);
+      el.dataset.tickTs = String(event.ts);
+      el.dataset.shownAt = String(shownAt);
+    }
+    this.alertLatencies.push(shownAt - event.ts);
+    if (globalThis.Notification?.permission === "granted") {
+      try {
+        new Notification("ticker price alert", { body: text, tag: `alert-${event.event_id}` });
+      } catch {
+        // some browsers only notify from a service worker; the toast is there
+      }
+    }
+    if (this.alerts) this._refreshAlerts();
   }
 
   addSymbol(symbol) {
@@ -182,10 +362,11 @@ class Dashboard {
     this.prefs.symbols.push(symbol);
     this.store.ensure(symbol);
     this.subscribedAt[symbol] = performance.now();
-    this.watchlist.setSymbols(this.prefs.symbols);
+    this.watchlist.setSymbols(this._ordered());
     this._renderEmptyState();
     this.select(symbol);
     this.client.subscribe([symbol]);
+    this._loadSession(symbol);
   }
 
   removeSymbol(symbol) {
@@ -200,6 +381,7 @@ class Dashboard {
     this.store.remove(symbol);
     delete this.subscribedAt[symbol];
     this.watchlist.remove(symbol);
+    this.watchlist.setOrder(this._ordered());
     this._renderEmptyState();
     if (this.prefs.selected === symbol) {
       this.select(this.prefs.symbols[Math.min(index, this.prefs.symbols.length - 1)] ?? null);
@@ -216,6 +398,9 @@ class Dashboard {
       decimals: this.meta.get(symbol)?.decimals,
     });
     this._renderHeader();
+    this._renderReadout(null);
+    this.alerts?.prefill(this.prefs.selected, this.store.get(symbol)?.last?.price ?? null);
+    if (symbol) this._loadHistory(symbol, this.prefs.mode);
     this._save();
     this._requestFrame();
   }
@@ -281,7 +466,10 @@ class Dashboard {
     const dirty = this.store.takeDirty();
     for (const symbol of this.watchlist.takeOwed()) dirty.add(symbol);
     const drawn = this.watchlist.render(this.store, dirty);
-    if (drawn.has(this.prefs.selected)) this._renderHeader();
+    if (drawn.has(this.prefs.selected)) {
+      this._renderHeader();
+      if (!this._hovering) this._renderReadout(null);
+    }
     const chartOwesWork = this.chart.flush();
     if (chartOwesWork || this.watchlist.owesWork) this._requestFrame();
   }
@@ -298,6 +486,54 @@ class Dashboard {
     change.textContent = last ? `${formatChange(series.change, digits)} (${formatPct(series.changePct)})` : "";
     change.dataset.trend = !last || series.change === 0 ? "flat" : series.change > 0 ? "up" : "down";
     $("sel-bidask").textContent = last ? `Bid ${formatPrice(last.bid, digits)} · Ask ${formatPrice(last.ask, digits)}` : "";
+    const session = series?.session ?? null;
+    const el = $("sel-session");
+    if (!session) {
+      el.textContent = "";
+      return;
+    }
+    const part = (label, value) => {
+      const b = document.createElement("b");
+      b.textContent = label;
+      return [b, ` ${value}  `];
+    };
+    el.replaceChildren(
+      "Session (UTC day) ",
+      ...part("O", formatPrice(session.open, digits)),
+      ...part("H", formatPrice(session.high, digits)),
+      ...part("L", formatPrice(session.low, digits)),
+      ...part("Vol", formatVolume(session.volume)),
+    );
+  }
+
+  /** The crosshair's OHLCV readout; without a point, the newest candle (or tick). */
+  _renderReadout(point) {
+    this._hovering = point !== null;
+    const symbol = this.prefs.selected;
+    const series = symbol ? this.store.get(symbol) : null;
+    const digits = this.meta.get(symbol)?.decimals;
+    const mode = this.prefs.mode;
+    let p = point;
+    if (!p && series) {
+      p = mode === "line" ? (series.last ? { kind: "tick", ...series.last } : null) : (series.candles[mode]?.latest ? { kind: "candle", ...series.candles[mode].latest } : null);
+    }
+    const el = $("readout");
+    if (!p) {
+      el.textContent = "";
+      return;
+    }
+    const f = (v) => formatPrice(v, digits);
+    const parts = p.kind === "candle"
+      ? [["", new Date(p.t).toLocaleString()], ["O", f(p.open)], ["H", f(p.high)], ["L", f(p.low)], ["C", f(p.close)], ["V", formatVolume(p.volume)]]
+      : [["Last", f(p.price)], ["Bid", f(p.bid)], ["Ask", f(p.ask)]];
+    const nodes = [];
+    for (const [label, value] of parts) {
+      const b = document.createElement("b");
+      b.textContent = label ? `${label} ${value}` : value;
+      nodes.push(b);
+    }
+    el.replaceChildren(...nodes);
+    el.dataset.kind = p.kind;
   }
 
   _renderEmptyState() {

@@ -1,6 +1,7 @@
 // The main Plotly chart: a live line (last price, with the bid/ask band) or
-// candlesticks with a volume histogram. app.js calls flush() once per animation
-// frame; the chart decides whether a redraw is due.
+// candlesticks with a volume histogram under them, the session's open, high and low
+// as dotted levels, and a crosshair whose OHLCV readout app.js shows (onHover). app.js
+// calls flush() once per animation frame; the chart decides whether a redraw is due.
 
 import { INTERVALS } from "./candles.js";
 
@@ -19,7 +20,14 @@ const COLORS = {
   downVolume: "rgba(239, 68, 68, 0.45)",
   grid: "#1f2a3d",
   text: "#a8b3c7",
+  spike: "rgba(226, 232, 240, 0.55)",
+  session: "rgba(245, 158, 11, 0.7)",
 };
+
+// Crosshair: dotted lines across both panes at the cursor (Plotly "spikes"). Plotly's
+// own hover labels are off (hoverinfo "none"); its hover events still fire and feed the
+// readout, which costs no extra SVG per redraw.
+const SPIKE = { showspikes: true, spikemode: "across", spikesnap: "cursor", spikethickness: 1, spikedash: "dot", spikecolor: COLORS.spike };
 
 // Plotly draws epoch-ms numbers as UTC wall time; shift them so the axis shows
 // the viewer's local time.
@@ -38,9 +46,11 @@ function baseLayout(decimals, uirevision) {
     // The legend is static HTML in the page: Plotly re-measures its own legend
     // text on every redraw, about a quarter of a live redraw's cost.
     showlegend: false,
-    hovermode: "x unified",
-    xaxis: { type: "date", gridcolor: COLORS.grid, linecolor: COLORS.grid, zeroline: false },
-    yaxis: { side: "right", gridcolor: COLORS.grid, zeroline: false, tickformat, hoverformat: tickformat, automargin: true },
+    hovermode: "x",
+    hoverdistance: -1,
+    spikedistance: -1,
+    xaxis: { type: "date", gridcolor: COLORS.grid, linecolor: COLORS.grid, zeroline: false, ...SPIKE },
+    yaxis: { side: "right", gridcolor: COLORS.grid, zeroline: false, tickformat, hoverformat: tickformat, automargin: true, ...SPIKE },
   };
 }
 
@@ -50,8 +60,10 @@ export class ChartView {
    * @param {object} options
    * @param {object} options.Plotly  the Plotly global
    * @param {() => number} [options.now]  monotonic clock in ms
+   * @param {(point: object|null) => void} [options.onHover]  the crosshair's point:
+   *   a candle ({t, open, high, low, close, volume, count}) or a tick, or null on leaving
    */
-  constructor(el, { Plotly, now = () => performance.now(), maxPoints = LINE_MAX_POINTS, candlesShown = CANDLES_SHOWN }) {
+  constructor(el, { Plotly, now = () => performance.now(), maxPoints = LINE_MAX_POINTS, candlesShown = CANDLES_SHOWN, onHover = () => {} }) {
     this.el = el;
     this.Plotly = Plotly;
     this.now = now;
@@ -70,6 +82,30 @@ export class ChartView {
     this.minGapMs = MIN_DRAW_GAP_MS;
     this.lastDrawCostMs = 0;
     this.draws = 0;
+    this.onHover = onHover;
+    this.drawnCandles = [];
+    this.hooked = false;
+  }
+
+  /** Listen to Plotly's hover events once the plot exists (it adds `on` to the div). */
+  _hook() {
+    if (this.hooked || typeof this.el.on !== "function") return;
+    this.hooked = true;
+    this.el.on("plotly_hover", (event) => this.onHover(this._pointOf(event)));
+    this.el.on("plotly_unhover", () => this.onHover(null));
+  }
+
+  _pointOf(event) {
+    const points = event?.points ?? [];
+    if (this.mode === "line") {
+      const out = { kind: "tick" };
+      for (const p of points) out[["bid", "ask", "price"][p.curveNumber]] = p.y;
+      out.x = points[0]?.x;
+      return points.length ? out : null;
+    }
+    const index = points[0]?.pointIndex;
+    const candle = Number.isInteger(index) ? this.drawnCandles[index] : undefined;
+    return candle ? { kind: "candle", ...candle } : null;
   }
 
   /** Show `series` (a SymbolSeries or null) in `mode` ("line", "1s", "5s" or "1m"). */
@@ -140,14 +176,15 @@ export class ChartView {
     const ticks = this.series ? this.series.recent(this.maxPoints) : [];
     const x = ticks.map((t) => plotTime(t.ts));
     const data = [
-      { type: "scatter", mode: "lines", name: "Bid", x, y: ticks.map((t) => t.bid), line: { color: COLORS.bid, width: 1 }, hoverinfo: "y+name" },
-      { type: "scatter", mode: "lines", name: "Ask", x: x.slice(), y: ticks.map((t) => t.ask), line: { color: COLORS.ask, width: 1 }, fill: "tonexty", fillcolor: COLORS.band, hoverinfo: "y+name" },
-      { type: "scatter", mode: "lines", name: "Last", x: x.slice(), y: ticks.map((t) => t.price), line: { color: COLORS.price, width: 2 }, hoverinfo: "y+name" },
+      { type: "scatter", mode: "lines", name: "Bid", x, y: ticks.map((t) => t.bid), line: { color: COLORS.bid, width: 1 }, hoverinfo: "none" },
+      { type: "scatter", mode: "lines", name: "Ask", x: x.slice(), y: ticks.map((t) => t.ask), line: { color: COLORS.ask, width: 1 }, fill: "tonexty", fillcolor: COLORS.band, hoverinfo: "none" },
+      { type: "scatter", mode: "lines", name: "Last", x: x.slice(), y: ticks.map((t) => t.price), line: { color: COLORS.price, width: 2 }, hoverinfo: "none" },
     ];
     const layout = baseLayout(this.decimals, this._uirevision());
     if (!ticks.length) layout.annotations = this._emptyAnnotation(this.series ? "Waiting for ticks…" : "Add a symbol to the watchlist");
     this.pointCount = ticks.length;
     this.Plotly.react(this.el, data, layout, { displaylogo: false, responsive: true });
+    this._hook();
   }
 
   _extendLine() {
@@ -167,6 +204,7 @@ export class ChartView {
     const candleSeries = this.series?.candles[this.mode];
     const candles = candleSeries ? candleSeries.tail(this.candlesShown) : [];
     this.candlesRevision = candleSeries ? candleSeries.revision : -1;
+    this.drawnCandles = candles;
     // Centre each candle on its interval rather than on its opening instant.
     const half = (INTERVALS[this.mode] ?? 0) / 2;
     const x = candles.map((c) => plotTime(c.t + half));
@@ -183,6 +221,7 @@ export class ChartView {
         decreasing: { line: { color: COLORS.down, width: 1 }, fillcolor: COLORS.down },
         xaxis: "x",
         yaxis: "y",
+        hoverinfo: "none",
       },
       {
         type: "bar",
@@ -192,7 +231,7 @@ export class ChartView {
         marker: { color: candles.map((c) => (c.close >= c.open ? COLORS.upVolume : COLORS.downVolume)) },
         xaxis: "x",
         yaxis: "y2",
-        hoverinfo: "y+name",
+        hoverinfo: "none",
       },
     ];
     const layout = baseLayout(this.decimals, this._uirevision());
@@ -201,8 +240,26 @@ export class ChartView {
     layout.yaxis.domain = [0.28, 1];
     layout.yaxis2 = { domain: [0, 0.2], side: "right", gridcolor: COLORS.grid, zeroline: false, showticklabels: true, tickfont: { size: 9 }, automargin: true };
     layout.bargap = 0.15;
+    const session = this.series?.session ?? null;
+    if (session) Object.assign(layout, sessionLevels(session));
     if (!candles.length) layout.annotations = this._emptyAnnotation(this.series ? "Waiting for ticks…" : "Add a symbol to the watchlist");
     this.pointCount = candles.length;
     this.Plotly.react(this.el, data, layout, { displaylogo: false, responsive: true });
+    this._hook();
   }
+}
+
+/** Dotted lines at the session's open, high and low across the price pane, labelled. */
+export function sessionLevels(session) {
+  const levels = [["O", session.open], ["H", session.high], ["L", session.low]];
+  return {
+    shapes: levels.map(([, y]) => ({
+      type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: y, y1: y,
+      line: { color: COLORS.session, width: 1, dash: "dot" },
+    })),
+    annotations: levels.map(([label, y]) => ({
+      xref: "paper", x: 0, xanchor: "left", yref: "y", y, yanchor: "bottom", showarrow: false,
+      text: `session ${label}`, font: { size: 9, color: COLORS.session },
+    })),
+  };
 }

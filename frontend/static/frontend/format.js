@@ -49,3 +49,11 @@ function signed(value, digits) {
   if (!/[1-9]/.test(text)) return text;
   return (value > 0 ? "+" : "−") + text;
 }
+
+const compact = new Intl.NumberFormat("en-US", { notation: "compact", maximumSignificantDigits: 3 });
+
+/** A volume in at most three significant digits: 0.42, 23.1, 694, 118K, 1.05M. */
+export function formatVolume(volume) {
+  if (volume === null || volume === undefined || !Number.isFinite(volume)) return "—";
+  return compact.format(volume);
+}

@@ -2,7 +2,7 @@
 // Pure: no DOM and no clock of its own (callers pass receive times), so it is
 // unit-tested under node and every view reads the same numbers.
 
-import { CandleSeries, INTERVALS } from "./candles.js";
+import { CandleSeries, DAY_MS, INTERVALS, bucketStart } from "./candles.js";
 
 export const DEFAULT_MAX_TICKS = 1500;
 export const DEFAULT_MAX_CANDLES = 300;
@@ -19,8 +19,16 @@ export class SymbolSeries {
     this.clear();
   }
 
-  /** Forget every tick (on a protocol "reset", before a snapshot rebuilds it). */
+  /** Forget every tick and candle (on a protocol "reset": the numbering restarted). */
   clear() {
+    this.clearTicks();
+    for (const series of Object.values(this.candles)) series.clear();
+    // Timeframes whose full history came from the server (CandleHistory).
+    this.history = new Set();
+  }
+
+  /** Forget the ticks (a snapshot replaces them); candles seeded from history stay. */
+  clearTicks() {
     this.ticks = [];
     this.open = null; // first price seen: "change" is measured from it
     this.last = null;
@@ -28,7 +36,32 @@ export class SymbolSeries {
     this.direction = 0; // +1 uptick, -1 downtick, 0 unchanged or none yet
     this.lastReceivedAt = null;
     this.count = 0;
-    for (const series of Object.values(this.candles)) series.clear();
+    for (const series of Object.values(this.candles)) if (!series.seeded) series.clear();
+  }
+
+  /**
+   * History from the server for timeframe `name` (ascending candles), continued with
+   * the ticks held here that came after it. `partial`: only the newest candles (the
+   * session's day), which full history replaces but never the other way round.
+   */
+  seedCandles(name, candles, { partial = false } = {}) {
+    const series = this.candles[name];
+    if (!series || (partial && this.history.has(name))) return false;
+    series.seed(candles, this.ticks);
+    if (!partial) this.history.add(name);
+    return true;
+  }
+
+  /**
+   * The session: the UTC day of the newest tick, as its 1D candle (open, high, low,
+   * close, volume), or null. `known` says whether its open came from the server
+   * (the day's first tick) rather than from the first tick this page saw.
+   */
+  get session() {
+    const day = this.candles["1D"];
+    const candle = day.latest;
+    if (!candle || !this.last || candle.t !== bucketStart(this.last.ts, DAY_MS)) return null;
+    return { ...candle, known: day.seeded };
   }
 
   add(tick, receivedAt) {
@@ -50,12 +83,20 @@ export class SymbolSeries {
     for (const series of Object.values(this.candles)) series.add(tick);
   }
 
+  /** The price change is measured from: the session open when known, else the first tick seen. */
+  get reference() {
+    const session = this.session;
+    return session?.known ? session.open : this.open;
+  }
+
   get change() {
-    return this.last === null || this.open === null ? null : this.last.price - this.open;
+    const reference = this.reference;
+    return this.last === null || reference === null ? null : this.last.price - reference;
   }
 
   get changePct() {
-    return this.change === null || !this.open ? null : (this.change / this.open) * 100;
+    const change = this.change;
+    return change === null || !this.reference ? null : (change / this.reference) * 100;
   }
 
   /** The last `n` ticks. */
@@ -103,15 +144,26 @@ export class MarketStore {
     return series;
   }
 
-  /** Replace a symbol's history with a server snapshot (ascending seq). */
+  /**
+   * Replace a symbol's ticks with a server snapshot (ascending seq). Candles seeded from
+   * the server's history stay, and take only the snapshot's ticks they have not counted.
+   */
   applySnapshot(symbol, ticks, receivedAt) {
     const series = this.series.get(symbol);
     if (!series) return null;
-    series.clear();
+    series.clearTicks();
     for (const tick of ticks) series.add(tick, receivedAt);
     // A snapshot is history, not a fresh move: do not flash the row for it.
     series.direction = 0;
     if (!ticks.length) series.lastReceivedAt = null;
+    this.dirty.add(symbol);
+    return series;
+  }
+
+  /** Seed a timeframe's candles from server history (SymbolSeries.seedCandles). */
+  seedCandles(symbol, name, candles, options) {
+    const series = this.series.get(symbol);
+    if (!series || !series.seedCandles(name, candles, options)) return null;
     this.dirty.add(symbol);
     return series;
   }

@@ -3,7 +3,7 @@
 
 export const STORAGE_KEY = "ticker.dashboard.v1";
 export const DEFAULT_WATCHLIST = Object.freeze(["BTC-USD", "ETH-USD", "AAPL", "MSFT", "EUR-USD"]);
-export const CHART_MODES = Object.freeze(["line", "1s", "5s", "1m"]);
+export const CHART_MODES = Object.freeze(["line", "1s", "5s", "1m", "5m", "1h", "1D"]);
 // The server's default per-connection limit (docs/protocol.md, too_many_symbols).
 export const MAX_WATCHLIST = 50;
 
@@ -71,4 +71,27 @@ export function withServerWatchlist(prefs, remote) {
     : [];
   const selected = symbols.includes(prefs.selected) ? prefs.selected : (symbols[0] ?? null);
   return { prefs: { symbols, selected, mode: prefs.mode }, upload: false };
+}
+
+// The watchlist's sort ({key, dir} or null), kept apart from the preferences above.
+export const SORT_STORAGE_KEY = "ticker.dashboard.sort.v1";
+
+export function loadSort(storage) {
+  try {
+    const parsed = JSON.parse(storage?.getItem(SORT_STORAGE_KEY) ?? "null");
+    if (parsed && ["symbol", "change", "volume"].includes(parsed.key) && ["asc", "desc"].includes(parsed.dir)) {
+      return { key: parsed.key, dir: parsed.dir };
+    }
+  } catch {
+    // corrupt or blocked storage: unsorted
+  }
+  return null;
+}
+
+export function saveSort(storage, sort) {
+  try {
+    storage?.setItem(SORT_STORAGE_KEY, JSON.stringify(sort));
+  } catch {
+    // the sort just does not persist
+  }
 }

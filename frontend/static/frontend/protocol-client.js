@@ -469,6 +469,10 @@ export class PriceStreamClient {
       case "error":
         this._onError(msg);
         break;
+      case "alert":
+        // One of the signed-in user's price alerts fired (docs/protocol.md, "alert").
+        this._emit("alert", msg);
+        break;
       default:
         // Unknown types come from a newer server; ignoring them keeps this client working.
         break;

@@ -1,7 +1,7 @@
 // The watchlist table: one row per symbol. It only draws; app.js decides when
 // (once per animation frame, for the symbols that changed since the last one).
 
-import { formatChange, formatPct, formatPrice } from "./format.js";
+import { formatChange, formatPct, formatPrice, formatVolume } from "./format.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const SPARK_W = 80;
@@ -46,6 +46,7 @@ export class WatchlistView {
     this.now = now;
     this.rows = new Map();
     this.selected = null;
+    this.order = [];
     tbody.addEventListener("click", (event) => {
       const row = event.target.closest("tr[data-symbol]");
       if (!row) return;
@@ -69,10 +70,27 @@ export class WatchlistView {
     for (const symbol of [...this.rows.keys()]) {
       if (!symbols.includes(symbol)) this.remove(symbol);
     }
+    this.setOrder(symbols);
+  }
+
+  /** Put the rows in `symbols`' order, moving only those out of place. */
+  setOrder(symbols) {
+    let previous = null;
     for (const symbol of symbols) {
       const row = this.rows.get(symbol) ?? this._create(symbol);
-      this.tbody.appendChild(row.tr); // moves it into order
+      const want = previous ? previous.nextSibling : this.tbody.firstChild;
+      if (row.tr !== want) this.tbody.insertBefore(row.tr, want);
+      previous = row.tr;
     }
+    this.order = [...symbols];
+  }
+
+  /** Focus the row of `symbol` (keyboard navigation), scrolling it into view. */
+  focus(symbol) {
+    const row = this.rows.get(symbol);
+    if (!row) return;
+    row.tr.focus({ preventScroll: true });
+    row.tr.scrollIntoView({ block: "nearest" });
   }
 
   remove(symbol) {
@@ -150,6 +168,9 @@ export class WatchlistView {
       this._text(row, "pct", "—");
       this._text(row, "bid", "—");
       this._text(row, "ask", "—");
+      this._text(row, "vol", "—");
+      this._text(row, "hi", "—");
+      this._text(row, "lo", "—");
       row.spark.setAttribute("points", "");
       row.seq = null;
       row.tr.dataset.seq = "";
@@ -160,6 +181,11 @@ export class WatchlistView {
     this._text(row, "pct", formatPct(series.changePct));
     this._text(row, "bid", formatPrice(last.bid, digits));
     this._text(row, "ask", formatPrice(last.ask, digits));
+    // The session (UTC day): its volume, high and low, from the server's history and live ticks.
+    const session = series.session;
+    this._text(row, "vol", session ? formatVolume(session.volume) : "—");
+    this._text(row, "hi", session ? formatPrice(session.high, digits) : "—");
+    this._text(row, "lo", session ? formatPrice(session.low, digits) : "—");
     const trend = series.change > 0 ? "up" : series.change < 0 ? "down" : "flat";
     if (row.trend !== trend) {
       row.trend = trend;
@@ -279,7 +305,10 @@ export class WatchlistView {
       quoteCell.appendChild(span);
     }
 
-    tr.append(symCell, lastCell, numCell("chg"), numCell("pct"), quoteCell, sparkCell, removeCell);
+    tr.append(
+      symCell, lastCell, numCell("chg"), numCell("pct"), numCell("vol"), numCell("hi"), numCell("lo"),
+      quoteCell, sparkCell, removeCell,
+    );
     const row = {
       tr,
       cells,
