@@ -147,9 +147,9 @@ class Recorder:
             problems += c.check_command(msg)
             self.seen_commands[str(msg.get("action"))] += 1
         for conn in connections:
-            if conn.close_rcvd is not None:
-                problems += c.check_close(conn.close_rcvd.code)
-                self.seen_close[conn.close_rcvd.code] += 1
+            if conn.protocol.close_rcvd is not None:
+                problems += c.check_close(conn.protocol.close_rcvd.code)
+                self.seen_close[conn.protocol.close_rcvd.code] += 1
         self.checked += len(frames) + len(commands)
         # One line per kind of problem is enough to read.
         return list(dict.fromkeys(problems))[:20]

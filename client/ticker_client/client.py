@@ -501,7 +501,8 @@ class TickerClient:
                 task.cancel()
             for pending in self._pending.values():
                 if pending.future is not None and not pending.future.done():
-                    pending.future.set_exception(ConnectionClosed(ws.close_rcvd, ws.close_sent))
+                    closed = ConnectionClosed(ws.protocol.close_rcvd, ws.protocol.close_sent)
+                    pending.future.set_exception(closed)
                     pending.future.exception()  # retrieved: no "never retrieved" warning
             self._pending.clear()
             self._confirmed.clear()
@@ -509,7 +510,7 @@ class TickerClient:
                 await ws.close()
         if self._auth_refused is not None:
             raise _AuthRefused(self._auth_refused)
-        rcvd = ws.close_rcvd
+        rcvd = ws.protocol.close_rcvd
         if rcvd is None:
             return None, "connection lost", self._served
         return rcvd.code, rcvd.reason, self._served
@@ -541,7 +542,9 @@ class TickerClient:
             since = {s: self._last_seq[s] for s in chunk if s in self._last_seq}
             if since:
                 command["since"] = since
-                epochs = {s: self._epochs[s] for s in since if s in self._epochs}
+                # An empty epoch (a snapshot of a symbol that had not ticked yet) names
+                # no numbering: sent back, the server would take it for a changed one.
+                epochs = {s: self._epochs[s] for s in since if self._epochs.get(s)}
                 if epochs:
                     command["epochs"] = epochs
             if options.mode != "all":

@@ -1,0 +1,47 @@
+"""Helpers of the client-library and AsyncAPI tests over a real stack (tests/realstack.py)."""
+
+import subprocess
+import sys
+
+from tests.realstack import BASE_DIR
+
+
+def shell(stack, code: str) -> str:
+    """Run ``code`` in the stack's Django (its own database); what it printed."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        env=stack.env,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+USER = """
+from django.contrib.auth.models import User, Group
+user, _ = User.objects.get_or_create(username={name!r})
+"""
+
+
+def make_token(stack, username: str) -> tuple[str, int]:
+    """A new API token of ``username`` (made if need be): (secret, token pk)."""
+    out = shell(
+        stack,
+        USER.format(name=username)
+        + "from accounts.services import issue_token\n"
+        + "t = issue_token(user=user, name='test')\n"
+        + "print(t.token.pk, t.secret)",
+    )
+    pk, secret = out.split()[-2:]
+    return secret, int(pk)
+
+
+def revoke_token(stack, pk: int) -> None:
+    shell(
+        stack,
+        "from accounts.models import ApiToken\n"
+        "from accounts.services import revoke_token\n"
+        f"revoke_token(token=ApiToken.objects.get(pk={pk}))",
+    )
