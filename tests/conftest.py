@@ -8,6 +8,26 @@ from markets.services import seed_symbols
 pytest_plugins = ["tests.asyncapi_contract"]
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, and on PostgreSQL its leftover sessions ended first.
+
+    ORM calls made through sync_to_async run in asgiref's executor threads, whose
+    connections nobody closes; PostgreSQL will not drop a database with sessions open
+    (SQLite does not care). .ci/run runs the suite on PostgreSQL.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture
 def symbols(transactional_db):
     """The default universe in the test database."""
