@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test test-js install lint format chromium nginx loadtest clean
+.PHONY: run test test-js install lint format chromium nginx prometheus loadtest clean
 
 # The Python client library (client/) is its own distribution, installable alone with
 # `pip install ./client`; the dev install adds it editable, so tests and examples use it.
@@ -37,6 +37,10 @@ chromium:
 nginx:
 	@scripts/ensure-nginx.sh
 
+# Debian's prometheus and promtool for the operations tests (tests/test_ops_live.py).
+prometheus:
+	@scripts/ensure-prometheus.sh
+
 # The dashboard's JS unit tests: node's built-in test runner, no npm packages.
 NODE ?= node
 test-js:
@@ -44,7 +48,7 @@ test-js:
 	@command -v $(NODE) >/dev/null || { echo "The JS unit tests need Node.js >= 18: run 'apt-get install nodejs' as root" >&2; exit 1; }
 	$(NODE) --test tests/js/*.test.mjs
 
-test: install lint chromium nginx test-js
+test: install lint chromium nginx prometheus test-js
 	$(BIN)/python -m tickerproject.stack test -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Load-test a running stack (default: the local one); e.g. make loadtest ARGS="--clients 1000".

@@ -160,6 +160,8 @@ async def run_feed(
     queue: asyncio.Queue[TickDraft] = asyncio.Queue(QUEUE_SIZE)
     running: dict[str, Running] = {}
     configs: dict[str, SymbolConfig] = {}
+    # The source label of ticker_ticks_published_total (telemetry.metrics).
+    publisher.source_of = lambda s: running[s].config.source if s in running else ""
     faults = KindLog(logger, f"feed {stats.token}")
     loop = asyncio.get_running_loop()
 

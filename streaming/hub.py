@@ -193,7 +193,7 @@ class Hub:
 
     def report(self) -> None:
         metrics.flush()
-        metrics.RECEIVE_LOOP_UP.set(1 if self.receive_state == "running" else 0)
+        metrics.RECEIVE_LOOP_UP.labels("receive").set(1 if self.receive_state == "running" else 0)
         current = set()
         for symbol, feed in list(self.feeds.items()):
             metrics.SUBSCRIPTIONS.labels(symbol).set(len(feed.subscribers))
@@ -205,7 +205,7 @@ class Hub:
     def _set_receive_state(self, state: str) -> None:
         self.receive_state = state
         self.receive_state_since = _wall_ms()
-        metrics.RECEIVE_LOOP_UP.set(1 if state == "running" else 0)
+        metrics.RECEIVE_LOOP_UP.labels("receive").set(1 if state == "running" else 0)
 
     def delivery(self) -> probes.Delivery:
         """This process's fan-out, for health checks (telemetry.probes)."""

@@ -93,10 +93,13 @@ LOOP_RESTARTS = Counter(
 BEHIND_EPISODES = Counter(
     "ticker_behind_episodes", "Times a web process started receiving ticks later than allowed."
 )
+# Labelled, so that only web processes whose hub runs have a series (an unlabelled
+# gauge would be 0 in every process that imports this module: workers, beat).
 RECEIVE_LOOP_UP = Gauge(
     "ticker_receive_loop_up",
-    "1 while this web process's fan-out receive loop runs and its channel layer answers "
-    "(also 1 before the first subscriber starts it); 0 while it is down or recovering.",
+    "1 while this web process's fan-out receive loop runs and its channel layer answers; "
+    "0 while it is down or recovering. One series per web process (pid) that has started it.",
+    ["loop"],
     multiprocess_mode="liveall",
 )
 CHANNEL_LAYER_ERRORS = Counter(

@@ -194,10 +194,20 @@ def ops_stack(tmp_path_factory, django_db_blocker):
             proxy.stdout.close()
 
 
-def test_promtool_accepts_the_config_and_rules():
+def test_promtool_accepts_the_config_and_rules(tmp_path):
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: scripts/ensure-prometheus.sh installs it"
-    checks = (["check", "config", str(DEPLOY / "prometheus.yml")], ["check", "rules", str(RULES)])
+    # promtool wants the token file docker-compose mounts as a secret: the shipped config,
+    # with only that path pointed at a file of ours.
+    token = tmp_path / "metrics_token"
+    token.write_text("test-token\n")
+    config = (DEPLOY / "prometheus.yml").read_text()
+    assert "/run/secrets/metrics_token" in config
+    (tmp_path / "prometheus.yml").write_text(
+        config.replace("/run/secrets/metrics_token", str(token))
+    )
+    shutil.copy(RULES, tmp_path / "alerts.yml")
+    checks = (["check", "config", str(tmp_path / "prometheus.yml")], ["check", "rules", str(RULES)])
     for args in checks:
         done = subprocess.run([promtool, *args], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -348,3 +358,59 @@ def test_json_logs_carry_connection_ids_and_lifecycle_lines(ops_stack):
     assert not any('"WebSocket /ws/prices/"' in r["message"] for r in records)
     worker = [json.loads(ln) for ln in ops_stack.log("worker").splitlines() if ln.startswith("{")]
     assert worker, ops_stack.log("worker")[-2000:]
+
+
+OPS_PASSWORD = "a long operations-test password"
+
+
+@pytest.mark.browser
+def test_ops_page_is_staff_only_and_shows_the_figures(ops_stack):
+    """/ops/ in real Chromium: anonymous and non-staff are refused; staff see the live
+    figures with no CSP violation; the screenshot is docs/img/ops.png."""
+    from tests.test_browser_dashboard import CHROMIUM_ARGS, PageWatch, chromium_or_fail
+
+    ops_stack.manage(
+        "shell", "-c",
+        "from django.contrib.auth.models import User\n"
+        f"User.objects.create_user('ops', password={OPS_PASSWORD!r}, is_staff=True)\n"
+        f"User.objects.create_user('viewer', password={OPS_PASSWORD!r})\n",
+    )  # fmt: skip
+    status, _ = get(f"{ops_stack.http_url}/ops/data.json")
+    assert status == 403
+    executable = chromium_or_fail()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            for user, allowed in (("viewer", False), ("ops", True)):
+                context = browser.new_context(viewport={"width": 1280, "height": 860})
+                page = context.new_page()
+                page.set_default_timeout(20_000)
+                watch = PageWatch(page)  # console errors: a CSP violation would be one
+                page.goto(f"{ops_stack.http_url}/ops/")
+                assert "/accounts/login/" in page.url
+                page.fill("input[name=username]", user)
+                page.fill("input[name=password]", OPS_PASSWORD)
+                page.click("button[type=submit]")
+                page.wait_for_load_state()
+                if not allowed:
+                    assert "/accounts/login/" in page.url or page.locator("#symbols").count() == 0
+                    context.close()
+                    continue
+                page.wait_for_url(f"{ops_stack.http_url}/ops/")
+                # Two polls: the rates need a previous sample.
+                page.wait_for_function(
+                    "() => document.querySelectorAll('#symbols tr').length > 0 && "
+                    "document.getElementById('delivered-rate').textContent !== '\\u2013'"
+                )
+                time.sleep(2.5)
+                assert int(page.text_content("#connections")) >= 1
+                rows = page.eval_on_selector_all("#symbols tr", "rs => rs.length")
+                assert rows >= len(SYMBOLS)
+                assert "coinbase" in page.text_content("#symbols")
+                page.screenshot(path=str(BASE_DIR / "docs" / "img" / "ops.png"))
+                assert not watch.unexpected_errors(), watch.unexpected_errors()
+                context.close()
+        finally:
+            browser.close()

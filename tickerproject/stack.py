@@ -119,6 +119,13 @@ def run_stack() -> int:
     var_dir = BASE_DIR / "var"
     var_dir.mkdir(exist_ok=True)
     env.setdefault("TICKER_VAR_DIR", str(var_dir))
+    # prometheus_client's multiprocess mode (telemetry/): each process of the stack writes
+    # its metrics here and /metrics sums them. Emptied at start: files of dead pids from
+    # an earlier run would be summed too.
+    metrics_dir = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(var_dir / "metrics")))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
 
     manager = Manager()
     data_dir = None
