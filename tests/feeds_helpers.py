@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import itertools
 import time
 from decimal import Decimal
 
@@ -68,3 +69,102 @@ async def collecting(source):
         yield collector
     finally:
         await collector.close()
+
+
+class ResumingClient:
+    """A WebSocket client of the real stack that never loses a tick.
+
+    It subscribes (a one-tick snapshot gives each symbol's epoch) and, when the server
+    closes it (4008 on a loaded machine, say), reconnects at once and resumes with
+    ``since``/``epochs``, as docs/protocol.md tells clients to. Every tick is kept with
+    its receive time; a ``reset`` (which would mean a gap) is kept too.
+    """
+
+    def __init__(self, url: str, origin: str, symbols: list[str]) -> None:
+        self.url, self.origin, self.symbols = url, origin, symbols
+        # Per symbol: (seq, ts, received at time.monotonic(), price).
+        self.ticks: dict[str, list[tuple[int, int, float, float]]] = {s: [] for s in symbols}
+        self.epochs: dict[str, str] = {}
+        self.resets: list[dict] = []
+        self.duplicates: list[dict] = []
+        self.closes: list[int | None] = []
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        import json
+
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        while True:
+            try:
+                async with connect(self.url, origin=self.origin) as ws:
+                    since = {s: t[-1][0] for s, t in self.ticks.items() if t}
+                    command = {"action": "subscribe", "symbols": self.symbols, "snapshot": 1}
+                    if since:
+                        command["since"] = since
+                        command["epochs"] = {s: self.epochs[s] for s in since if s in self.epochs}
+                    await ws.send(json.dumps(command))
+                    async for raw in ws:
+                        msg = json.loads(raw)
+                        if msg["type"] == "tick":
+                            got = self.ticks[msg["symbol"]]
+                            if got and msg["seq"] <= got[-1][0]:
+                                self.duplicates.append(msg)
+                            else:
+                                got.append((msg["seq"], msg["ts"], time.monotonic(), msg["price"]))
+                        elif msg["type"] == "snapshot":
+                            self.epochs[msg["symbol"]] = msg["epoch"]
+                        elif msg["type"] == "reset":
+                            self.resets.append(msg)
+            except ConnectionClosed as exc:
+                self.closes.append(exc.rcvd.code if exc.rcvd else None)
+            except OSError:
+                self.closes.append(None)
+                await asyncio.sleep(0.2)
+
+    def gaps(self) -> dict[str, list[int]]:
+        """Per symbol, the seqs that are missing or repeated (empty when contiguous)."""
+        out = {}
+        for symbol, ticks in self.ticks.items():
+            seqs = [t[0] for t in ticks]
+            if seqs and seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+                out[symbol] = [b for a, b in itertools.pairwise(seqs) if b != a + 1]
+        return out
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def wait_for_published(stack, symbols: list[str], timeout: float = 60.0) -> None:
+    """Until each symbol has a published tick in the stack's Redis.
+
+    Subscribing before a symbol's first tick gives a snapshot without an epoch, which a
+    later resume or catch-up takes for a changed epoch (a reset); the tests that count
+    every seq subscribe after the first tick.
+    """
+    import redis
+
+    r = redis.Redis.from_url(stack.env["REDIS_URL"])
+    deadline = time.monotonic() + timeout
+    try:
+        while not all(r.get(f"{stack.prefix}:epoch:{s}") for s in symbols):
+            assert time.monotonic() < deadline, f"no tick of {symbols} was published"
+            await asyncio.sleep(0.1)
+    finally:
+        r.close()
+
+
+def first_tick_ts(stack, symbol: str, predicate) -> int | None:
+    """The ts (epoch ms) of the first tick in the stack's history whose price matches."""
+    import redis
+
+    r = redis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        for _, fields in r.xrange(f"{stack.prefix}:hist:{symbol}"):
+            if predicate(float(fields[b"price"])):
+                return int(fields[b"ts"])
+    finally:
+        r.close()
+    return None
