@@ -16,8 +16,9 @@ class SymbolAdmin(admin.ModelAdmin):
         "active",
         "required_group",
         "required_permission",
+        "source",
     )
-    list_filter = ("asset_class", "active", "required_group")
+    list_filter = ("asset_class", "active", "required_group", "source")
     search_fields = ("ticker", "name")
     list_select_related = ("required_group", "required_permission__content_type")
     fieldsets = (
@@ -46,6 +47,19 @@ class SymbolAdmin(admin.ModelAdmin):
                     "change within seconds."
                 ),
                 "fields": ("required_group", "required_permission"),
+            },
+        ),
+        (
+            "Feed source",
+            {
+                "description": (
+                    "Where its ticks come from. Options as JSON, e.g. "
+                    '{"product_id": "BTC-USD"} (coinbase), {"symbol": "btcusdt"} (binance), '
+                    '{"file": "feeds/samples/btc-usd.csv", "speed": 10, "loop": true} '
+                    "(replay); see docs/feeds.md. The producing worker switches within "
+                    "seconds, and seq carries on."
+                ),
+                "fields": ("source", "source_options"),
             },
         ),
     )

@@ -203,3 +203,18 @@ def test_feeds_set_validates_and_saves():
     ]:
         with pytest.raises(CommandError, match=message):
             call_command("feeds", "set", *bad)
+
+
+@pytest.mark.usefixtures("symbols")
+def test_the_admin_edits_the_source_and_refuses_bad_options(admin_client):
+    from django.core.exceptions import ValidationError
+
+    btc = Symbol.objects.get(ticker="BTC-USD")
+    page = admin_client.get(f"/admin/markets/symbol/{btc.pk}/change/")
+    assert page.status_code == 200
+    assert b"Feed source" in page.content and b"source_options" in page.content
+    btc.source, btc.source_options = "coinbase", {"speed": 3}
+    with pytest.raises(ValidationError, match="coinbase takes no option 'speed'"):
+        btc.full_clean()
+    btc.source_options = {"product_id": "BTC-EUR"}
+    btc.full_clean()
