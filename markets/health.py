@@ -5,7 +5,8 @@ It is ``degraded`` (503) when, in fact, ticks do not reach clients (docs/operati
 
 - Redis or the database does not answer;
 - an active symbol has had no tick for FEED_STALE_SECONDS, or its feed source is not
-  up (down, reconnecting, or no fresh report from a producer: none runs it);
+  up (down, starting; or no fresh report from a producer while its ticks have stopped:
+  none runs it);
 - this web process's fan-out receive loop is down (its channel layer is failing);
 - a symbol with subscribers in this process has received no tick for longer than its
   expected interval plus HEALTH_DELIVERY_MARGIN_SECONDS, while its producer published
@@ -54,14 +55,19 @@ async def report() -> Report:
         out.problems.append(f"database: {base.database.error}")
     for ticker in base.stale:
         out.problems.append(f"{ticker}: no tick for over {settings.FEED_STALE_SECONDS:g} s")
+    margin = settings.HEALTH_DELIVERY_MARGIN_SECONDS
     for ticker, source in base.sources.items():
-        if source.get("state") != "up":
-            name, state = source.get("name"), source.get("state")
+        name, state = source.get("name"), source.get("state")
+        age = base.feed.get(ticker)
+        # "unknown": no fresh report from a producer. A problem once its ticks stop too
+        # (a producer that stopped); ticks published without reports (a one-off
+        # publisher, tests) are not.
+        quiet = age is None or age > expected_interval_s(source) + margin
+        if state != "up" and (state != "unknown" or quiet):
             out.problems.append(f"{ticker}: feed source {name} is {state}")
 
     at = now_ms()
     delivery = probes.delivery()
-    margin = settings.HEALTH_DELIVERY_MARGIN_SECONDS
     if delivery is None:
         out.receive_loop = {"state": "idle", "since_ms": None}
     else:
