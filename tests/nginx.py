@@ -54,23 +54,30 @@ def upstream_servers(addresses: list[str]) -> str:
 
 
 class Nginx:
-    """nginx running deploy/nginx.conf in front of ``upstreams`` (host:port each)."""
+    """nginx running deploy/nginx.conf, as a child process with its files in ``workdir``."""
 
-    def __init__(self, workdir: Path, upstreams: list[str], *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        upstreams: list[str] | None = None,
+        *,
+        port: int | None = None,
+        variables: dict[str, str] | None = None,
+    ) -> None:
+        """Either ``upstreams`` (host:port each), or the template's ``variables`` as given
+        (docker-compose.yml's, translated), whose TICKER_LISTEN must be 127.0.0.1:``port``."""
         self.binary = nginx_or_fail()
         self.workdir = workdir
         self.port = port or free_port()
-        self.upstreams = upstreams
         self.proc: subprocess.Popen | None = None
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)
-        site = render(
-            NGINX_CONF.read_text(),
-            {
-                "TICKER_UPSTREAM_SERVERS": upstream_servers(upstreams),
+        if variables is None:
+            variables = {
+                "TICKER_UPSTREAM_SERVERS": upstream_servers(upstreams or []),
                 "TICKER_LISTEN": f"127.0.0.1:{self.port}",
-            },
-        )
+            }
+        site = render(NGINX_CONF.read_text(), variables)
         (workdir / "ticker.conf").write_text(site)
         # As root, nginx would switch its workers to `nobody`, who cannot write here.
         user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
