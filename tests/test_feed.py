@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 
 from markets import history
-from markets.publishing import publish_tick_unfenced_for_tests as publish_tick
+from markets.publishing import publish_tick_unfenced_for_tests
 from markets.ticks import TickDraft
 from streaming.feed import SymbolFeed
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("clean_redis")
 
 async def test_concurrent_subscribers_share_one_read_and_encode():
     for i in range(5):
-        await publish_tick(TickDraft("AAPL", 100.0 + i, 99.0, 101.0, 1.0))
+        await publish_tick_unfenced_for_tests(TickDraft("AAPL", 100.0 + i, 99.0, 101.0, 1.0))
     reader = SymbolFeed("AAPL")
     joined_at = time.monotonic()
     with mock.patch.object(history, "snapshot", wraps=history.snapshot) as read:
@@ -30,10 +30,10 @@ async def test_concurrent_subscribers_share_one_read_and_encode():
 
 async def test_a_subscriber_that_joined_after_a_read_began_gets_a_fresh_read():
     reader = SymbolFeed("MSFT")
-    await publish_tick(TickDraft("MSFT", 400.0, 399.0, 401.0, 1.0))
+    await publish_tick_unfenced_for_tests(TickDraft("MSFT", 400.0, 399.0, 401.0, 1.0))
     first = await reader.read(joined_at=time.monotonic())
     # This tick was published after the first read; a later joiner must see it.
-    await publish_tick(TickDraft("MSFT", 401.0, 400.0, 402.0, 1.0))
+    await publish_tick_unfenced_for_tests(TickDraft("MSFT", 401.0, 400.0, 402.0, 1.0))
     second = await reader.read(joined_at=time.monotonic())
     assert (first.last_seq, second.last_seq) == (1, 2)
 
@@ -53,7 +53,7 @@ async def test_a_failed_read_reaches_every_waiter_and_the_next_read_retries():
 
 async def publish_n(symbol: str, n: int) -> None:
     for i in range(n):
-        await publish_tick(TickDraft(symbol, 100.0 + i, 99.0, 101.0, 1.0))
+        await publish_tick_unfenced_for_tests(TickDraft(symbol, 100.0 + i, 99.0, 101.0, 1.0))
 
 
 async def test_later_reads_fetch_only_the_new_ticks_and_match_a_full_read():

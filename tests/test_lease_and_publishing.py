@@ -9,8 +9,7 @@ from feeds.lease import SymbolLeases
 from feeds.services import run_feed
 from markets import keys
 from markets.history import latest_ticks, ticks_after
-from markets.publishing import TickPublisher
-from markets.publishing import publish_tick_unfenced_for_tests as publish_tick
+from markets.publishing import TickPublisher, publish_tick_unfenced_for_tests
 from markets.redis import redis_client
 from markets.ticks import TickDraft
 
@@ -22,7 +21,7 @@ def draft(symbol="BTC-USD", price=100.0):
 
 
 async def test_seq_rises_by_one_per_tick_and_history_keeps_them():
-    seqs = [(await publish_tick(draft(price=100 + i))).seq for i in range(5)]
+    seqs = [(await publish_tick_unfenced_for_tests(draft(price=100 + i))).seq for i in range(5)]
     assert seqs == [1, 2, 3, 4, 5]
     assert [t.seq for t in await ticks_after(symbol="BTC-USD", after_seq=2, limit=10)] == [3, 4, 5]
     last = (await latest_ticks(symbols=["BTC-USD", "ETH-USD"]))["BTC-USD"]
@@ -91,3 +90,17 @@ async def test_a_feed_continues_the_price_path_of_its_predecessor():
     after = await ticks_after(symbol="AAPL", after_seq=before.seq, limit=1)
     assert after[0].seq == before.seq + 1
     assert abs(after[0].price - before.price) / before.price < 0.01
+
+
+async def test_the_fence_is_on_by_default():
+    # A publisher needs a lease token; only the test-named constructor goes without.
+    with pytest.raises(ValueError, match="unfenced_for_tests"):
+        TickPublisher(lease_token="")
+    with pytest.raises(TypeError):
+        TickPublisher()  # type: ignore[call-arg]
+    # An empty token that reached the script anyway is refused like any other stranger.
+    stray = TickPublisher.__new__(TickPublisher)
+    stray._setup("")
+    assert await stray.publish([draft()]) == []
+    assert await redis_client().get(keys.seq_key("BTC-USD")) is None
+    assert len(await TickPublisher.unfenced_for_tests().publish([draft()])) == 1
