@@ -14,6 +14,7 @@ import time
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from feeds.sources.replay import resolve
 from markets import keys
 from markets.history import latest_ticks
 from markets.models import FeedSource, Symbol, source_options_errors
@@ -192,6 +193,12 @@ class Command(BaseCommand):
             f"{symbol.ticker}: source {source} {json.dumps(chosen, sort_keys=True)}; "
             "the producing worker switches within a few seconds"
         )
+        if source == FeedSource.REPLAY and not resolve(chosen["file"]).is_file():
+            # The workers read the file, maybe on another machine: a warning, not an error.
+            self.stderr.write(
+                f"warning: {resolve(chosen['file'])} is not a file here; the worker that "
+                "produces the symbol must be able to read it"
+            )
 
     @staticmethod
     def _used(source: str, option: str) -> bool:
