@@ -325,6 +325,9 @@ async def test_openapi_schema_lists_every_endpoint(api):
         "/api/health/",
         "/api/me/",
         "/api/me/watchlist",
+        "/api/alerts/",
+        "/api/alerts/history",
+        "/api/alerts/{alert_id}",
     }
     candles = schema["paths"]["/api/symbols/{symbol}/candles"]["get"]
     params = {p["name"]: p for p in candles["parameters"]}

@@ -111,7 +111,9 @@ def compare(page, stack, symbol: str, name: str, interval: str, *, closed_only: 
     )["candles"]
     by_start = {c["start"]: c for c in served}
     compared = 0
-    for c in candles:
+    # A series built from ticks alone begins with the snapshot's oldest tick, mid-bucket:
+    # its first candle is partial by construction.
+    for c in candles if state["seeded"] else candles[1:]:
         a = by_start.get(c["t"])
         if a is None or (closed_only and not a["closed"]) or a["last_seq"] > state["lastSeq"]:
             continue  # the API has ticks the page had not seen when it was read
