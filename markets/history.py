@@ -77,7 +77,9 @@ async def resume(*, symbol: str, since: int, epoch: str | None) -> Resume:
     current_epoch, current_seq, first, entries = await pipe.execute()
     current_epoch = _decode(current_epoch) or ""
     current_seq = int(current_seq or 0)
-    if (epoch is not None and epoch != current_epoch) or since > current_seq:
+    # An empty epoch is the one a snapshot carries before the symbol's first tick: the
+    # numbering had not started, so the ticks seen since belong to the current one.
+    if (epoch and epoch != current_epoch) or since > current_seq:
         return Resume(symbol, current_epoch, [], RESET_EPOCH_CHANGED)
     oldest = Tick.from_stream_entry(symbol, first[0][0], first[0][1]).seq if first else None
     if since < current_seq and (oldest is None or oldest > since + 1):

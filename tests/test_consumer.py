@@ -199,6 +199,21 @@ async def test_resume_after_the_seq_counter_was_reset_sends_reset_with_its_reaso
         assert (await c.recv())["reason"] == "epoch_changed"
 
 
+async def test_the_empty_epoch_of_a_snapshot_before_the_first_tick_resumes_without_reset():
+    async with Client() as c:
+        await c.subscribe("AAPL")
+        snap = await c.recv()
+        assert (snap["epoch"], snap["ticks"]) == ("", [])
+        await publish(draft("AAPL"), draft("AAPL"))
+        assert [(await c.recv())["seq"] for _ in range(2)] == [1, 2]
+    await publish(draft("AAPL"))
+    # The client resumes with the epoch it was given; the numbering it saw start is the
+    # current one, so it gets the missed tick, not a reset.
+    async with Client() as c:
+        await c.subscribe("AAPL", since={"AAPL": 2}, epochs={"AAPL": ""})
+        assert (await c.recv())["seq"] == 3
+
+
 async def test_batch_ms_groups_ticks_into_one_frame():
     async with Client() as c:
         await c.subscribe("BTC-USD", "ETH-USD", batch_ms=100)
