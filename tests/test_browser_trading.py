@@ -251,13 +251,15 @@ def test_phone_and_tablet_layouts(browser, stack, width, height):
         assert page.evaluate("() => document.documentElement.scrollWidth") <= width
         cells = page.evaluate(
             """() => [...document.querySelectorAll('#watchlist-rows tr')].map(tr => {
+                const over = (el) => el.scrollWidth > el.clientWidth + 1;
                 const t = tr.querySelector('.c-sym .ticker'), l = tr.querySelector('.c-last');
                 const tb = t.getBoundingClientRect(), lb = l.getBoundingClientRect();
                 const sym = tr.querySelector('.c-sym').getBoundingClientRect();
                 return {symbol: tr.dataset.symbol, ticker: t.textContent, tw: tb.width,
                         tRight: tb.right, symRight: sym.right,
                         last: l.textContent, lw: lb.width, lRight: lb.right,
-                        clipped: l.scrollWidth > l.clientWidth + 1};
+                        clipped: l.scrollWidth > l.clientWidth + 1,
+                        pctClipped: over(tr.querySelector('.c-pct'))};
             })"""
         )
         assert [c["symbol"] for c in cells] == TEN
@@ -265,6 +267,7 @@ def test_phone_and_tablet_layouts(browser, stack, width, height):
             assert c["ticker"] == c["symbol"] and c["tw"] > 20, c
             assert c["tRight"] <= c["symRight"] + 0.5, f"{c['symbol']} is cut off: {c}"
             assert re.fullmatch(r"[\d,]+\.\d+", c["last"]) and not c["clipped"], c
+            assert not c["pctClipped"], c
             assert c["lRight"] <= width, c
         # The chart stacks below the list.
         wl = page.locator(".watchlist").bounding_box()
@@ -358,6 +361,40 @@ def test_an_alert_set_over_rest_reaches_the_open_dashboard_as_a_toast(browser, s
         page.wait_for_selector(f"#alert-list li[data-alert-id='{alert_id}']", state="detached")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-alerts.png"))
+        assert watch.console_errors == []
+    finally:
+        context.close()
+
+
+def test_desktop_screenshot_signed_in_with_candles_and_alerts(browser, stack):
+    """Saves test-artifacts/dashboard-desktop.png (docs/img/dashboard.png is one)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    prefs = json.dumps({"symbols": TEN, "selected": "BTC-USD", "mode": "1m"})
+    context.add_init_script(f"localStorage.setItem({json.dumps(STORAGE_KEY)}, {json.dumps(prefs)})")
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    watch = PageWatch(page)
+    try:
+        sign_in(page, stack)
+        rest(stack, "PUT", "/api/me/watchlist", {"symbols": TEN})
+        page.reload()
+        page.wait_for_selector("#conn-badge[data-state='live']")
+        for symbol in TEN:
+            wait_for_row_ticks(page, symbol)
+        last = rest(stack, "GET", "/api/symbols/ETH-USD/")["last_price"]
+        far = {"symbol": "ETH-USD", "direction": "above", "price": round(last * 1.02, 2)}
+        rest(stack, "POST", "/api/alerts/", far)
+        page.reload()
+        page.wait_for_selector("#conn-badge[data-state='live']")
+        for symbol in TEN:
+            wait_for_row_ticks(page, symbol)
+        page.wait_for_selector("#alert-list li")
+        page.wait_for_function("() => document.getElementById('sel-session').textContent")
+        box = page.locator("#chart .nsewdrag").first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.4)
+        page.wait_for_timeout(500)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-desktop.png"))
         assert watch.console_errors == []
     finally:
         context.close()

@@ -331,7 +331,7 @@ class Dashboard {
   _onAlert(event) {
     const digits = this.meta.get(event.symbol)?.decimals;
     const what = describeAlert(event, (p) => formatPrice(p, digits));
-    const text = `🔔 ${what}: ${formatPrice(event.price, digits)}`;
+    const text = `Alert: ${what} (${formatPrice(event.price, digits)})`;
     const el = toast(text, { kind: "alert", ms: ALERT_TOAST_MS });
     const shownAt = Date.now();
     if (el) {
