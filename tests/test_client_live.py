@@ -273,17 +273,17 @@ def test_the_csv_recording_example_writes_what_the_replay_feed_reads(stack, toke
     out = tmp_path / "recording.csv"
     done = run_example(
         stack, token, str(EXAMPLES / "record_csv.py"), "BTC-USD", "ETH-USD",
-        "--out", str(out), "--count", "40",
+        "--out", str(out), "--count", "100",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     with out.open() as f:
         records = list(csv.DictReader(f))
     assert list(records[0]) == ["ts", "symbol", "price", "size", "bid", "ask"]
-    assert len(records) == 40
-    assert {r["symbol"] for r in records} == {"BTC-USD", "ETH-USD"}
+    assert len(records) == 100
+    assert {r["symbol"] for r in records} == {"BTC-USD", "ETH-USD"}, done.stderr
     assert detect_format(out) == "csv"
     rows = [row for _, row in read_rows(out, "csv")]
-    assert len(rows) == 40 and all(isinstance(r, Row) for r in rows)
+    assert len(rows) == 100 and all(isinstance(r, Row) for r in rows)
     first = rows[0]
     assert first.symbol == records[0]["symbol"] and first.price == float(records[0]["price"])
     assert first.bid is not None and first.ask is not None and first.ts_ms == int(records[0]["ts"])

@@ -342,7 +342,7 @@ class TickerClient:
         futures = []
         for chunk in _chunks(gone, self._chunk):
             futures.append(await self._command(ws, {"action": "unsubscribe", "symbols": chunk}))
-        with contextlib.suppress(ConnectionClosed, ClientClosed):
+        with contextlib.suppress(ConnectionError, ConnectionClosed, ClientClosed):
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*futures)
 
@@ -501,8 +501,7 @@ class TickerClient:
                 task.cancel()
             for pending in self._pending.values():
                 if pending.future is not None and not pending.future.done():
-                    closed = ConnectionClosed(ws.protocol.close_rcvd, ws.protocol.close_sent)
-                    pending.future.set_exception(closed)
+                    pending.future.set_exception(ConnectionError("closed before the answer"))
                     pending.future.exception()  # retrieved: no "never retrieved" warning
             self._pending.clear()
             self._confirmed.clear()
