@@ -213,7 +213,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument(
-        "--modes", nargs="+", default=["line", "1s"], choices=["line", "1s", "5s", "1m"]
+        "--modes",
+        nargs="+",
+        default=["line", "1s", "1m"],
+        choices=["line", "1s", "5s", "1m", "5m", "1h", "1D"],
     )
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument(
