@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
-from ninja import Query, Router, Schema, Status
+from ninja import Path, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field, StringConstraints
 
@@ -17,7 +17,7 @@ from accounts.auth import USER_AUTH
 from markets import keys, quotes
 from markets.api import ForbiddenSymbols, UnknownSymbol
 from markets.entitlements import forbidden_tickers
-from markets.redis import redis_client
+from markets.redis import redis_for
 from markets.schemas import ErrorOut
 from markets.symbols import SYMBOL_MAX_LENGTH, SYMBOL_PATTERN
 from markets.ticks import Tick
@@ -34,7 +34,9 @@ Ticker = Annotated[
 DirectionName = Literal["above", "below"]
 # Positive and below 10**15: it fits the column (24 digits, 8 decimals) whatever its scale.
 Price = Annotated[float, Field(gt=0, lt=1e15, allow_inf_nan=False, examples=[100000])]
-Note = Annotated[str, Field(max_length=200)]
+# No NUL: PostgreSQL text cannot hold one.
+Note = Annotated[str, Field(max_length=200, pattern=r"^[^\x00]*$")]
+AlertId = Annotated[int, Path(ge=1, le=2**53, description="The alert's id.")]
 
 
 class AlertIn(Schema):
@@ -128,7 +130,7 @@ async def _check_symbol(request: HttpRequest, ticker: str) -> None:
 
 async def _last_tick(symbol: str) -> services.LastTick:
     """The symbol's newest tick and its epoch, read together."""
-    pipe = redis_client().pipeline(transaction=True)
+    pipe = redis_for(symbol).pipeline(transaction=True)
     pipe.xrevrange(keys.history_key(symbol), count=1)
     pipe.get(keys.epoch_key(symbol))
     entries, epoch = await pipe.execute()
@@ -189,14 +191,14 @@ async def alert_history(
     return await sync_to_async(read)()
 
 
-@router.get("/{alert_id}", response={200: AlertOut, **NOT_FOUND, **ERRORS})
-async def get_alert(request: HttpRequest, alert_id: int):
+@router.get("/{alert_id}", response={200: AlertOut, **NOT_FOUND, 422: ErrorOut, **ERRORS})
+async def get_alert(request: HttpRequest, alert_id: AlertId):
     """One of the caller's alerts."""
     return _out(await sync_to_async(_own)(request, alert_id))
 
 
 @router.patch("/{alert_id}", response={200: AlertOut, **NOT_FOUND, 422: ErrorOut, **ERRORS})
-async def update_alert(request: HttpRequest, alert_id: int, body: AlertPatch):
+async def update_alert(request: HttpRequest, alert_id: AlertId, body: AlertPatch):
     """Change an alert. A new direction or price, or switching it on, re-arms it from the
     symbol's last tick."""
     alert = await sync_to_async(_own)(request, alert_id)
@@ -208,8 +210,8 @@ async def update_alert(request: HttpRequest, alert_id: int, body: AlertPatch):
     return _out(alert)
 
 
-@router.delete("/{alert_id}", response={204: None, **NOT_FOUND, **ERRORS})
-async def delete_alert(request: HttpRequest, alert_id: int):
+@router.delete("/{alert_id}", response={204: None, **NOT_FOUND, 422: ErrorOut, **ERRORS})
+async def delete_alert(request: HttpRequest, alert_id: AlertId):
     """Delete an alert; its events stay in the history."""
     alert = await sync_to_async(_own)(request, alert_id)
     await sync_to_async(alert.delete)()

@@ -344,3 +344,5 @@ def test_the_rest_api_refuses_what_it_must(api_client, django_user_model):
     assert c.get(f"/api/alerts/{theirs.pk}").status_code == 404
     assert c.delete(f"/api/alerts/{theirs.pk}", **csrf(c)).status_code == 404
     assert c.get("/api/alerts/history?limit=0").status_code == 422
+    assert c.get(f"/api/alerts/{2**63}").status_code == 422
+    assert post({**good, "note": "a\x00b"}, **csrf(c)).status_code == 422
