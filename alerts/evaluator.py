@@ -47,6 +47,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from markets import keys as market_keys
+from markets.redis import by_shard, sync_redis_for
 from markets.ticks import Tick
 
 from .delivery import channel_event, user_group_name
@@ -124,11 +125,21 @@ class Evaluator:
     def watched_symbols(self) -> list[str]:
         return sorted(set(PriceAlert.objects.filter(active=True).values_list("symbol", flat=True)))
 
+    def _by_host(self, symbols: list[str]) -> list[tuple[redis.Redis, list[str]]]:
+        """``symbols`` with the client of the host holding their keys (markets.redis); on
+        one Redis all of them with ``self.redis``."""
+        if len(settings.REDIS_SHARD_URLS) == 1:
+            return [(self.redis, symbols)]
+        return [(sync_redis_for(g[0]), g) for g in by_shard(symbols).values()]
+
     def _epochs(self, symbols: list[str]) -> dict[str, str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for symbol in symbols:
-            pipe.get(market_keys.epoch_key(symbol))
-        return {s: _text(e) for s, e in zip(symbols, pipe.execute(), strict=True)}
+        epochs: dict[str, str] = {}
+        for client, group in self._by_host(symbols):
+            pipe = client.pipeline(transaction=False)
+            for symbol in group:
+                pipe.get(market_keys.epoch_key(symbol))
+            epochs.update((s, _text(e)) for s, e in zip(group, pipe.execute(), strict=True))
+        return epochs
 
     def _cursors(self, symbols: list[str], epochs: dict[str, str]) -> dict[str, EvaluatorCursor]:
         """Each symbol's cursor, made where missing, moved to its current epoch where that
@@ -182,10 +193,25 @@ class Evaluator:
         epochs = self._epochs(symbols)
         cursors = self._cursors(symbols, epochs)
         by_key = {market_keys.history_key(s): s for s in symbols}
-        streams = {market_keys.history_key(s): f"{cursors[s].last_seq}-0" for s in symbols}
-        reply = self.redis.xread(streams, count=self.batch, block=block_ms or None)
+        hosts = self._by_host(symbols)
+
+        def read(client: redis.Redis, group: list[str], block: int | None) -> list:
+            streams = {market_keys.history_key(s): f"{cursors[s].last_seq}-0" for s in group}
+            return client.xread(streams, count=self.batch, block=block) or []
+
+        if len(hosts) == 1:
+            reply = read(*hosts[0], block_ms or None)
+        else:
+            # Several hosts (markets.redis): a look at each without waiting; if none had
+            # anything, each waits its share of ``block_ms`` in turn until one has.
+            reply = [entry for client, group in hosts for entry in read(client, group, None)]
+            waits = hosts if block_ms and not reply else []
+            for client, group in waits:
+                reply = read(client, group, max(1, block_ms // len(hosts)))
+                if reply:
+                    break
         fired = 0
-        for key, entries in reply or []:
+        for key, entries in reply:
             symbol = by_key[_text(key)]
             ticks = [Tick.from_stream_entry(symbol, eid, fields) for eid, fields in entries]
             fired += self.judge(symbol, epochs[symbol], ticks)

@@ -5,6 +5,7 @@ before it expires; publishing checks it atomically (markets.publishing), so a
 producer that stalled past its TTL cannot publish even before it notices.
 """
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from markets.keys import lease_key
+from markets.redis import redis_client, shard_groups
 from telemetry.metrics import LEASE_CHANGES
 
 logger = logging.getLogger(__name__)
@@ -38,23 +40,38 @@ return 1
 
 
 class SymbolLeases:
-    def __init__(self, redis: aioredis.Redis, *, token: str, ttl_seconds: float) -> None:
+    """A producer's leases. Each lease is on its symbol's own host (markets.redis), with
+    the symbol's other keys, so the publish script can check it; ``redis`` pins them all
+    to one client instead (tests on one Redis)."""
+
+    def __init__(
+        self, redis: aioredis.Redis | None = None, *, token: str, ttl_seconds: float
+    ) -> None:
         self.token = token
         self.ttl_ms = int(ttl_seconds * 1000)
         self._redis = redis
-        self._renew = redis.register_script(_RENEW_LUA)
-        self._release = redis.register_script(_RELEASE_LUA)
+        script_client = redis or redis_client()
+        self._renew = script_client.register_script(_RENEW_LUA)
+        self._release = script_client.register_script(_RELEASE_LUA)
+
+    def _groups(self, symbols: list[str]) -> list[tuple[aioredis.Redis, list[str]]]:
+        return [(self._redis, symbols)] if self._redis is not None else shard_groups(symbols)
 
     async def acquire(self, symbols: Iterable[str]) -> list[str]:
         """Take every free lease among ``symbols``; returns those now held."""
         symbols = list(symbols)
         if not symbols:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for symbol in symbols:
-            pipe.set(lease_key(symbol), self.token, nx=True, px=self.ttl_ms)
-        results = await pipe.execute()
-        taken = [s for s, ok in zip(symbols, results, strict=True) if ok]
+
+        async def take(client: aioredis.Redis, group: list[str]) -> list[str]:
+            pipe = client.pipeline(transaction=False)
+            for symbol in group:
+                pipe.set(lease_key(symbol), self.token, nx=True, px=self.ttl_ms)
+            results = await pipe.execute()
+            return [s for s, ok in zip(group, results, strict=True) if ok]
+
+        got = set().union(*await asyncio.gather(*(take(c, g) for c, g in self._groups(symbols))))
+        taken = [s for s in symbols if s in got]
         if taken:
             LEASE_CHANGES.labels("taken").inc(len(taken))
         return taken
@@ -64,10 +81,15 @@ class SymbolLeases:
         symbols = list(symbols)
         if not symbols:
             return []
-        results = await self._renew(
-            keys=[lease_key(s) for s in symbols], args=[self.token, self.ttl_ms]
-        )
-        held = [s for s, ok in zip(symbols, results, strict=True) if int(ok)]
+
+        async def extend(client: aioredis.Redis, group: list[str]) -> list[str]:
+            results = await self._renew(
+                keys=[lease_key(s) for s in group], args=[self.token, self.ttl_ms], client=client
+            )
+            return [s for s, ok in zip(group, results, strict=True) if int(ok)]
+
+        kept = set().union(*await asyncio.gather(*(extend(c, g) for c, g in self._groups(symbols))))
+        held = [s for s in symbols if s in kept]
         if len(held) < len(symbols):
             LEASE_CHANGES.labels("lost").inc(len(symbols) - len(held))
         return held
@@ -78,7 +100,12 @@ class SymbolLeases:
         if not symbols:
             return
         try:
-            await self._release(keys=[lease_key(s) for s in symbols], args=[self.token])
+            await asyncio.gather(
+                *(
+                    self._release(keys=[lease_key(s) for s in g], args=[self.token], client=c)
+                    for c, g in self._groups(symbols)
+                )
+            )
             LEASE_CHANGES.labels("released").inc(len(symbols))
         except RedisError as exc:
             # Best effort: on shutdown Redis may already be gone; the TTL frees them.

@@ -38,7 +38,7 @@ from markets.history import latest_ticks
 from markets.keys import source_status_key
 from markets.models import Symbol
 from markets.publishing import TickPublisher, now_ms
-from markets.redis import close_redis_client, redis_client
+from markets.redis import by_shard, close_redis_client, redis_for, shard_url
 from markets.ticks import TickDraft
 
 from .lease import SymbolLeases
@@ -154,8 +154,8 @@ async def run_feed(
 
     stats = FeedStats(token=producer_token())
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
-    redis = redis_client()
-    leases = SymbolLeases(redis, token=stats.token, ttl_seconds=lease_seconds)
+    # Each lease on its symbol's host (markets.redis), where the publish script fences.
+    leases = SymbolLeases(token=stats.token, ttl_seconds=lease_seconds)
     publisher = TickPublisher(lease_token=stats.token)
     queue: asyncio.Queue[TickDraft] = asyncio.Queue(QUEUE_SIZE)
     running: dict[str, Running] = {}
@@ -245,8 +245,13 @@ async def run_feed(
         if not running:
             return
         now, at = loop.time(), now_ms()
-        pipe = redis.pipeline(transaction=False)
+        # Each symbol's status on its own host (markets.redis), one pipeline per host.
+        pipes = {
+            url: redis_for(group[0]).pipeline(transaction=False)
+            for url, group in by_shard(running).items()
+        }
         for symbol, r in running.items():
+            pipe = pipes[shard_url(symbol)]
             s = r.source.stats
             if r.task.done() and s.state not in (ENDED, DOWN):
                 s.state = DOWN
@@ -267,7 +272,7 @@ async def run_feed(
             pipe.delete(key)
             pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
             pipe.expire(key, STATUS_TTL_SECONDS)
-        await pipe.execute()
+        await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
 
     async def publish_forever() -> None:
         while True:

@@ -12,14 +12,14 @@ except that a tick never goes into a bucket older than the newest one of its sym
 therefore final, which is what makes persisting it safe.
 """
 
+import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
@@ -27,7 +27,7 @@ from django.db.models import Max
 from . import keys
 from .models import Candle as CandleRow
 from .models import Symbol
-from .redis import redis_client
+from .redis import redis_for, shard_groups, shard_url, sync_redis_for
 
 IntervalName = Literal["1s", "1m", "5m", "1h"]
 
@@ -134,7 +134,7 @@ def candle_from_row(row: CandleRow, symbol: str) -> Candle:
 
 async def candle_clock(*, symbol: str) -> int | None:
     """The newest tick time the symbol's candles have seen (epoch ms), if any."""
-    value = await redis_client().get(keys.candle_clock_key(symbol))
+    value = await redis_for(symbol).get(keys.candle_clock_key(symbol))
     return None if value is None else int(value)
 
 
@@ -145,7 +145,7 @@ async def redis_candles(
 
     With ``start`` the first ``limit`` of the range, without it the last ``limit``.
     """
-    client = redis_client()
+    client = redis_for(symbol)
     index = keys.candle_index_key(symbol, interval)
     low = "-inf" if start is None else str(start)
     high = "+inf" if end is None else f"({end}"
@@ -210,19 +210,28 @@ async def session_opens(*, symbols: Sequence[str], at_ms: int) -> dict[str, floa
     It is the open of the day's first 1h candle: from Redis, else from the database.
     """
     day_start = at_ms - at_ms % 86_400_000
-    client = redis_client()
-    pipe = client.pipeline(transaction=False)
-    for symbol in symbols:
-        pipe.zrangebyscore(keys.candle_index_key(symbol, "1h"), day_start, "+inf", start=0, num=1)
-    firsts = await pipe.execute()
-    pipe = client.pipeline(transaction=False)
-    wanted = [(symbol, int(f[0])) for symbol, f in zip(symbols, firsts, strict=True) if f]
-    for symbol, start in wanted:
-        pipe.hget(keys.candle_key(symbol, "1h", start), "o")
+
+    async def read(client, group: list[str]) -> dict[str, float]:
+        pipe = client.pipeline(transaction=False)
+        for symbol in group:
+            pipe.zrangebyscore(
+                keys.candle_index_key(symbol, "1h"), day_start, "+inf", start=0, num=1
+            )
+        firsts = await pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        wanted = [(symbol, int(f[0])) for symbol, f in zip(group, firsts, strict=True) if f]
+        for symbol, start in wanted:
+            pipe.hget(keys.candle_key(symbol, "1h", start), "o")
+        found: dict[str, float] = {}
+        for (symbol, _), value in zip(wanted, await pipe.execute() if wanted else [], strict=True):
+            if value is not None:
+                found[symbol] = float(_text(value))
+        return found
+
+    # One pair of pipelines per host holding some of the symbols (markets.redis).
     opens: dict[str, float] = {}
-    for (symbol, _), value in zip(wanted, await pipe.execute() if wanted else [], strict=True):
-        if value is not None:
-            opens[symbol] = float(_text(value))
+    for found in await asyncio.gather(*(read(c, g) for c, g in shard_groups(symbols))):
+        opens.update(found)
     missing = [s for s in symbols if s not in opens]
     if missing:
         # Redis lost the day's first candle (restart); the persisted one is as good.
@@ -243,16 +252,21 @@ async def session_opens(*, symbols: Sequence[str], at_ms: int) -> dict[str, floa
 
 # --- Persisting closed candles (runs in a Celery worker, hence synchronous).
 
-_sync_client: redis.Redis | None = None
 
-
-def _sync_redis() -> redis.Redis:
-    global _sync_client
-    if _sync_client is None:
-        _sync_client = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=30, socket_connect_timeout=5
-        )
-    return _sync_client
+def _pipelined(items: list, symbol_of: Callable, queue: Callable) -> list:
+    """``queue(pipe, item)`` for each item on its symbol's host, one pipeline per host;
+    the replies in the order of ``items``."""
+    positions: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        positions.setdefault(shard_url(symbol_of(item)), []).append(i)
+    replies: list = [None] * len(items)
+    for at in positions.values():
+        pipe = sync_redis_for(symbol_of(items[at[0]])).pipeline(transaction=False)
+        for i in at:
+            queue(pipe, items[i])
+        for i, reply in zip(at, pipe.execute(), strict=True):
+            replies[i] = reply
+    return replies
 
 
 def _quantize(value: str) -> Decimal:
@@ -298,27 +312,32 @@ def persist_closed_candles(
         .values("symbol_id", "interval")
         .annotate(last=Max("start"))
     }
-    client = _sync_redis()
     series = [(sid, ticker, iv) for sid, ticker in symbols for iv in intervals]
-    pipe = client.pipeline(transaction=False)
-    for sid, ticker, iv in series:
+
+    def closed(pipe, item) -> None:
+        sid, ticker, iv = item
         closed_before = at_ms - INTERVALS[iv] - settings.CANDLE_CLOSE_GRACE_MS
         low = watermarks.get((sid, iv), "-inf")
         pipe.zrangebyscore(keys.candle_index_key(ticker, iv), low, closed_before)
+
     wanted = [
         (sid, ticker, iv, int(start))
-        for (sid, ticker, iv), starts in zip(series, pipe.execute(), strict=True)
+        for (sid, ticker, iv), starts in zip(
+            series, _pipelined(series, lambda item: item[1], closed), strict=True
+        )
         for start in starts
     ]
     written = 0
     for i in range(0, len(wanted), batch_size):
         chunk = wanted[i : i + batch_size]
-        pipe = client.pipeline(transaction=False)
-        for _, ticker, iv, start in chunk:
-            pipe.hgetall(keys.candle_key(ticker, iv, start))
+        replies = _pipelined(
+            chunk,
+            lambda item: item[1],
+            lambda pipe, item: pipe.hgetall(keys.candle_key(item[1], item[2], item[3])),
+        )
         rows = [
             _row(sid, iv, fields)
-            for (sid, _, iv, _), fields in zip(chunk, pipe.execute(), strict=True)
+            for (sid, _, iv, _), fields in zip(chunk, replies, strict=True)
             if fields
         ]
         with transaction.atomic():

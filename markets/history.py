@@ -1,10 +1,11 @@
 """Reads of recent tick history kept in Redis streams by markets.publishing."""
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import keys
-from .redis import redis_client
+from .redis import redis_for, shard_groups
 from .ticks import Tick
 
 SNAPSHOT_SIZE = 300
@@ -16,21 +17,27 @@ def _decode(value: bytes | str | None) -> str | None:
 
 async def latest_ticks(*, symbols: Iterable[str]) -> dict[str, Tick]:
     """The last published tick of each symbol that has one."""
-    symbols = list(symbols)
-    pipe = redis_client().pipeline(transaction=False)
-    for symbol in symbols:
-        pipe.xrevrange(keys.history_key(symbol), count=1)
+    groups = shard_groups(symbols)
+
+    async def read(client, group: list[str]) -> list:
+        pipe = client.pipeline(transaction=False)
+        for symbol in group:
+            pipe.xrevrange(keys.history_key(symbol), count=1)
+        return await pipe.execute()
+
+    replies = await asyncio.gather(*(read(client, group) for client, group in groups))
     out: dict[str, Tick] = {}
-    for symbol, entries in zip(symbols, await pipe.execute(), strict=True):
-        if entries:
-            entry_id, fields = entries[0]
-            out[symbol] = Tick.from_stream_entry(symbol, entry_id, fields)
+    for (_, group), reply in zip(groups, replies, strict=True):
+        for symbol, entries in zip(group, reply, strict=True):
+            if entries:
+                entry_id, fields = entries[0]
+                out[symbol] = Tick.from_stream_entry(symbol, entry_id, fields)
     return out
 
 
 async def ticks_after(*, symbol: str, after_seq: int, limit: int) -> list[Tick]:
     """Up to ``limit`` ticks with seq > ``after_seq``, ascending."""
-    entries = await redis_client().xrange(
+    entries = await redis_for(symbol).xrange(
         keys.history_key(symbol), min=f"({after_seq}-0" if after_seq > 0 else "-", count=limit
     )
     return [Tick.from_stream_entry(symbol, eid, fields) for eid, fields in entries]
@@ -45,7 +52,7 @@ class Snapshot:
 
 async def snapshot(*, symbol: str, size: int = SNAPSHOT_SIZE) -> Snapshot:
     """The last ``size`` ticks of ``symbol`` (ascending) and the epoch they belong to."""
-    pipe = redis_client().pipeline(transaction=True)
+    pipe = redis_for(symbol).pipeline(transaction=True)
     pipe.xrevrange(keys.history_key(symbol), count=size)
     pipe.get(keys.epoch_key(symbol))
     entries, epoch = await pipe.execute()
@@ -69,7 +76,7 @@ RESET_EPOCH_CHANGED = "epoch_changed"
 
 async def resume(*, symbol: str, since: int, epoch: str | None) -> Resume:
     """Every tick after ``since``, unless history no longer reaches back or seq was reset."""
-    pipe = redis_client().pipeline(transaction=True)
+    pipe = redis_for(symbol).pipeline(transaction=True)
     pipe.get(keys.epoch_key(symbol))
     pipe.get(keys.seq_key(symbol))
     pipe.xrange(keys.history_key(symbol), min="-", count=1)

@@ -1,7 +1,8 @@
 """Publishing ticks: number them, keep them in history, and fan them out to subscribers.
 
-One Redis round trip per batch does the numbering, the history write and the candle
-updates, fenced by the producer's lease, so a producer that lost its lease can never
+One Redis round trip per batch (per host, when market data is sharded: markets.redis)
+does the numbering, the history write and the candle updates, fenced by the producer's
+lease, so a producer that lost its lease can never
 publish. The fence is always on: ``TickPublisher`` needs the lease token, and the one
 way round it is ``TickPublisher.unfenced_for_tests()``, for tests only.
 """
@@ -19,7 +20,7 @@ from telemetry import metrics
 
 from . import keys
 from .candles import INTERVALS, retention_ms
-from .redis import redis_client
+from .redis import redis_client, redis_for, shard_url
 from .symbols import symbol_group_name
 from .ticks import Tick, TickDraft
 
@@ -143,8 +144,8 @@ class TickPublisher:
 
     def _setup(self, lease_token: str) -> None:
         self.lease_token = lease_token
-        self._redis = redis_client()
-        self._script = self._redis.register_script(_PUBLISH_LUA)
+        # Called on each symbol's own host (markets.redis): one script call per host.
+        self._script = redis_client().register_script(_PUBLISH_LUA)
         self._layer = get_channel_layer()
         # The source label of ticker_ticks_published_total: the feed loop sets it to
         # the source each symbol runs (feeds.services); "" when nobody says.
@@ -156,6 +157,35 @@ class TickPublisher:
         if not drafts:
             return []
         ts = now_ms()
+        # Every key of a symbol is on its own host (markets.redis), so the batch splits
+        # into one atomic script call per host; each symbol's ticks stay in one call.
+        by_host: dict[str, list[TickDraft]] = {}
+        for d in drafts:
+            by_host.setdefault(shard_url(d.symbol), []).append(d)
+        parts = list(by_host.values())
+        results = await asyncio.gather(*(self._run_script(part, ts) for part in parts))
+        seq_of = {
+            id(d): int(seq)
+            for part, seqs in zip(parts, results, strict=True)
+            for d, seq in zip(part, seqs, strict=True)
+        }
+        ticks = [
+            Tick(d.symbol, seq_of[id(d)], ts, d.price, d.bid, d.ask, d.size)
+            for d in drafts
+            if seq_of[id(d)] > 0
+        ]
+        self._count(drafts, ticks)
+        # Symbols are sent concurrently, but one symbol's ticks in seq order: a batch may
+        # hold several ticks of a symbol (a fast replay, an exchange burst), and ticks
+        # sent concurrently could reach subscribers out of order.
+        by_symbol: dict[str, list[Tick]] = {}
+        for tick in ticks:
+            by_symbol.setdefault(tick.symbol, []).append(tick)
+        await asyncio.gather(*(self._send_in_order(group) for group in by_symbol.values()))
+        return ticks
+
+    async def _run_script(self, drafts: Sequence[TickDraft], ts: int) -> list:
+        """The publish script over ``drafts``, all of whose symbols live on one host."""
         script_keys: list[str] = []
         args: list[str | int] = [self.lease_token, settings.HISTORY_DEPTH, ts, len(INTERVALS)]
         for name, length in INTERVALS.items():
@@ -170,21 +200,7 @@ class TickPublisher:
                 *(keys.candle_index_key(d.symbol, name) for name in INTERVALS),
             ]
             args += [ts, repr(d.price), repr(d.bid), repr(d.ask), repr(d.size)]
-        seqs = await self._script(keys=script_keys, args=args)
-        ticks = [
-            Tick(d.symbol, int(seq), ts, d.price, d.bid, d.ask, d.size)
-            for d, seq in zip(drafts, seqs, strict=True)
-            if int(seq) > 0
-        ]
-        self._count(drafts, ticks)
-        # Symbols are sent concurrently, but one symbol's ticks in seq order: a batch may
-        # hold several ticks of a symbol (a fast replay, an exchange burst), and ticks
-        # sent concurrently could reach subscribers out of order.
-        by_symbol: dict[str, list[Tick]] = {}
-        for tick in ticks:
-            by_symbol.setdefault(tick.symbol, []).append(tick)
-        await asyncio.gather(*(self._send_in_order(group) for group in by_symbol.values()))
-        return ticks
+        return await self._script(keys=script_keys, args=args, client=redis_for(drafts[0].symbol))
 
     async def _send_in_order(self, ticks: list[Tick]) -> None:
         for tick in ticks:

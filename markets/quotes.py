@@ -12,7 +12,7 @@ from . import keys
 from .candles import now_ms, session_opens
 from .history import latest_ticks
 from .models import Symbol
-from .redis import redis_client
+from .redis import ping_all, shard_groups
 from .ticks import Tick
 
 # A health probe gives up after this long; a hung dependency counts as down.
@@ -102,9 +102,7 @@ def _select_one() -> None:
 
 async def health() -> Health:
     """Probe Redis and the database and measure each active symbol's feed freshness."""
-    redis_check, db_check = await asyncio.gather(
-        _probe(redis_client().ping()), _probe(_select_one())
-    )
+    redis_check, db_check = await asyncio.gather(_probe(ping_all()), _probe(_select_one()))
     tickers: list[str] = []
     symbols: list[Symbol] = []
     if db_check.ok:
@@ -142,11 +140,22 @@ _STATUS_INTS = (
 
 async def source_status(*, symbols: list[str]) -> dict[str, dict]:
     """The last status each symbol's producer reported (symbols without one are left out)."""
-    pipe = redis_client().pipeline(transaction=False)
-    for symbol in symbols:
-        pipe.hgetall(keys.source_status_key(symbol))
+    groups = shard_groups(symbols)
+
+    async def read(client, group: list[str]) -> list:
+        pipe = client.pipeline(transaction=False)
+        for symbol in group:
+            pipe.hgetall(keys.source_status_key(symbol))
+        return await pipe.execute()
+
+    replies = await asyncio.gather(*(read(client, group) for client, group in groups))
     out: dict[str, dict] = {}
-    for symbol, raw in zip(symbols, await pipe.execute(), strict=True):
+    found = [
+        (symbol, raw)
+        for (_, group), reply in zip(groups, replies, strict=True)
+        for symbol, raw in zip(group, reply, strict=True)
+    ]
+    for symbol, raw in found:
         if not raw:
             continue
         status: dict = {

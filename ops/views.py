@@ -26,7 +26,7 @@ from django.views.decorators.cache import never_cache
 from prometheus_client.parser import text_string_to_metric_families
 
 from markets.feedmetrics import feed_families
-from markets.redis import redis_client
+from markets.redis import ping_all
 from telemetry import exposition, probes
 from telemetry import metrics as own_metrics
 
@@ -88,9 +88,7 @@ def _select_one() -> None:
 
 @never_cache
 async def readyz(request: HttpRequest) -> JsonResponse:
-    redis_check, db_check = await asyncio.gather(
-        _probe(redis_client().ping()), _probe(_select_one())
-    )
+    redis_check, db_check = await asyncio.gather(_probe(ping_all()), _probe(_select_one()))
     delivery = probes.delivery()
     loop = delivery.receive_loop if delivery is not None else "idle"
     ready = redis_check["ok"] and db_check["ok"] and loop in ("running", "idle")

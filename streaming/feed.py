@@ -29,7 +29,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from markets import history, keys
-from markets.redis import redis_client
+from markets.redis import redis_for
 from markets.ticks import Tick
 
 from .faults import FaultLog
@@ -77,7 +77,7 @@ def encode_snapshot(snap: history.Snapshot) -> EncodedSnapshot:
 
 async def _extend(base: EncodedSnapshot, size: int) -> EncodedSnapshot | None:
     """``base`` brought up to date with the ticks after it, or None if it cannot be."""
-    pipe = redis_client().pipeline(transaction=True)
+    pipe = redis_for(base.symbol).pipeline(transaction=True)
     pipe.get(keys.epoch_key(base.symbol))
     pipe.xrange(keys.history_key(base.symbol), min=f"({base.last_seq}-0", count=size + 1)
     epoch, entries = await pipe.execute()

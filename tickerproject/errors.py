@@ -30,6 +30,7 @@ def secret_values() -> list[str]:
         if isinstance(value, str):
             found.add(value)
     found.update(v for v in getattr(settings, "SECRET_KEY_FALLBACKS", []) if isinstance(v, str))
+    found.update(v for v in getattr(settings, "REDIS_SHARD_URLS", []) if isinstance(v, str))
     database_url = env_str("DATABASE_URL", "")
     if database_url:
         found.add(database_url)

@@ -155,7 +155,14 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Redis: one server carries the channel layer, the Celery broker and market state.
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Beyond one Redis: REDIS_SHARD_URLS lists several hosts. The channel layer shards its
+# groups across them, market data is sharded by symbol (markets.redis.shard_index);
+# the Celery broker and keys of no symbol stay on REDIS_URL (the first shard unless set).
+REDIS_SHARD_URLS = env_list("REDIS_SHARD_URLS", [])
+REDIS_URL = env_str(
+    "REDIS_URL", REDIS_SHARD_URLS[0] if REDIS_SHARD_URLS else "redis://127.0.0.1:6379/0"
+)
+REDIS_SHARD_URLS = REDIS_SHARD_URLS or [REDIS_URL]
 # Every key this deployment writes starts with this, so parallel runs can share one server.
 REDIS_PREFIX = env_str("REDIS_PREFIX", "ticker")
 
@@ -169,8 +176,11 @@ _REDIS_HOST = {
     # of subscribers needs its own connection.
     "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
 }
-# The channel layer's Redis, REDIS_URL unless set (the fault tests put a proxy in between).
-_CHANNEL_HOST = {**_REDIS_HOST, "address": env_str("CHANNEL_LAYER_REDIS_URL", REDIS_URL)}
+# The channel layer's Redis hosts: REDIS_SHARD_URLS unless set (the fault tests put a
+# proxy in between). channels_redis shards groups across them by a hash of the name.
+_CHANNEL_HOSTS = [
+    {**_REDIS_HOST, "address": url} for url in env_list("CHANNEL_LAYER_REDIS_URL", REDIS_SHARD_URLS)
+]
 # channels_redis forgets a group member after this; streaming.hub renews well before.
 CHANNEL_GROUP_EXPIRY = env_int("CHANNEL_GROUP_EXPIRY", 86400, minimum=4)
 CHANNEL_GROUP_RENEW_SECONDS = env_float(
@@ -183,7 +193,7 @@ if CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [_CHANNEL_HOST], "prefix": f"{REDIS_PREFIX}:asgi"},
+            "CONFIG": {"hosts": _CHANNEL_HOSTS, "prefix": f"{REDIS_PREFIX}:asgi"},
         }
     }
 elif CHANNEL_LAYER == "core":
@@ -191,7 +201,7 @@ elif CHANNEL_LAYER == "core":
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [_CHANNEL_HOST],
+                "hosts": _CHANNEL_HOSTS,
                 "prefix": f"{REDIS_PREFIX}:asgi",
                 "capacity": env_int("CHANNEL_CAPACITY", 1000, minimum=10),
                 "expiry": 10,

@@ -19,7 +19,7 @@ from markets import keys
 from markets.history import latest_ticks
 from markets.models import FeedSource, Symbol, source_options_errors
 from markets.quotes import SOURCE_REPORT_FRESH_SECONDS, source_status
-from markets.redis import close_redis_client, redis_client
+from markets.redis import close_redis_client, shard_groups
 
 COLUMNS = (
     ("symbol", 10), ("source", 9), ("state", 8), ("worker", 24), ("token", 30),
@@ -36,10 +36,13 @@ async def gather_rows(symbols: list[Symbol]) -> list[dict]:
     """One row per symbol: configuration, lease owner, last tick and reported status."""
     tickers = [s.ticker for s in symbols]
     try:
-        pipe = redis_client().pipeline(transaction=False)
-        for ticker in tickers:
-            pipe.get(keys.lease_key(ticker))
-        owners = [_decode(v) for v in await pipe.execute()]
+        owner_of: dict[str, str | None] = {}
+        for client, group in shard_groups(tickers):  # each lease on its symbol's host
+            pipe = client.pipeline(transaction=False)
+            for ticker in group:
+                pipe.get(keys.lease_key(ticker))
+            owner_of.update(zip(group, (_decode(v) for v in await pipe.execute()), strict=True))
+        owners = [owner_of[t] for t in tickers]
         last = await latest_ticks(symbols=tickers)
         status = await source_status(symbols=tickers)
     finally:
