@@ -129,7 +129,8 @@ def run_stack() -> int:
 
     manager = Manager()
     data_dir = None
-    if not env.get("REDIS_URL"):
+    # REDIS_SHARD_URLS alone: REDIS_URL (the broker) is its first server, not an embedded one.
+    if not env.get("REDIS_URL") and not env.get("REDIS_SHARD_URLS"):
         port = free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         data_dir = tempfile.mkdtemp(prefix="ticker-redis-")
