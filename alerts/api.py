@@ -4,6 +4,7 @@ Always authenticated (a Bearer token, or a session with X-CSRFToken on unsafe me
 alerts are per user, and a user sees and edits only their own.
 """
 
+import json
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -33,7 +34,9 @@ Ticker = Annotated[
 ]
 DirectionName = Literal["above", "below"]
 # Positive and below 10**15: it fits the column (24 digits, 8 decimals) whatever its scale.
-Price = Annotated[float, Field(gt=0, lt=1e15, allow_inf_nan=False, examples=[100000])]
+# Strict: a JSON number, never a numeric string (the schema says number, so does the check).
+Price = Annotated[float, Field(gt=0, lt=1e15, allow_inf_nan=False, strict=True, examples=[100000])]
+Flag = Annotated[bool, Field(strict=True)]
 # No NUL: PostgreSQL text cannot hold one.
 Note = Annotated[str, Field(max_length=200, pattern=r"^[^\x00]*$")]
 AlertId = Annotated[int, Path(ge=1, le=2**53, description="The alert's id.")]
@@ -46,16 +49,16 @@ class AlertIn(Schema):
         "it; 'below': fires when it drops under X after being at or above it."
     )
     price: Price = Field(description="The level X.")
-    repeat: bool = Field(False, description="Fire at every crossing; else once, then off.")
+    repeat: Flag = Field(False, description="Fire at every crossing; else once, then off.")
     note: Note = ""
 
 
 class AlertPatch(Schema):
     direction: DirectionName | None = None
     price: Price | None = None
-    repeat: bool | None = None
+    repeat: Flag | None = None
     note: Note | None = None
-    active: bool | None = Field(None, description="Switch it off, or on again (re-armed).")
+    active: Flag | None = Field(None, description="Switch it off, or on again (re-armed).")
 
 
 class AlertOut(Schema):
@@ -158,7 +161,8 @@ async def list_alerts(request: HttpRequest):
     return await sync_to_async(read)()
 
 
-@router.post("/", response={201: AlertOut, 404: ErrorOut, 422: ErrorOut, **ERRORS})
+# 400: a body that is not JSON at all; 422: JSON that is not a valid alert.
+@router.post("/", response={201: AlertOut, 400: ErrorOut, 404: ErrorOut, 422: ErrorOut, **ERRORS})
 async def create_alert(request: HttpRequest, body: AlertIn):
     """Set an alert on an active symbol the caller may see. It is armed from the symbol's
     last tick: only later ticks can fire it."""
@@ -197,10 +201,15 @@ async def get_alert(request: HttpRequest, alert_id: AlertId):
     return _out(await sync_to_async(_own)(request, alert_id))
 
 
-@router.patch("/{alert_id}", response={200: AlertOut, **NOT_FOUND, 422: ErrorOut, **ERRORS})
+@router.patch(
+    "/{alert_id}", response={200: AlertOut, 400: ErrorOut, **NOT_FOUND, 422: ErrorOut, **ERRORS}
+)
 async def update_alert(request: HttpRequest, alert_id: AlertId, body: AlertPatch):
     """Change an alert. A new direction or price, or switching it on, re-arms it from the
     symbol's last tick."""
+    if not isinstance(json.loads(request.body or b"{}"), dict):
+        # All its fields are optional, so ninja would take any JSON value as "no change".
+        raise HttpError(422, "the body must be a JSON object")
     alert = await sync_to_async(_own)(request, alert_id)
     changes = body.dict(exclude_unset=True, exclude_none=True)
     if "price" in changes:

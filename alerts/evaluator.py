@@ -19,9 +19,12 @@ symbol had no tick yet) takes it from its first tick without firing. Ticks at or
 against it. A one-shot alert switches itself off when it fires; a ``repeat`` alert fires
 again at the next crossing, which needs the price to go back first.
 
-**Exactly once.** For each batch of a symbol's ticks, one database transaction writes the
-events (the user's alert history), the alerts' new state and the cursor, and the cursor
-moves by compare-and-set (``WHERE last_seq = <where this batch began>``). Another
+**Exactly once.** For each batch of a symbol's ticks that changes anything, one short
+database transaction writes the events (the user's alert history), the alerts' new state
+and the cursor, and the cursor moves by compare-and-set (``WHERE last_seq = <the stored
+cursor>``). A batch that changes nothing is not stored at once (the cursor is written at
+least every CHECKPOINT_SECONDS): judging is a pure function of the stored state and the
+ticks, so judging those ticks again changes nothing again. Another
 evaluator that judged the same batch (after a failover, or a stalled lease holder) finds
 the cursor moved and rolls back, and a crash before the commit leaves everything as it
 was, so the batch is judged again from the same state. Either way each crossing is
@@ -37,6 +40,7 @@ whose evaluator dies between commit and send, is still in the history
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -55,6 +59,10 @@ from .keys import evaluator_lease_key
 from .models import AlertEvent, EvaluatorCursor, PriceAlert
 
 logger = logging.getLogger(__name__)
+
+# The cursor is stored with every change (an event, an alert's new side) and otherwise at
+# least this often, so the database sees few writes while prices move without crossing.
+CHECKPOINT_SECONDS = 5.0
 
 
 def side_of(price: float, threshold: float) -> str:
@@ -119,6 +127,10 @@ class Evaluator:
         self.conflicts = 0
         self.ticks = 0
         self.idle = True
+        # Per symbol: (epoch, seq) judged up to, which may be ahead of the stored cursor
+        # when the ticks since changed nothing, and when the cursor was last stored.
+        self.positions: dict[str, tuple[str, int]] = {}
+        self.checkpointed: dict[str, float] = {}
 
     # --- what to read
 
@@ -217,36 +229,77 @@ class Evaluator:
             fired += self.judge(symbol, epochs[symbol], ticks)
         return fired
 
+    def _start(self, symbol: str, cursor: EvaluatorCursor) -> int:
+        mine = self.positions.get(symbol)
+        if mine is not None and mine[0] == cursor.epoch and mine[1] > cursor.last_seq:
+            return mine[1]
+        return cursor.last_seq
+
     def judge(self, symbol: str, epoch: str, ticks: list[Tick]) -> int:
-        """Judge ``ticks`` (ascending seq) of ``symbol`` in one transaction; deliver after it."""
-        try:
-            with transaction.atomic():
-                cursor = EvaluatorCursor.objects.select_for_update().get(symbol=symbol)
-                if cursor.epoch != epoch:
-                    raise Conflict
-                ticks = [t for t in ticks if t.seq > cursor.last_seq]
-                if not ticks:
-                    return 0
-                events = self._judge(symbol, epoch, ticks)
-                moved = EvaluatorCursor.objects.filter(
-                    pk=cursor.pk, epoch=epoch, last_seq=cursor.last_seq
-                ).update(last_seq=ticks[-1].seq, updated=timezone.now())
-                if moved != 1:
-                    raise Conflict
-                if self.before_commit is not None:
-                    self.before_commit(events)
-        except Conflict:
+        """Judge ``ticks`` (ascending seq) of ``symbol``; store what changed in one short
+        transaction that moves the cursor by compare-and-set; deliver after it."""
+        cursor = EvaluatorCursor.objects.get(symbol=symbol)
+        if cursor.epoch != epoch:
             self.conflicts += 1
             return 0
+        mine = self.positions.get(symbol)
+        start = cursor.last_seq
+        if mine is not None and mine[0] == epoch and mine[1] > start:
+            start = mine[1]  # judged up to here already, with nothing to store
+        ticks = [t for t in ticks if t.seq > start]
+        if not ticks:
+            return 0
+        events, changed = self._judge(symbol, epoch, ticks)
+        now = time.monotonic()
+        due = now - self.checkpointed.get(symbol, 0.0) >= CHECKPOINT_SECONDS
+        if events or changed or due:
+            try:
+                with transaction.atomic():
+                    # The write first: on SQLite it takes the write lock at once.
+                    moved = EvaluatorCursor.objects.filter(
+                        pk=cursor.pk, epoch=epoch, last_seq=cursor.last_seq
+                    ).update(last_seq=ticks[-1].seq, updated=timezone.now())
+                    if moved != 1:
+                        raise Conflict
+                    for alert in changed:
+                        # Written only if the user did not edit it meanwhile (``updated``
+                        # is its version): an edit re-arms it from the price at that moment.
+                        PriceAlert.objects.filter(pk=alert.pk, updated=alert.updated).update(
+                            last_side=alert.last_side, active=alert.active,
+                            fired_count=alert.fired_count, last_fired=alert.last_fired,
+                        )  # fmt: skip
+                    if events:
+                        events = AlertEvent.objects.bulk_create(events)
+                    if self.before_commit is not None:
+                        self.before_commit(events)
+            except Conflict:
+                # Another evaluator judged these first; start again from its cursor.
+                self.conflicts += 1
+                self.positions.pop(symbol, None)
+                return 0
+            except Exception:
+                self.positions.pop(symbol, None)
+                raise
+            self.checkpointed[symbol] = now
+        self.positions[symbol] = (epoch, ticks[-1].seq)
         self.ticks += len(ticks)
         self.fired += len(events)
         if events:
             self.deliver(events)
         return len(events)
 
-    def _judge(self, symbol: str, epoch: str, ticks: list[Tick]) -> list[AlertEvent]:
+    def _judge(
+        self, symbol: str, epoch: str, ticks: list[Tick]
+    ) -> tuple[list[AlertEvent], list[PriceAlert]]:
+        """The events ``ticks`` fire and the alerts whose state they change (nothing stored).
+
+        Judging is a pure function of the stored alert state and the ticks, so ticks that
+        changed nothing need not be recorded at once: judged again (after a crash, or by
+        another evaluator from the stored cursor) they change nothing again.
+        """
         now = timezone.now()
         events: list[AlertEvent] = []
+        changed: list[PriceAlert] = []
         for alert in PriceAlert.objects.filter(symbol=symbol, active=True).order_by("id"):
             threshold = float(alert.price)
             armed_after = alert.armed_after_seq if alert.epoch == epoch else 0
@@ -272,13 +325,8 @@ class Evaluator:
                 if not alert.active:
                     break
             if (alert.last_side, alert.active, alert.fired_count) != before:
-                # Written only if the user did not edit it meanwhile (``updated`` is its
-                # version): an edit re-arms it from the price at that moment.
-                PriceAlert.objects.filter(pk=alert.pk, updated=alert.updated).update(
-                    last_side=alert.last_side, active=alert.active,
-                    fired_count=alert.fired_count, last_fired=alert.last_fired,
-                )  # fmt: skip
-        return AlertEvent.objects.bulk_create(events) if events else []
+                changed.append(alert)
+        return events, changed
 
     def close(self) -> None:
         close = getattr(self.deliver, "close", None)

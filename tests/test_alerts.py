@@ -335,8 +335,17 @@ def test_the_rest_api_refuses_what_it_must(api_client, django_user_model):
         {**good, "price": 1e20},
         {**good, "note": "x" * 201},
         {"symbol": "BTC-USD"},
+        {**good, "price": "5"},
+        {**good, "repeat": "yes"},
+        [good],
     ):
         assert post(bad, **csrf(c)).status_code == 422, bad
+    made = post(good, **csrf(c)).json()["id"]
+    for bad in ([None, None], {"price": "2"}, {"active": 1}):
+        r = c.patch(
+            f"/api/alerts/{made}", json.dumps(bad), content_type="application/json", **csrf(c)
+        )
+        assert r.status_code == 422, bad
     assert Client().get("/api/alerts/").status_code == 401
     # Another user's alert is not there for this one.
     other = django_user_model.objects.create_user("carol", password="pw")
