@@ -159,20 +159,21 @@ class TickPublisher:
         ts = now_ms()
         # Every key of a symbol is on its own host (markets.redis), so the batch splits
         # into one atomic script call per host; each symbol's ticks stay in one call.
-        by_host: dict[str, list[TickDraft]] = {}
-        for d in drafts:
-            by_host.setdefault(shard_url(d.symbol), []).append(d)
+        by_host: dict[str, list[int]] = {}  # positions in ``drafts``
+        for i, d in enumerate(drafts):
+            by_host.setdefault(shard_url(d.symbol), []).append(i)
         parts = list(by_host.values())
-        results = await asyncio.gather(*(self._run_script(part, ts) for part in parts))
-        seq_of = {
-            id(d): int(seq)
-            for part, seqs in zip(parts, results, strict=True)
-            for d, seq in zip(part, seqs, strict=True)
-        }
+        results = await asyncio.gather(
+            *(self._run_script([drafts[i] for i in part], ts) for part in parts)
+        )
+        seqs = [0] * len(drafts)
+        for part, part_seqs in zip(parts, results, strict=True):
+            for i, seq in zip(part, part_seqs, strict=True):
+                seqs[i] = int(seq)
         ticks = [
-            Tick(d.symbol, seq_of[id(d)], ts, d.price, d.bid, d.ask, d.size)
-            for d in drafts
-            if seq_of[id(d)] > 0
+            Tick(d.symbol, seq, ts, d.price, d.bid, d.ask, d.size)
+            for d, seq in zip(drafts, seqs, strict=True)
+            if seq > 0
         ]
         self._count(drafts, ticks)
         # Symbols are sent concurrently, but one symbol's ticks in seq order: a batch may

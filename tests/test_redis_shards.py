@@ -180,6 +180,12 @@ async def test_publish_leases_and_reads_each_on_the_symbols_own_server(two_redis
                 drafts = [TickDraft(s, 100.0 + n, 99.5 + n, 100.5 + n, 1.0) for s in symbols]
                 published = await publisher.publish(drafts)
                 assert [(t.symbol, t.seq) for t in published] == [(s, n + 1) for s in symbols]
+            # Several ticks of a symbol in one batch, interleaved across hosts: in order.
+            mixed = [TickDraft(s, 7.0, 7.0, 7.0, 1.0) for s in ["ETH-USD", "BTC-USD"] * 2]
+            published = await publisher.publish(mixed)
+            assert [(t.symbol, t.seq) for t in published] == [
+                ("ETH-USD", 6), ("BTC-USD", 6), ("ETH-USD", 7), ("BTC-USD", 7)
+            ]  # fmt: skip
             assert await leases.renew(symbols) == symbols
             # A symbol whose lease is lost is fenced on its own host; the others publish.
             await leases.release(["ETH-USD"])
@@ -189,7 +195,7 @@ async def test_publish_leases_and_reads_each_on_the_symbols_own_server(two_redis
 
             last = await latest_ticks(symbols=symbols)
             assert {s: t.seq for s, t in last.items()} == {
-                "BTC-USD": 6, "AAPL": 6, "ETH-USD": 5, "LTC-USD": 6
+                "BTC-USD": 8, "AAPL": 6, "ETH-USD": 7, "LTC-USD": 6
             }  # fmt: skip
             for symbol in symbols:
                 snap = await snapshot(symbol=symbol)
