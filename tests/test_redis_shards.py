@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -212,6 +213,40 @@ async def test_publish_leases_and_reads_each_on_the_symbols_own_server(two_redis
         on_second = keys_by_symbol(two_redis[1], prefix)
     assert on_first == set(FIRST)
     assert on_second == set(SECOND)
+
+
+async def test_the_feed_loop_and_feeds_list_over_two_servers(two_redis, async_symbols):
+    """run_feed takes leases, publishes and reports status on each symbol's server;
+    `feeds list` reads them back from both."""
+    from feeds.management.commands.feeds import gather_rows
+    from feeds.services import run_feed
+    from markets.models import Symbol
+
+    prefix = f"h10shard-{uuid.uuid4().hex[:6]}"
+    with override_settings(REDIS_SHARD_URLS=two_redis, REDIS_URL=two_redis[0], REDIS_PREFIX=prefix):
+        stop = threading.Event()
+        feed = asyncio.create_task(run_feed(stop=stop, tick_rate=10, lease_seconds=3))
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                wanted = [s async for s in Symbol.objects.filter(ticker__in=TICK_SYMBOLS)]
+                rows = {r["symbol"]: r for r in await gather_rows(wanted)}
+                if all(r["state"] == "up" and r["last_seq"] for r in rows.values()):
+                    break
+                assert time.monotonic() < deadline, rows
+                await asyncio.sleep(0.5)
+            assert len({r["token"] for r in rows.values()}) == 1 and all(
+                r["token"] for r in rows.values()
+            )
+        finally:
+            stop.set()
+            stats = await feed
+            await close_redis_client()
+        on = [keys_by_symbol(url, prefix) for url in two_redis]
+    assert stats.ticks > 0
+    assert set(FIRST) <= on[0] and set(SECOND) <= on[1] and not on[0] & on[1]
+    for i, found in enumerate(on):
+        assert all(shard_index(s, 2) == i for s in found), (i, sorted(found))
 
 
 def test_closed_candles_are_persisted_from_both_servers(two_redis, symbols):
