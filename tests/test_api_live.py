@@ -211,6 +211,12 @@ async def test_docs_page_renders_offline_in_chromium(stack):
             "/api/me/",
             "/api/me/watchlist",
             "/api/me/watchlist",
+            "/api/alerts/",
+            "/api/alerts/",
+            "/api/alerts/history",
+            "/api/alerts/{alert_id}",
+            "/api/alerts/{alert_id}",
+            "/api/alerts/{alert_id}",
         ]
     )
     assert foreign == []
