@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -424,6 +425,14 @@ async def test_a_stack_on_two_redis_servers_delivers_resumes_and_serves_candles(
             assert body["candles"], symbol
             assert body["candles"][-1]["last_seq"] >= since[symbol], (symbol, body["candles"][-1])
             assert sum(c["ticks"] for c in body["candles"]) >= len(live.seqs[symbol])
+
+        # /api/health/ pings both servers and reads each symbol's freshness from its own.
+        try:
+            health = http_json(f"{stack.http_url}/api/health/")
+        except urllib.error.HTTPError as exc:  # 503 "degraded": the body says why
+            health = json.loads(exc.read())
+        assert health["redis"]["ok"], health
+        assert all(health["feed"][s] is not None for s in TICK_SYMBOLS), health["feed"]
 
         # Each server holds the market keys of its own symbols, and none of the others'.
         on = [keys_by_symbol(url, stack.prefix) for url in two_redis]
