@@ -261,7 +261,8 @@ class Dashboard {
   async _loadHistory(symbol, mode) {
     const series = this.store.get(symbol);
     const key = `${symbol}:${mode}`;
-    if (!series || !CandleHistory.has(mode) || series.history.has(mode) || this._loading.has(key)) return;
+    // Only symbols the page knows: an unknown one would be a 404 (the server refuses it anyway).
+    if (!series || !this.meta.has(symbol) || !CandleHistory.has(mode) || series.history.has(mode) || this._loading.has(key)) return;
     this._loading.add(key);
     try {
       const candles = await this.history.load(symbol, mode);
@@ -279,7 +280,7 @@ class Dashboard {
   /** Read `symbol`'s session (its UTC day, rolled up from the 1h candles). */
   async _loadSession(symbol) {
     const key = `${symbol}:session`;
-    if (this._loading.has(key)) return;
+    if (!this.meta.has(symbol) || this._loading.has(key)) return;
     this._loading.add(key);
     try {
       const day = await this.history.session(symbol, Date.now());
