@@ -199,11 +199,12 @@ def test_crosshair_readout_session_levels_sort_and_keyboard(browser, stack):
         # Sort by change % (descending), then by symbol.
         page.click(".wl-table th[data-sort='change'] button")
         assert page.get_attribute(".wl-table th[data-sort='change']", "aria-sort") == "descending"
-        order = page.eval_on_selector_all(
-            "#watchlist-rows tr", "rs => rs.map(r => r.dataset.symbol)"
-        )
-        pcts = page.evaluate(
-            "(syms) => syms.map(s => window.tickerDashboard.store.get(s).changePct)", order
+        # Prices move on: re-sort and read the rows and their values in one go.
+        order, pcts = page.evaluate(
+            """() => { const d = window.tickerDashboard; d._resort();
+                       const rows = [...document.querySelectorAll('#watchlist-rows tr')]
+                         .map(r => r.dataset.symbol);
+                       return [rows, rows.map(s => d.store.get(s).changePct)]; }"""
         )
         known = [p for p in pcts if p is not None]
         assert known == sorted(known, reverse=True) and pcts[: len(known)] == known
