@@ -208,7 +208,8 @@ class Evaluator:
         hosts = self._by_host(symbols)
 
         def read(client: redis.Redis, group: list[str], block: int | None) -> list:
-            streams = {market_keys.history_key(s): f"{cursors[s].last_seq}-0" for s in group}
+            # From where this evaluator judged up to (maybe past the stored cursor).
+            streams = {market_keys.history_key(s): f"{self._start(s, cursors[s])}-0" for s in group}
             return client.xread(streams, count=self.batch, block=block) or []
 
         if len(hosts) == 1:

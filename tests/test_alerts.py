@@ -355,3 +355,24 @@ def test_the_rest_api_refuses_what_it_must(api_client, django_user_model):
     assert c.get("/api/alerts/history?limit=0").status_code == 422
     assert c.get(f"/api/alerts/{2**63}").status_code == 422
     assert post({**good, "note": "a\x00b"}, **csrf(c)).status_code == 422
+
+
+async def test_unchanged_ticks_are_not_stored_yet_never_read_twice(user):
+    """A batch that changes nothing moves only the evaluator's own position; the next read
+    starts there, and a fresh evaluator from the stored cursor re-judges to nothing."""
+    await publish(50.0)
+    await make_alert(user, "above", 100.0)
+    ev = evaluator()
+    ev.batch = 10
+    await publish(51.0)
+    await run(ev)  # the first batch judged stores the cursor (the first checkpoint)
+    stored = (await sync_to_async(EvaluatorCursor.objects.get)(symbol=SYMBOL)).last_seq
+    seqs = await publish(*[51.0 + i % 3 for i in range(30)])
+    assert await run(ev) == 0
+    assert ev.positions[SYMBOL][1] == seqs[-1]
+    cursor = await sync_to_async(EvaluatorCursor.objects.get)(symbol=SYMBOL)
+    assert cursor.last_seq == stored, "nothing changed, so nothing was written"
+    assert await run(evaluator()) == 0
+    more = await publish(100.0)
+    assert await run(ev) == 1
+    assert [e.seq for e in await events()] == more
