@@ -97,6 +97,7 @@ async def test_reconnecting_with_since_resumes_without_gaps(stack):
     async with connect(stack.ws_url, origin=stack.origin) as ws:
         await wait_for_history(ws, symbol)
     for cycle in range(50):
+        connected_ms = time.time_ns() // 1_000_000
         async with connect(stack.ws_url, origin=stack.origin) as ws:
             command = {"action": "subscribe", "symbols": [symbol]}
             if seen:
@@ -107,10 +108,18 @@ async def test_reconnecting_with_since_resumes_without_gaps(stack):
                 snap = await recv(ws)
                 epoch = snap["epoch"]
                 seen += [t["seq"] for t in snap["ticks"]]
-            for _ in range(3):
+            # The replay, then live ticks: read at least 3 and on to the first tick made
+            # after this connection opened, so the client never falls further behind
+            # (on a slow machine, reading only 3 a cycle at 50 ticks/s let the backlog
+            # grow past history and turned the test into a reset).
+            got = 0
+            while True:
                 msg = await recv(ws)
                 assert msg["type"] == "tick", msg
                 seen.append(msg["seq"])
+                got += 1
+                if got >= 3 and msg["ts"] >= connected_ms:
+                    break
         # Away for a moment: ticks keep coming and must be replayed next time.
         await asyncio.sleep(0.05)
     assert seen == list(range(seen[0], seen[0] + len(seen)))
