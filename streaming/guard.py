@@ -121,8 +121,8 @@ class Guard:
             return
         valid, rights = await database_sync_to_async(_verify)(identities)
         now = time.monotonic()
-        for user_id, r in rights.items():
-            self._rights[user_id] = (now, r)
+        # Only users connected here now: the cache never outgrows this process's users.
+        self._rights = {user_id: (now, r) for user_id, r in rights.items()}
         for conn in conns:
             identity = conn.identity
             if identity.authenticated and identity not in valid:
