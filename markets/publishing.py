@@ -176,14 +176,26 @@ class TickPublisher:
             if seq > 0
         ]
         self._count(drafts, ticks)
-        # Symbols are sent concurrently, but one symbol's ticks in seq order: a batch may
-        # hold several ticks of a symbol (a fast replay, an exchange burst), and ticks
-        # sent concurrently could reach subscribers out of order.
-        by_symbol: dict[str, list[Tick]] = {}
-        for tick in ticks:
-            by_symbol.setdefault(tick.symbol, []).append(tick)
-        await asyncio.gather(*(self._send_in_order(group) for group in by_symbol.values()))
+        await self._fan_out(ticks)
         return ticks
+
+    async def _fan_out(self, ticks: list[Tick]) -> None:
+        """Send each tick to its symbol's group; one symbol's ticks in seq order."""
+        if not ticks:
+            return
+        events = [(symbol_group_name(t.symbol), tick_event(t)) for t in ticks]
+        send_many = getattr(self._layer, "group_send_many", None)
+        if send_many is not None:
+            # markets.layer: the whole batch in two round trips, in the order given.
+            await send_many(events)
+            return
+        # Other layers (the in-memory one of unit tests, channels_redis's pubsub): symbols
+        # concurrently, but one symbol's ticks in turn, since a batch may hold several
+        # ticks of a symbol (a fast replay, an exchange burst).
+        by_group: dict[str, list[dict]] = {}
+        for group, event in events:
+            by_group.setdefault(group, []).append(event)
+        await asyncio.gather(*(self._send_in_order(g, evs) for g, evs in by_group.items()))
 
     async def _run_script(self, drafts: Sequence[TickDraft], ts: int) -> list:
         """The publish script over ``drafts``, all of whose symbols live on one host."""
@@ -203,9 +215,9 @@ class TickPublisher:
             args += [ts, repr(d.price), repr(d.bid), repr(d.ask), repr(d.size)]
         return await self._script(keys=script_keys, args=args, client=redis_for(drafts[0].symbol))
 
-    async def _send_in_order(self, ticks: list[Tick]) -> None:
-        for tick in ticks:
-            await self._layer.group_send(symbol_group_name(tick.symbol), tick_event(tick))
+    async def _send_in_order(self, group: str, events: list[dict]) -> None:
+        for event in events:
+            await self._layer.group_send(group, event)
 
     def _count(self, drafts: Sequence[TickDraft], ticks: list[Tick]) -> None:
         """ticker_ticks_published_total per symbol and source, once per batch."""

@@ -49,6 +49,7 @@ class EncodedSnapshot:
     epoch: str
     last_seq: int  # 0 when the symbol has no history
     tick_texts: tuple[str, ...]  # each tick's JSON, ascending seq
+    last_ts: int = 0  # ts of the newest tick, 0 when there is none
 
     @cached_property
     def text(self) -> str:
@@ -72,6 +73,7 @@ def encode_snapshot(snap: history.Snapshot) -> EncodedSnapshot:
         epoch=snap.epoch,
         last_seq=snap.ticks[-1].seq if snap.ticks else 0,
         tick_texts=tuple(t.to_json() for t in snap.ticks),
+        last_ts=snap.ticks[-1].ts if snap.ticks else 0,
     )
 
 
@@ -88,7 +90,7 @@ async def _extend(base: EncodedSnapshot, size: int) -> EncodedSnapshot | None:
     if not newer:
         return base
     texts = (*base.tick_texts, *(t.to_json() for t in newer))[-size:]
-    return EncodedSnapshot(base.symbol, epoch, newer[-1].seq, texts)
+    return EncodedSnapshot(base.symbol, epoch, newer[-1].seq, texts, newer[-1].ts)
 
 
 class SymbolFeed:
@@ -100,8 +102,10 @@ class SymbolFeed:
         self.subscribers: set[Subscription] = set()
         # The newest snapshot read, extended by live ticks: the ring of recent ticks.
         self.latest: EncodedSnapshot | None = None
-        # seq of the newest tick this feed has delivered (or knows of), 0 for none yet.
+        # seq of the newest tick this feed has delivered (or knows of), 0 for none yet,
+        # and that tick's ts: a live tick at or below both is a copy (Hub._on_tick).
         self.last_seq = 0
+        self.known_ts = 0
         # time.monotonic() when the last subscriber left; None while it has any.
         self.idle_since: float | None = None
         # Set by the hub once this process is in the symbol's group: live ticks arrive.
@@ -141,16 +145,17 @@ class SymbolFeed:
         if latest is None or snap.last_seq >= latest.last_seq or snap.epoch != latest.epoch:
             self.latest = snap
         # Every subscriber's history now reaches this far: an older live tick is a copy.
-        self.last_seq = max(self.last_seq, snap.last_seq)
+        if snap.last_seq > self.last_seq:
+            self.last_seq, self.known_ts = snap.last_seq, snap.last_ts
         return snap
 
-    def observe(self, *, seq: int, text: str) -> None:
+    def observe(self, *, seq: int, text: str, ts: int) -> None:
         """Extend the newest snapshot with a live tick this process received."""
         latest = self.latest
         # Only the next seq keeps it contiguous; a tick after a hole is ignored.
         if latest is not None and seq == latest.last_seq + 1:
             texts = (*latest.tick_texts, text)[-self.size :]
-            self.latest = EncodedSnapshot(self.symbol, latest.epoch, seq, texts)
+            self.latest = EncodedSnapshot(self.symbol, latest.epoch, seq, texts, ts)
 
     def cached_range(self, *, after_seq: int, before_seq: int) -> list[str] | None:
         """The ticks with after_seq < seq < before_seq if this feed holds them all."""
@@ -167,14 +172,15 @@ class SymbolFeed:
         """Drop the ring (a new epoch): the next read starts from scratch."""
         self.latest = None
         self.last_seq = 0
+        self.known_ts = 0
         self._read = None
 
     # --- live ticks
 
     def deliver(self, seq: int, text: str, ts: int, *, live: bool = True) -> None:
         """Hand the next tick to every subscriber (one that falls behind closes itself)."""
-        self.last_seq = seq
-        self.observe(seq=seq, text=text)
+        self.last_seq, self.known_ts = seq, ts
+        self.observe(seq=seq, text=text, ts=ts)
         failed: list[tuple[Subscription, Exception]] = []
         for sub in self.subscribers:
             try:

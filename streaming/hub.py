@@ -81,7 +81,7 @@ class Hub:
         """Join ``symbol``'s group if needed; ticks published from now on reach the result."""
         async with self._lock:
             if self.channel is None:
-                self.channel = await self.layer.new_channel()
+                self.channel = await self._new_channel()
             feed = self.feeds.get(symbol)
             if feed is None:
                 await self.layer.group_add(symbol_group_name(symbol), self.channel)
@@ -135,17 +135,31 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
+    async def _new_channel(self) -> str:
+        if hasattr(self.layer, "receive_many"):
+            # markets.layer: a channel of the hub's own, read in batches.
+            return self.layer.new_batch_channel("hub")
+        return await self.layer.new_channel()
+
+    async def _receive(self) -> list[dict]:
+        if hasattr(self.layer, "receive_many"):
+            # Every tick queued since the last read in one round trip; a read cancelled
+            # in flight (only at shutdown) may lose ticks, which _refill would fetch.
+            return await self.layer.receive_many(self.channel)
+        return [await self.layer.receive(self.channel)]
+
     async def _receive_forever(self) -> None:
         while True:
             try:
-                event = await self.layer.receive(self.channel)
+                events = await self._receive()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 await self._recover_after(exc)
                 continue
-            if event.get("type") == TICK_EVENT_TYPE:
-                await self._on_tick(event)
+            for event in events:
+                if event.get("type") == TICK_EVENT_TYPE:
+                    await self._on_tick(event)
             if self._suspect:
                 await self._check_suspects()
 
@@ -260,8 +274,13 @@ class Hub:
         last = feed.last_seq
         if last and seq != last + 1:
             if seq <= last:
-                # A copy of a tick already delivered, or the symbol's numbering restarted
-                # (Redis lost its data): history tells which.
+                if event["ts"] <= feed.known_ts:
+                    # Older than the newest tick this process knows: a snapshot read while
+                    # ticks were on their way already covered it. Dropped without a Redis
+                    # read, or a process that falls behind would read once per tick.
+                    return
+                # A lower seq with a newer ts: the symbol's numbering restarted (Redis
+                # lost its data), or a copy; history tells which.
                 self._suspect.add(feed.symbol)
                 return
             # The layer lost ticks on the way to this process (a full or expired queue,

@@ -107,14 +107,6 @@ def harness(stack, tmp_path, name: str, *, duration: float) -> dict:
     return json.loads(report.with_suffix(".json").read_text())
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="QUARANTINED 2026-11-26, a known regression to fix first: at TICK_RATE=50 the "
-    "stack now delivers 80% with p99 2.6 s and 4008 closes for 50 healthy clients (web 0.67 "
-    "and worker 0.74 cores for 5,000 ticks/s; round 6: 50,000 at 0.57 web). Ticks reach the "
-    "hub ~1 s late, so the cost is upstream of the web process (publisher/feed loop). See "
-    "the session note.",
-)
 async def test_stalled_clients_are_closed_with_4008_and_never_hold_up_the_others(tmp_path):
     with real_stack(tmp_path, TICK_RATE="50") as stack:
         await wait_for_ticks(stack, SYMBOLS)

@@ -93,7 +93,7 @@ async def test_live_ticks_extend_the_newest_snapshot_and_fill_holes_without_redi
     await publish_n("BTC-USD", 3)
     await reader.read(joined_at=time.monotonic())
     for seq in (4, 4, 5, 7):  # a second copy of 4, then a hole at 6
-        reader.observe(seq=seq, text=f'{{"seq":{seq}}}')
+        reader.observe(seq=seq, text=f'{{"seq":{seq}}}', ts=seq)
     assert reader.cached_range(after_seq=2, before_seq=5) == [
         '{"type":"tick","symbol":"BTC-USD","seq":3,"ts":'
         + json.loads(reader.latest.tick_texts[1])["ts"].__str__()

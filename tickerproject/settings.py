@@ -187,7 +187,8 @@ CHANNEL_GROUP_RENEW_SECONDS = env_float(
     "CHANNEL_GROUP_RENEW_SECONDS", CHANNEL_GROUP_EXPIRY / 4, minimum=1.0
 )
 # "pubsub": one PUBLISH per group and fan-out inside each web process.
-# "core": channels_redis' default layer, which writes a copy per group member to Redis.
+# "core": channels_redis' default layer, which writes a copy per group member to Redis,
+# with the publisher's batched send (markets.layer.TickerChannelLayer.group_send_many).
 CHANNEL_LAYER = env_str("CHANNEL_LAYER", "core")
 if CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
@@ -199,7 +200,7 @@ if CHANNEL_LAYER == "pubsub":
 elif CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "markets.layer.TickerChannelLayer",
             "CONFIG": {
                 "hosts": _CHANNEL_HOSTS,
                 "prefix": f"{REDIS_PREFIX}:asgi",
