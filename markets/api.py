@@ -1,6 +1,7 @@
 """The REST API (django-ninja), mounted at /api/; schema at /api/openapi.json, docs at /api/docs.
 
-Views stay thin: reads live in markets.quotes, markets.candles and markets.history.
+Views stay thin: reads live in markets.quotes, markets.selectors, markets.candles and
+markets.history.
 Every limit comes from settings (the "REST API" block), nowhere else.
 
 Every endpoint but /api/health/ takes a Bearer token or a session (accounts.auth), and
@@ -8,6 +9,7 @@ anonymous callers too while WS_REQUIRE_AUTH is off. A restricted symbol the call
 not see (markets.entitlements) answers 403 and is left out of the symbol list.
 """
 
+import asyncio
 from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
@@ -20,7 +22,7 @@ from ninja.openapi.docs import Swagger
 from accounts.auth import API_AUTH, SCHEME_NAMES
 
 from . import candles as candle_reads
-from . import health, history, quotes
+from . import health, history, quotes, selectors
 from .candles import INTERVALS, now_ms
 from .entitlements import forbidden_tickers
 from .models import Symbol
@@ -189,7 +191,7 @@ async def _symbol_or_404(request: HttpRequest, ticker: str) -> Symbol:
     return symbol
 
 
-def _symbol_out(q: quotes.Quote) -> dict:
+def _symbol_out(q: quotes.Quote, source: selectors.SourceState) -> dict:
     s, t = q.symbol, q.last
     return {
         "ticker": s.ticker,
@@ -205,7 +207,18 @@ def _symbol_out(q: quotes.Quote) -> dict:
         "session_open": q.session_open,
         "change_pct": q.change_pct,
         "live": q.live,
+        "source": source.source,
+        "source_state": source.state,
+        "source_error": source.error,
     }
+
+
+async def _symbols_out(symbols: list[Symbol]) -> list[dict]:
+    """Quotes and source states of ``symbols``, read at once (each a few Redis round trips)."""
+    found, sources = await asyncio.gather(
+        quotes.quotes(symbols=symbols), selectors.source_states(symbols=symbols)
+    )
+    return [_symbol_out(q, sources[q.symbol.ticker]) for q in found]
 
 
 @api.get(
@@ -213,18 +226,18 @@ def _symbol_out(q: quotes.Quote) -> dict:
 )
 async def list_symbols(request: HttpRequest, asset_class: AssetClassName | None = None):
     """Active symbols the caller may see, optionally of one asset class, with last price,
-    change % and liveness. Restricted symbols the caller is not entitled to are left out."""
+    change %, liveness, and their feed source and its state. Restricted symbols the caller
+    is not entitled to are left out."""
     symbols = await quotes.active_symbols(asset_class=asset_class)
     forbidden = set(await _forbidden(request, [s.ticker for s in symbols]))
-    visible = [s for s in symbols if s.ticker not in forbidden]
-    return [_symbol_out(q) for q in await quotes.quotes(symbols=visible)]
+    return await _symbols_out([s for s in symbols if s.ticker not in forbidden])
 
 
 @api.get("/symbols/{symbol}/", response={200: SymbolOut, **ERRORS}, tags=["symbols"])
 async def get_symbol(request: HttpRequest, symbol: SymbolPath):
-    """One active symbol with its last price, change % and liveness."""
-    (quote,) = await quotes.quotes(symbols=[await _symbol_or_404(request, symbol)])
-    return _symbol_out(quote)
+    """One active symbol with its last price, change %, liveness, feed source and state."""
+    (out,) = await _symbols_out([await _symbol_or_404(request, symbol)])
+    return out
 
 
 @api.get("/symbols/{symbol}/ticks", response={200: TicksOut, **ERRORS}, tags=["ticks"])

@@ -6,12 +6,22 @@ from ninja import Schema
 from pydantic import Field
 
 from .candles import INTERVALS
+from .models import FeedSource
+from .selectors import SOURCE_STATES
 
 IntervalName = Literal["1s", "1m", "5m", "1h"]
 if set(IntervalName.__args__) != set(INTERVALS):  # the schema must name every interval
     raise ImportError("IntervalName is out of step with markets.candles.INTERVALS")
 
 AssetClassName = Literal["crypto", "equity", "fx"]
+
+FeedSourceName = Literal["simulated", "replay", "coinbase", "binance"]
+if set(FeedSourceName.__args__) != set(FeedSource.values):
+    raise ImportError("FeedSourceName is out of step with markets.models.FeedSource")
+
+SourceStateName = Literal["up", "starting", "down", "ended", "unknown"]
+if set(SourceStateName.__args__) != set(SOURCE_STATES):
+    raise ImportError("SourceStateName is out of step with markets.selectors.SOURCE_STATES")
 
 
 class ErrorOut(Schema):
@@ -47,6 +57,20 @@ class SymbolOut(Schema):
         description="(last_price - session_open) / session_open * 100; null when unknown."
     )
     live: bool = Field(description="Whether the last tick is at most FEED_LIVE_SECONDS old.")
+    source: FeedSourceName = Field(
+        description="Where its ticks come from: the feed source configured for it (docs/feeds.md)."
+    )
+    source_state: SourceStateName = Field(
+        description="That source's state, as its producer reported it within the last "
+        "5 s: up; starting (not connected yet); down (disconnected, reconnecting, failed, "
+        "a missing file); ended (a replay that reached the end of its file); unknown (no "
+        "fresh report of this source: no worker runs it, or a change of source is not "
+        "applied yet). The price is live only when this is up and live is true."
+    )
+    source_error: str | None = Field(
+        description="The latest problem the source reported, while it is starting, down or "
+        "ended; null otherwise."
+    )
 
 
 class TickOut(Schema):
@@ -101,7 +125,7 @@ class ReceiveLoopOut(Schema):
 class SymbolHealthOut(Schema):
     last_tick_age_s: float | None = Field(description="Seconds since its last published tick.")
     source: dict[str, Any] | None = Field(
-        description="Its feed source: name, state (up, down, starting, unknown), producer, "
+        description="Its feed source: name, state (up, starting, down, ended, unknown), producer, "
         "counters (see docs/operations.md)."
     )
     subscribers: int = Field(description="Subscriptions to it in this web process.")
