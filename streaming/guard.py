@@ -13,6 +13,12 @@ hop for all its connections:
 
 A user's rights are read once per round and reused by subscribes in between, so a
 subscribe costs no database read of its own.
+
+The loop is supervised (telemetry.loops): a failed round (the database away) is logged
+once, counted in ``ticker_loop_failures_total{loop="guard"}`` and tried again next
+period; a bug that escapes the loop restarts it with backoff. It reports itself to
+telemetry.probes as the loop ``guard`` (running, failing, stopped; its last round's
+time), so /api/health/ says ``degraded`` when revocations are no longer enforced.
 """
 
 import asyncio
@@ -26,7 +32,8 @@ from django.conf import settings
 
 from accounts.selectors import usable_token_ids
 from markets.entitlements import NO_RIGHTS, Rights, rights_of
-from telemetry import metrics
+from telemetry import metrics, probes
+from telemetry.loops import Rounds, supervise
 
 from .auth import Identity, identify_session
 from .faults import FaultLog
@@ -40,6 +47,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORBIDDEN_REASON = "forbidden"
+# Its name in telemetry.probes, the metrics' loop label and /api/health/.
+LOOP_NAME = "guard"
 
 
 class Guard:
@@ -53,25 +62,40 @@ class Guard:
         self.dropped = 0  # subscriptions dropped for a lost right
         self._rights: dict[int, tuple[float, Rights]] = {}
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.rounds = Rounds(LOOP_NAME, period_s=interval)
 
     def watch(self, conn: "Connection") -> None:
         """Called when a connection opens."""
         self.connections.add(conn)
         if self._task is None or self._task.done():
+            self._loop = asyncio.get_running_loop()
             # Not in the context of the connection that started it (its log lines).
-            self._task = asyncio.get_running_loop().create_task(
-                self._check_forever(), context=contextvars.Context()
+            self._task = self._loop.create_task(
+                supervise(LOOP_NAME, self._check_forever, faults=self.faults, rounds=self.rounds),
+                context=contextvars.Context(),
             )
+            probes.register_loop(LOOP_NAME, self, "status")
 
     def forget(self, conn: "Connection") -> None:
         """Called when a connection ends."""
         self.connections.discard(conn)
 
     async def aclose(self) -> None:
+        probes.unregister_loop(LOOP_NAME, self)
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=2)
             self._task = None
+
+    def status(self) -> probes.LoopStatus | None:
+        """The loop's state for health checks (telemetry.probes); None once its event loop
+        is closed (a test's)."""
+        if self._loop is None or self._loop.is_closed():
+            return None
+        alive = self._task is not None and not self._task.done()
+        busy = any(c.close_code is None for c in list(self.connections))
+        return self.rounds.status(alive=alive, busy=busy)
 
     # --- reads for subscribe
 
@@ -97,8 +121,9 @@ class Guard:
     # --- the periodic check
 
     async def _check_forever(self) -> None:
-        # Supervised here: a failed round (the database away) is logged once, counted,
-        # and the next round tries again; the loop itself never ends while watched.
+        # A failed round (the database away) is logged once, counted, and the next round
+        # tries again; the loop ends when no connection is left (watch() starts it again).
+        # Anything else that escapes is supervise()'s: logged, counted, restarted.
         while self.connections:
             await asyncio.sleep(self.interval)
             try:
@@ -106,9 +131,12 @@ class Guard:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.rounds.failed(exc)
                 self.faults.report(
                     f"check:{type(exc).__name__}", "entitlement check failed: %r", exc, exc=exc
                 )
+            else:
+                self.rounds.succeeded()
 
     async def check(self) -> None:
         """One round over every open connection (also called directly by tests)."""

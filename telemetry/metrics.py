@@ -88,7 +88,15 @@ HOLE_REFILLS = Counter("ticker_hole_refills", "Ticks lost by the layer, refilled
 RESETS = Counter("ticker_resets", "Feeds whose subscribers were reset (history could not tell).")
 RECOVERIES = Counter("ticker_channel_layer_recoveries", "Channel-layer outages recovered from.")
 LOOP_RESTARTS = Counter(
-    "ticker_receive_loop_restarts", "Hub loops restarted after a bug escaped them.", ["loop"]
+    "ticker_receive_loop_restarts",
+    "Web-process loops (the hub's, the guard's) restarted after a bug escaped them.",
+    ["loop"],
+)
+LOOP_FAILURES = Counter(
+    "ticker_loop_failures",
+    "Rounds of a periodic loop (the guard's entitlement check) that failed; it tries again "
+    "next period (telemetry.loops).",
+    ["loop"],
 )
 BEHIND_EPISODES = Counter(
     "ticker_behind_episodes", "Times a web process started receiving ticks later than allowed."
@@ -203,8 +211,9 @@ def flush() -> None:
 
 # Labelled series that alerts and the dashboard read exist from the start at 0, so a
 # rate() has a baseline and a rule never refers to a series that is not there yet.
-for _loop in ("receive_forever", "housekeep_forever", "report_forever"):
+for _loop in ("receive_forever", "housekeep_forever", "report_forever", "guard"):
     LOOP_RESTARTS.labels(_loop)
+LOOP_FAILURES.labels("guard")
 for _op in ("receive", "recover", "housekeeping"):
     CHANNEL_LAYER_ERRORS.labels(_op)
 for _component in ("refill", "catch-up", "subscribe", "metrics", "readyz"):
