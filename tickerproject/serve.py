@@ -30,6 +30,7 @@ import tempfile
 from tickerproject.env import env_int, env_str
 
 APP = "tickerproject.asgi:application"
+WS_PROTOCOL = "tickerproject.uvicorn_ws:PacedWebSocketsProtocol"
 SERVERS = ("daphne", "uvicorn", "granian")
 ROLES = ("web", "worker", "beat", "release")
 # Why granian gets no limit: it upgrades every WebSocket with tungstenite's default
@@ -59,10 +60,12 @@ def server_argv(
         ]  # fmt: skip
     if server == "uvicorn":
         # websockets' parser checks the length in the frame header (and the inflated size
-        # of a compressed message) against --ws-max-size.
+        # of a compressed message) against --ws-max-size. The protocol is uvicorn's
+        # websockets-sansio, parsing a flooding client no faster than the app reads it
+        # (tickerproject.uvicorn_ws).
         return [
             "uvicorn", APP, "--host", host, "--port", str(port), "--workers", str(workers),
-            "--loop", "uvloop", "--ws", "websockets-sansio", "--http", "httptools",
+            "--loop", "uvloop", "--ws", WS_PROTOCOL, "--http", "httptools",
             "--ws-max-size", str(max_message_bytes),
             "--proxy-headers", "--lifespan", "off", "--no-access-log",
         ]  # fmt: skip

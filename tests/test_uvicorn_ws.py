@@ -1,0 +1,114 @@
+"""tickerproject.uvicorn_ws: a client is parsed no faster than the app reads it."""
+
+import asyncio
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+from websockets.client import ClientProtocol
+from websockets.uri import parse_uri
+
+from tickerproject.uvicorn_ws import SLICE_BYTES, PacedWebSocketsProtocol
+
+
+class Transport(asyncio.Transport):
+    """What the protocol writes, and whether it asked to stop reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+        self.written = bytearray()
+        self.closing = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def write(self, data) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+
+async def open_connection():
+    accepted = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await asyncio.Event().wait()  # the test reads through the protocol itself
+
+    config = Config(app, ws=PacedWebSocketsProtocol, lifespan="off", log_level="warning")
+    config.load()
+    proto = PacedWebSocketsProtocol(config, ServerState(), {})
+    transport = Transport()
+    proto.connection_made(transport)
+    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws/prices/"))
+    client.send_request(client.connect())
+    proto.data_received(b"".join(client.data_to_send()))
+    await asyncio.wait_for(accepted.wait(), 5)
+    client.receive_data(bytes(transport.written))
+    return proto, transport, client
+
+
+async def test_a_flood_in_one_read_is_parsed_a_slice_at_a_time_as_the_app_reads():
+    proto, transport, client = await open_connection()
+    commands = [f'{{"action":"ping","id":"{i:05d}"}}' for i in range(12_000)]  # one size
+    for text in commands:
+        client.send_text(text.encode())
+    flood = b"".join(client.data_to_send())
+    assert len(flood) > 256 * 1024  # more than uvicorn's loop reads at once
+    proto.data_received(flood)
+    # One slice parsed, the rest kept, and the socket no longer read.
+    frame_bytes = len(flood) / len(commands)
+    assert 0 < proto.queue.qsize() <= SLICE_BYTES / frame_bytes + 1
+    assert transport.paused
+    received = []
+    while len(received) < len(commands):
+        message = await asyncio.wait_for(proto.receive(), 5)
+        received.append(message["text"])
+        # Never more parsed than one slice ahead of the app.
+        assert proto.queue.qsize() <= SLICE_BYTES / frame_bytes + 1
+    assert received == commands
+    assert not transport.paused  # all read: the socket is read again
+    proto.connection_lost(None)
+
+
+async def test_a_command_from_a_client_that_keeps_up_is_parsed_at_once():
+    proto, transport, client = await open_connection()
+    client.send_text(b'{"action":"ping"}')
+    proto.data_received(b"".join(client.data_to_send()))
+    assert (await asyncio.wait_for(proto.receive(), 5))["text"] == '{"action":"ping"}'
+    assert not transport.paused
+    proto.connection_lost(None)
+
+
+async def test_after_the_servers_close_the_backlog_is_parsed_a_slice_per_turn_until_the_close():
+    proto, transport, client = await open_connection()
+    for i in range(12_000):
+        client.send_text(f'{{"action":"ping","id":"{i:05d}"}}'.encode())
+    proto.data_received(b"".join(client.data_to_send()))
+    # The app closes the flooder (as the limiter does with 1008) and reads no more.
+    await proto.send({"type": "websocket.close", "code": 1008, "reason": "flooding"})
+    client.receive_data(bytes(transport.written))  # the client answers with its close
+    chunks = []
+    feed = proto.conn.receive_data
+    proto.conn.receive_data = lambda data: (chunks.append(len(data)), feed(data))[1]
+    proto.data_received(b"".join(client.data_to_send()))
+    for _ in range(1000):
+        if transport.closing:
+            break
+        await asyncio.sleep(0)
+    assert transport.closing  # the client's close was found behind ~400 KiB of pings
+    assert len(chunks) > 50 and max(chunks) <= SLICE_BYTES
