@@ -149,6 +149,39 @@ def test_services_have_health_checks_restart_policies_and_a_scalable_web():
     assert nginx["depends_on"]["web"] == {"condition": "service_healthy"}
 
 
+def test_the_worker_serves_its_metrics_to_prometheus_on_the_compose_network():
+    """WORKER_METRICS_PORT: set by compose and .env.example, scraped by deploy/prometheus.yml."""
+    services = load_compose(DOTENV)["services"]
+    worker = stringify(services["worker"]["environment"])
+    port = worker["WORKER_METRICS_PORT"]
+    assert port == "9100" and worker["WORKER_METRICS_ADDR"] == "0.0.0.0"
+    assert [str(p) for p in services["worker"]["expose"]] == [port]
+    assert "ports" not in services["worker"]  # the compose network only, not the host
+    assert "worker" in services["prometheus"]["depends_on"]
+    for name in ("web", "beat", "migrate"):
+        assert "WORKER_METRICS_PORT" not in services[name]["environment"], name
+    # .env moves the port and the exposed port together.
+    moved = load_compose({**DOTENV, "WORKER_METRICS_PORT": "9200"})["services"]["worker"]
+    assert moved["environment"]["WORKER_METRICS_PORT"] == "9200" and moved["expose"] == ["9200"]
+    example = (BASE_DIR / ".env.example").read_text().splitlines()
+    assert f"WORKER_METRICS_PORT={port}" in example
+    # Prometheus finds every worker replica by the service name, on that port, no token.
+    config = yaml.safe_load((BASE_DIR / "deploy/prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "ticker-worker"]
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["port"] == int(port) and sd["type"] == "A"
+    assert "authorization" not in job
+
+
+def test_worker_metrics_are_off_by_default_and_on_loopback():
+    from django.conf import settings
+
+    if "WORKER_METRICS_PORT" not in os.environ:
+        assert settings.WORKER_METRICS_PORT == 0
+    if "WORKER_METRICS_ADDR" not in os.environ:
+        assert settings.WORKER_METRICS_ADDR == "127.0.0.1"
+
+
 def docker_context(dest: Path) -> None:
     """Copy what `docker build .` would send: the tree minus .dockerignore's patterns."""
     patterns = [
@@ -239,6 +272,7 @@ class Here:
         self.workdir = workdir
         self.ports = {"redis": free_port(), "postgres": 5432, "web": free_port()}
         self.nginx_port = free_port()
+        self.worker_metrics_port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}
         self.hostname = socket.gethostname()
 
@@ -254,6 +288,10 @@ class Here:
             env["HOST"] = "127.0.0.1"  # nothing here listens beyond loopback
         if "PORT" in env:
             env["PORT"] = str(self.ports["web"])
+        if env.get("WORKER_METRICS_ADDR") == "0.0.0.0":
+            env["WORKER_METRICS_ADDR"] = "127.0.0.1"
+        if "WORKER_METRICS_PORT" in env:
+            env["WORKER_METRICS_PORT"] = str(self.worker_metrics_port)
         return {
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOME": str(self.workdir),
@@ -323,6 +361,30 @@ class Here:
             proc._log.close()  # type: ignore[attr-defined]
 
 
+def worker_published(port: int, timeout: float) -> float:
+    """ticker_ticks_published_total summed from the worker's endpoint, once above 0."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout
+    total = 0.0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            text = ""
+        total = sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "ticker_ticks_published_total"
+        )
+        if total > 0:
+            return total
+        time.sleep(0.5)
+    return total
+
+
 async def first_tick_through(url: str, origin: str) -> dict:
     async with connect(url, origin=origin, open_timeout=20) as ws:
         await ws.send(json.dumps({"action": "subscribe", "symbols": ["BTC-USD"], "snapshot": 0}))
@@ -378,6 +440,9 @@ def test_every_service_starts_and_serves_with_its_own_command_and_environment(tm
         here.wait_for_log("beat", "Sending due task")
         here.wait_for_log("worker", "Task feeds.tasks.run_feed[")
         here.healthy("worker", services["worker"], here.env(services["worker"]), timeout=90)
+        # The worker's own metrics, as the prometheus service scrapes them.
+        published = worker_published(here.worker_metrics_port, timeout=60)
+        assert published > 0, here.log("worker")[-3000:]
 
         # nginx: deploy/nginx.conf rendered from the service's own TICKER_* variables.
         nginx_env = stringify(services["nginx"]["environment"])
@@ -394,7 +459,10 @@ def test_every_service_starts_and_serves_with_its_own_command_and_environment(tm
             health = json.loads(response.read())
         tick = asyncio.run(first_tick_through(nginx.ws_url, nginx.http_url))
         assert tick["symbol"] == "BTC-USD" and tick["seq"] >= 1
-        print(f"\nthrough nginx: health {health.get('status')}, tick seq {tick['seq']}")
+        print(
+            f"\nthrough nginx: health {health.get('status')}, tick seq {tick['seq']}; "
+            f"worker metrics: {published:.0f} ticks published"
+        )
     finally:
         if nginx is not None:
             nginx.stop()

@@ -7,7 +7,9 @@ BTC-USD is fed by a fake Coinbase. A client stays subscribed throughout. Then:
 
 - promtool checks deploy/prometheus.yml and deploy/alerts.yml;
 - a real Prometheus (Debian's; scripts/ensure-prometheus.sh) scrapes the stack every
-  second and its HTTP API returns non-zero published and delivered tick counts;
+  second, the web's /metrics and the worker's own endpoint (WORKER_METRICS_PORT, the
+  ``ticker-worker`` job of deploy/prometheus.yml), and its HTTP API returns non-zero
+  published and delivered tick counts, and published ticks from the worker's target;
 - every metric the Grafana dashboard and the alert rules name is in /metrics;
 - three real faults, each timed from injection to ``degraded`` and back to ``ok``:
   the producer stopped (SIGSTOP of the Celery worker), the receive path frozen
@@ -173,7 +175,19 @@ def ops_stack(tmp_path_factory, django_db_blocker):
                 },
             )
             wait_for_port(stack.port, timeout=30)
-            stack.start_worker()
+            # The worker also serves its own metrics, as under docker-compose. Here it
+            # shares the web's multiprocess directory (make run's shape), so its endpoint
+            # serves every process's figures, the web's too: the Prometheus test only
+            # asks that the worker's target is up and its series arrive.
+            stack.worker_metrics_port = free_port()
+            stack._spawn(
+                "worker",
+                stack.procfile_argv("worker"),
+                extra_env={
+                    "WORKER_NAME": f"worker-{stack.prefix}",
+                    "WORKER_METRICS_PORT": str(stack.worker_metrics_port),
+                },
+            )
             stack.start_beat()
             client = Subscriber(stack)
             client.start()
@@ -227,6 +241,12 @@ def test_metrics_name_everything_the_dashboard_and_rules_use(ops_stack):
     # Multiprocess mode: the worker's publish counts are served by the web process.
     assert "ticker_ticks_published_total{" in text
     assert 'ticker_lease_changes_total{event="taken"}' in text
+    # And by the worker's own endpoint (compose's ticker-worker job scrapes it).
+    status, body = get(f"http://127.0.0.1:{ops_stack.worker_metrics_port}/metrics")
+    assert status == 200
+    worker_text = body.decode()
+    assert "ticker_ticks_published_total{" in worker_text
+    assert 'ticker_lease_changes_total{event="taken"}' in worker_text
 
 
 def test_a_real_prometheus_scrapes_published_and_delivered_ticks(ops_stack, tmp_path):
@@ -239,6 +259,8 @@ def test_a_real_prometheus_scrapes_published_and_delivered_ticks(ops_stack, tmp_
         f"rule_files:\n  - {RULES}\n"
         "scrape_configs:\n  - job_name: ticker\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{ops_stack.port}']\n"
+        "  - job_name: ticker-worker\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{ops_stack.worker_metrics_port}']\n"
     )
     log = open(tmp_path / "prometheus.log", "wb")
     proc = subprocess.Popen(
@@ -255,15 +277,27 @@ def test_a_real_prometheus_scrapes_published_and_delivered_ticks(ops_stack, tmp_
             return json.loads(body)["data"]["result"] if status == 200 else []
 
         def counts():
-            pub = query("sum(ticker_ticks_published_total)")
-            dlv = query("sum(ticker_ticks_delivered_total)")
+            # The web's job: the worker's endpoint serves the same shared directory.
+            pub = query('sum(ticker_ticks_published_total{job="ticker"})')
+            dlv = query('sum(ticker_ticks_delivered_total{job="ticker"})')
             if pub and dlv and float(pub[0]["value"][1]) > 0 and float(dlv[0]["value"][1]) > 0:
                 return float(pub[0]["value"][1]), float(dlv[0]["value"][1])
             return None
 
+        def from_worker():
+            pub = query('sum(ticker_ticks_published_total{job="ticker-worker"})')
+            return float(pub[0]["value"][1]) if pub and float(pub[0]["value"][1]) > 0 else None
+
         elapsed, found = wait_for(counts, 60, interval=1)
         assert found, (tmp_path / "prometheus.log").read_text()[-2000:]
-        series = query('count by (__name__) ({__name__=~"ticker_.+"})')
+        worker_elapsed, worker_published = wait_for(from_worker, 60, interval=1)
+        assert worker_published, (tmp_path / "prometheus.log").read_text()[-2000:]
+        worker_up = query('up{job="ticker-worker"}')
+        assert worker_up and worker_up[0]["value"][1] == "1", worker_up
+        worker_series = query('count by (__name__) ({job="ticker-worker", __name__=~"ticker_.+"})')
+        worker_names = sorted(r["metric"]["__name__"] for r in worker_series)
+        assert "ticker_lease_changes_total" in worker_names, worker_names
+        series = query('count by (__name__) ({job="ticker", __name__=~"ticker_.+"})')
         names = sorted(r["metric"]["__name__"] for r in series)
         up = query('up{job="ticker"}')
         _, rules_body = get(f"http://127.0.0.1:{port}/api/v1/rules")
@@ -273,6 +307,11 @@ def test_a_real_prometheus_scrapes_published_and_delivered_ticks(ops_stack, tmp_
             f"\nPrometheus scraped after {elapsed:.1f} s: published {found[0]:.0f}, "
             f"delivered {found[1]:.0f} ticks; up={up[0]['value'][1] if up else None}; "
             f"{len(names)} ticker_ series names: {', '.join(names)}; rule health {rule_health}"
+        )
+        print(
+            f"worker target (job ticker-worker) up, {worker_published:.0f} ticks published "
+            f"after {worker_elapsed:.1f} s more; {len(worker_names)} ticker_ series names: "
+            f"{', '.join(worker_names)}"
         )
         assert up and up[0]["value"][1] == "1"
         assert all(h == "ok" for h in rule_health), rule_health

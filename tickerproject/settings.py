@@ -322,6 +322,10 @@ CELERY_BEAT_SCHEDULE["supervise-alerts"] = {
 # "Authorization: Bearer <METRICS_TOKEN>" when a token is set; nobody else (403).
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# A Celery worker that shares no PROMETHEUS_MULTIPROC_DIR with a web process (its own
+# container) serves its metrics itself on this port (0: not at all) and address.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
+WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "127.0.0.1")
 # /api/health/: a symbol with subscribers in this process is "lagging" when it got no tick
 # for its expected interval (1 / its source's tick rate) plus this, while its producer
 # published one within that time.
