@@ -315,8 +315,9 @@ async def get_health(request: HttpRequest):
     """Whether live delivery works: 503 ("degraded") with the reasons in ``problems``.
 
     Degraded when Redis or the database is down, an active symbol is stale or its feed
-    source is not up, this process's receive loop is down, or a symbol with subscribers
-    here gets no tick while its producer publishes (markets.health).
+    source is not up, this process's receive loop is down, a symbol with subscribers
+    here gets no tick while its producer publishes, or this process's entitlement guard
+    is dead or late while connections are open (markets.health).
     """
     report = await health.report()
     base = report.base
@@ -326,6 +327,7 @@ async def get_health(request: HttpRequest):
         "redis": vars_of(base.redis),
         "database": vars_of(base.database),
         "receive_loop": report.receive_loop,
+        "loops": report.loops,
         "feed": base.feed,
         "stale": base.stale,
         "symbols": report.symbols,

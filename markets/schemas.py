@@ -122,6 +122,20 @@ class ReceiveLoopOut(Schema):
     since_ms: int | None
 
 
+class LoopOut(Schema):
+    state: Literal["running", "failing", "restarting", "stopped", "idle"] = Field(
+        description="failing: its last round raised; stopped: its task ended while it has "
+        "work; idle: no work (no connection to check)."
+    )
+    period_s: float = Field(description="How often it runs a round.")
+    last_round_age_s: float | None = Field(
+        description="Seconds since its last successful round; null before the first."
+    )
+    failures: int = Field(description="Rounds failed in a row.")
+    restarts: int = Field(description="Times its supervisor restarted it.")
+    error: str | None = Field(description="Its last failure, while failing or stopped.")
+
+
 class SymbolHealthOut(Schema):
     last_tick_age_s: float | None = Field(description="Seconds since its last published tick.")
     source: dict[str, Any] | None = Field(
@@ -152,6 +166,11 @@ class HealthOut(Schema):
     )
     receive_loop: ReceiveLoopOut | None = Field(
         default=None, description="This web process's fan-out receive loop."
+    )
+    loops: dict[str, LoopOut] = Field(
+        default_factory=dict,
+        description="This web process's supervised background loops by name: the "
+        "entitlement guard (guard) once a connection has started it.",
     )
     symbols: dict[str, SymbolHealthOut] = Field(
         default_factory=dict, description="Per active symbol: its feed and its delivery here."

@@ -252,3 +252,31 @@ async def test_loop_failures_and_restarts_of_the_guard_exist_from_the_start():
     text = generate_latest(REGISTRY).decode()
     assert f'ticker_loop_failures_total{{loop="{LOOP_NAME}"}}' in text
     assert f'ticker_receive_loop_restarts_total{{loop="{LOOP_NAME}"}}' in text
+
+
+async def test_the_health_json_shows_the_guard(async_client):
+    guard, _ = await watched_guard()
+    await until(lambda: _async(guard.rounds.last_round_ms is not None))
+    response = await async_client.get("/api/health/")
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "ok", body
+    shown = body["loops"][LOOP_NAME]
+    assert shown["state"] == "running" and shown["period_s"] == PERIOD, shown
+    assert shown["last_round_age_s"] is not None and shown["error"] is None
+
+    fault = TokenTableDown()
+    await fault.install()
+    try:
+
+        async def degraded():
+            response = await async_client.get("/api/health/")
+            return response.status_code == 503 and response.json()
+
+        body = await until(degraded)
+    finally:
+        await fault.remove()
+    (problem,) = body["problems"]
+    assert problem.startswith(f"{LOOP_NAME} loop: failing, no round completed for"), problem
+    shown = body["loops"][LOOP_NAME]
+    assert shown["state"] == "failing" and "OperationalError" in shown["error"], shown
+    await guard.aclose()
