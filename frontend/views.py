@@ -41,6 +41,7 @@ def dashboard(request):
             "name": s.name,
             "asset_class": s.asset_class,
             "decimals": _decimals(s.tick_size),
+            "source": s.source,
         }
         for s in symbols
         if s.ticker not in hidden
@@ -51,6 +52,8 @@ def dashboard(request):
         {
             "known_symbols": known,
             "ws_path": "/ws/prices/",
+            # Polled for each symbol's feed source state (source-status.js).
+            "symbols_url": reverse("api:list_symbols"),
             # The signed-in user's watchlist lives on the server (accounts.api).
             "watchlist_url": reverse("api:get_watchlist"),
             # ... and so are the user's price alerts (alerts.api).

@@ -16,6 +16,7 @@ import {
 import { PriceStreamClient, State } from "./protocol-client.js";
 import { SearchBox } from "./search-box.js";
 import { ServerWatchlist } from "./server-watchlist.js";
+import { SourceStatusPoller, sourceMark } from "./source-status.js";
 import { moveSelection, nextSort, sortSymbols } from "./watchlist-sort.js";
 import { WatchlistView } from "./watchlist-view.js";
 
@@ -73,7 +74,10 @@ class Dashboard {
   constructor() {
     this.known = readKnownSymbols();
     this.meta = new Map(
-      this.known.map((k) => [k.ticker, { name: k.name, decimals: k.decimals ?? decimalsForTickSize(k.tick_size) }]),
+      this.known.map((k) => [
+        k.ticker,
+        { name: k.name, decimals: k.decimals ?? decimalsForTickSize(k.tick_size), source: k.source ?? "" },
+      ]),
     );
     this.storage = safeStorage();
     this.prefs = loadPreferences(this.storage);
@@ -129,6 +133,17 @@ class Dashboard {
 
     const wsPath = document.body.dataset.wsPath || "/ws/prices/";
     this.client = new PriceStreamClient({ url: websocketUrl(wsPath) });
+    // Each symbol's feed source and its state, from /api/symbols/, while the stream is
+    // live and the page is shown: a source that is down is marked in its row.
+    this.sources = new Map();
+    this.sourcePoller = new SourceStatusPoller({
+      url: page.symbolsUrl || "/api/symbols/",
+      onUpdate: (sources) => {
+        this.sources = sources;
+        this.watchlist.setSources(sources);
+        this._checkStale();
+      },
+    });
     this._wireClient();
     this._wireControls();
   }
@@ -198,7 +213,9 @@ class Dashboard {
     c.on("state", (info) => {
       this._renderBadge(info);
       this._renderAccess(info);
+      this._pollSources();
     });
+    document.addEventListener("visibilitychange", () => this._pollSources());
     window.addEventListener("online", () => c.setNetworkOnline(true));
     window.addEventListener("offline", () => c.setNetworkOnline(false));
   }
@@ -582,6 +599,11 @@ class Dashboard {
     link.hidden = false;
   }
 
+  /** Poll the sources while the stream is live and the page is shown (no request otherwise). */
+  _pollSources() {
+    this.sourcePoller.setActive(this.client.state === State.LIVE && document.visibilityState !== "hidden");
+  }
+
   _checkStale() {
     const now = performance.now();
     const watched = this.client.symbols;
@@ -594,7 +616,9 @@ class Dashboard {
     }
     const parts = stale.map((symbol) => {
       const from = this.store.get(symbol)?.lastReceivedAt ?? this.subscribedAt[symbol];
-      return `${symbol} (${Math.round((now - from) / 1000)} s)`;
+      const info = this.sources.get(symbol);
+      const why = sourceMark(info) ? `, feed source ${info.source} ${info.state}` : "";
+      return `${symbol} (${Math.round((now - from) / 1000)} s${why})`;
     });
     $("stale-text").textContent = `No ticks for over ${STALE_MS / 1000} s: ${parts.join(", ")}`;
     banner.hidden = false;

@@ -2,6 +2,7 @@
 // (once per animation frame, for the symbols that changed since the last one).
 
 import { formatChange, formatPct, formatPrice, formatVolume } from "./format.js";
+import { sourceMark } from "./source-status.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const SPARK_W = 80;
@@ -36,7 +37,7 @@ export class WatchlistView {
   /**
    * @param {HTMLTableSectionElement} tbody
    * @param {object} options
-   * @param {Map<string, {name: string, decimals: number}>} options.meta
+   * @param {Map<string, {name: string, decimals: number, source?: string}>} options.meta
    * @param {(symbol: string) => void} options.onSelect
    * @param {(symbol: string) => void} options.onRemove
    */
@@ -45,6 +46,9 @@ export class WatchlistView {
     this.meta = meta;
     this.now = now;
     this.rows = new Map();
+    // ticker -> {source, state, error} from the server (source-status.js); until it
+    // answers, a row shows the source the page was rendered with (meta) and no mark.
+    this.sources = new Map();
     this.selected = null;
     this.order = [];
     tbody.addEventListener("click", (event) => {
@@ -115,9 +119,46 @@ export class WatchlistView {
       if (row.stale !== stale) {
         row.stale = stale;
         row.tr.classList.toggle("stale", stale);
-        row.staleMark.hidden = !stale;
+        this._showStaleMark(row);
       }
     }
+  }
+
+  /** Each symbol's feed source and state (a Map from source-status.js); marks those not up. */
+  setSources(sources) {
+    this.sources = sources;
+    for (const [symbol, row] of this.rows) this._renderSource(symbol, row);
+  }
+
+  // A source that is not up says why its row has no ticks; "stale" would only repeat it.
+  _showStaleMark(row) {
+    row.staleMark.hidden = !row.stale || row.sourceMark !== null;
+  }
+
+  _renderSource(symbol, row) {
+    const info = this.sources.get(symbol) ?? { source: this.meta.get(symbol)?.source ?? "", state: null, error: null };
+    const mark = sourceMark(info);
+    const key = `${info.source}|${mark?.label ?? ""}|${mark?.description ?? ""}`;
+    if (row.sourceKey === key) return;
+    row.sourceKey = key;
+    row.srcCell.textContent = info.source;
+    row.srcTag.textContent = info.source;
+    row.srcTag.hidden = !info.source;
+    row.sourceMark = mark;
+    row.tr.classList.toggle("source-off", mark !== null);
+    if (mark) {
+      row.tr.dataset.sourceState = mark.label;
+      row.srcCell.dataset.state = mark.label;
+      row.mark.dataset.state = mark.label;
+      row.mark.title = mark.description;
+      row.markLabel.textContent = mark.label;
+      row.markText.textContent = mark.description;
+    } else {
+      delete row.tr.dataset.sourceState;
+      delete row.srcCell.dataset.state;
+    }
+    row.mark.hidden = mark === null;
+    this._showStaleMark(row);
   }
 
   /** Redraw the rows of `symbols` from the store; rows drawn too recently wait. Returns those drawn. */
@@ -245,10 +286,26 @@ export class WatchlistView {
     staleMark.textContent = "stale";
     staleMark.title = "No tick for several seconds";
     staleMark.hidden = true;
+    // A source that is not up: its state in a word, and why in the title and for screen
+    // readers (the word alone is hidden from them).
+    const mark = document.createElement("span");
+    mark.className = "source-mark";
+    mark.hidden = true;
+    const markLabel = document.createElement("span");
+    markLabel.className = "source-mark-label";
+    markLabel.setAttribute("aria-hidden", "true");
+    const markText = document.createElement("span");
+    markText.className = "visually-hidden";
+    mark.append(markLabel, markText);
+    // The source on the name line, where the list has no room for the Source column.
     const nameEl = document.createElement("span");
     nameEl.className = "name";
-    nameEl.textContent = meta?.name ?? "";
-    symCell.append(tickerEl, staleMark, nameEl);
+    const srcTag = document.createElement("span");
+    srcTag.className = "src-tag";
+    nameEl.append(srcTag, meta?.name ?? "");
+    symCell.append(tickerEl, mark, staleMark, nameEl);
+    const srcCell = document.createElement("td");
+    srcCell.className = "c-src";
 
     const cells = {};
     const numCell = (key) => {
@@ -306,7 +363,7 @@ export class WatchlistView {
     }
 
     tr.append(
-      symCell, lastCell, numCell("chg"), numCell("pct"), numCell("vol"), numCell("hi"), numCell("lo"),
+      symCell, srcCell, lastCell, numCell("chg"), numCell("pct"), numCell("vol"), numCell("hi"), numCell("lo"),
       quoteCell, sparkCell, removeCell,
     );
     const row = {
@@ -317,6 +374,13 @@ export class WatchlistView {
       dir: null,
       spark,
       staleMark,
+      mark,
+      markLabel,
+      markText,
+      srcCell,
+      srcTag,
+      sourceMark: null,
+      sourceKey: null,
       texts: {},
       seq: null,
       trend: null,
@@ -329,6 +393,7 @@ export class WatchlistView {
       drawnAt: -Infinity,
     };
     this.rows.set(symbol, row);
+    this._renderSource(symbol, row);
     return row;
   }
 }
