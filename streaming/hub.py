@@ -30,6 +30,7 @@ from markets import history
 from markets.publishing import TICK_EVENT_TYPE
 from markets.symbols import symbol_group_name
 from telemetry import metrics, probes
+from telemetry.loops import supervise
 
 from .faults import FaultLog
 from .feed import SymbolFeed
@@ -52,7 +53,6 @@ class Hub:
         self.feeds: dict[str, SymbolFeed] = {}
         self.channel: str | None = None
         self.faults = FaultLog(logger)
-        self.loop_restarts = 0
         self.recoveries = 0
         self.resets = 0
         self.refills = 0
@@ -121,19 +121,7 @@ class Hub:
 
     async def _supervise(self, loop_fn: Callable[[], Any]) -> None:
         """Run ``loop_fn`` forever: a bug that escapes it is logged once and it restarts."""
-        delay = RETRY_FIRST_SECONDS
-        while True:
-            try:
-                await loop_fn()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.loop_restarts += 1
-                metrics.LOOP_RESTARTS.labels(loop_fn.__name__.strip("_")).inc()
-                self.faults.report(f"loop:{loop_fn.__name__}", "hub loop %s failed; restarting",
-                                   loop_fn.__name__, exc=exc)  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
+        await supervise(loop_fn.__name__.strip("_"), loop_fn, faults=self.faults)
 
     async def _new_channel(self) -> str:
         if hasattr(self.layer, "receive_many"):
