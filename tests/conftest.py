@@ -7,6 +7,26 @@ from markets.services import seed_symbols
 # client library sends, is checked against the AsyncAPI document (tests/asyncapi_contract.py).
 pytest_plugins = ["tests.asyncapi_contract"]
 
+# Test files that assert timings or load figures (a failover within 5 s, ticks in every
+# second of a stall, a flood's effect on others, fault-to-degraded times, benchmark
+# runs): marked `serial`, which make test runs alone after the rest runs in parallel, so
+# another test's load cannot fail them.
+SERIAL_FILES = {
+    "test_e2e_delivery.py",
+    "test_e2e_stack.py",
+    "test_failover.py",
+    "test_limits.py",
+    "test_limits_e2e.py",
+    "test_loadtest.py",
+    "test_ops_live.py",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
+
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):

@@ -1,5 +1,6 @@
 """Django settings, read from the environment (see the configuration table in README.md)."""
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -165,6 +166,12 @@ REDIS_URL = env_str(
 REDIS_SHARD_URLS = REDIS_SHARD_URLS or [REDIS_URL]
 # Every key this deployment writes starts with this, so parallel runs can share one server.
 REDIS_PREFIX = env_str("REDIS_PREFIX", "ticker")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # make test runs the suite in parallel processes (pytest-xdist): each gets keys of its
+    # own, and so does every process it starts, which inherits this REDIS_PREFIX (and not
+    # the worker id, which would add a second suffix).
+    REDIS_PREFIX = f"{REDIS_PREFIX}-{os.environ.pop('PYTEST_XDIST_WORKER')}"
+    os.environ["REDIS_PREFIX"] = REDIS_PREFIX
 
 _REDIS_HOST = {
     "address": REDIS_URL,
