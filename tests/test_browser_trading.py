@@ -353,11 +353,19 @@ def test_an_alert_set_over_rest_reaches_the_open_dashboard_as_a_toast(browser, s
         # Set, edit and delete one from the dashboard itself.
         page.fill("#alert-symbol", "ETH-USD")
         page.select_option("#alert-direction", "above")
+        # Selecting a symbol on the chart prefills the form, but not over a typed symbol.
+        page.evaluate("() => window.tickerDashboard.select('BTC-USD')")
+        assert page.input_value("#alert-symbol") == "ETH-USD"
         page.fill("#alert-price", "999999")
         page.click("#alert-add")
         item = page.wait_for_selector("#alert-list li:has(.alert-sym:text('ETH-USD'))")
         alert_id = item.get_attribute("data-alert-id")
-        page.fill(f"#alert-list li[data-alert-id='{alert_id}'] .alert-edit-price", "888888")
+        edit = f"#alert-list li[data-alert-id='{alert_id}'] .alert-edit-price"
+        page.fill(edit, "888888")
+        # The list is redrawn whenever an alert fires (these fire on every crossing): an
+        # edit in progress survives it.
+        page.evaluate("() => window.tickerDashboard._refreshAlerts()")
+        assert page.input_value(edit) == "888888"
         page.click(f"#alert-list li[data-alert-id='{alert_id}'] .alert-save")
         wait_until(page, lambda: rest(stack, "GET", f"/api/alerts/{alert_id}")["price"] == 888888,
                    what="the edit on the server")  # fmt: skip

@@ -34,23 +34,48 @@ export class AlertsView {
       onCreate({ symbol, direction: els.direction.value, price, repeat: els.repeat.checked });
     });
     els.list.addEventListener("click", (event) => this._onListClick(event));
+    // A symbol the user typed is theirs until the alert is set: selecting another
+    // symbol on the chart must not turn their alert into one on that symbol.
+    this._symbolTyped = false;
+    els.symbol.addEventListener("input", () => {
+      this._symbolTyped = true;
+    });
   }
 
   /** Prefill the form for `symbol` at `price` (the chart's selected symbol). */
   prefill(symbol, price) {
-    if (document.activeElement === this.els.price || document.activeElement === this.els.symbol) return;
+    if (this._symbolTyped || document.activeElement === this.els.price || document.activeElement === this.els.symbol) return;
     this.els.symbol.value = symbol ?? "";
     if (price !== null && price !== undefined && !this.els.price.value) this.els.price.placeholder = String(price);
   }
 
   clearForm() {
     this.els.price.value = "";
+    this._symbolTyped = false;
   }
 
   renderAlerts(alerts) {
+    // The list is redrawn whenever an alert fires: an alert being edited keeps what the
+    // user typed (and the focus), or a firing alert would undo their edit.
+    const edits = new Map();
+    for (const item of this.els.list.querySelectorAll("li[data-alert-id]")) {
+      const edit = editOf(item);
+      if (edit) edits.set(item.dataset.alertId, edit);
+    }
+    const focused = document.activeElement;
+    const focusedItem = focused?.closest?.("li[data-alert-id]");
+    const refocus = focusedItem && this.els.list.contains(focusedItem)
+      ? { id: focusedItem.dataset.alertId, className: focused.className }
+      : null;
     this.els.count.textContent = String(alerts.filter((a) => a.active).length);
-    this.els.list.replaceChildren(...alerts.map((a) => this._alertItem(a)));
+    this.els.list.replaceChildren(
+      ...alerts.map((a) => withEdit(this._alertItem(a), edits.get(String(a.id)))),
+    );
     this.els.empty.hidden = alerts.length > 0;
+    if (refocus) {
+      const item = this.els.list.querySelector(`li[data-alert-id="${refocus.id}"]`);
+      item?.getElementsByClassName(refocus.className)[0]?.focus();
+    }
   }
 
   renderHistory(events) {
@@ -81,7 +106,14 @@ export class AlertsView {
     const fired = alert.fired_count ? ` · fired ${alert.fired_count}×` : "";
     return $new(
       "li",
-      { className: `alert-item${alert.active ? "" : " off"}`, dataset: { alertId: String(alert.id) } },
+      {
+        className: `alert-item${alert.active ? "" : " off"}`,
+        // What the server holds, to tell an edit in progress (editOf).
+        dataset: {
+          alertId: String(alert.id), price: String(alert.price), direction: alert.direction,
+          active: String(alert.active),
+        },
+      },
       $new("span", { className: "alert-sym" }, alert.symbol),
       direction,
       price,
@@ -108,4 +140,24 @@ export class AlertsView {
       });
     }
   }
+}
+
+/** The values typed into an alert's row that differ from the server's, or null. */
+function editOf(item) {
+  const price = item.querySelector(".alert-edit-price")?.value;
+  const direction = item.querySelector(".alert-edit-direction")?.value;
+  const active = item.querySelector(".alert-edit-active")?.checked;
+  const d = item.dataset;
+  if (price === d.price && direction === d.direction && String(active) === d.active) return null;
+  return { price, direction, active };
+}
+
+/** ``item`` with an edit in progress carried over from the row it replaces. */
+function withEdit(item, edit) {
+  if (edit) {
+    item.querySelector(".alert-edit-price").value = edit.price;
+    item.querySelector(".alert-edit-direction").value = edit.direction;
+    item.querySelector(".alert-edit-active").checked = edit.active;
+  }
+  return item;
 }
