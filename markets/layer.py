@@ -29,6 +29,8 @@ from collections.abc import Sequence
 
 from channels_redis.core import RedisChannelLayer
 
+from telemetry import metrics
+
 logger = logging.getLogger(__name__)
 
 # KEYS: group keys. ARGV[1]: members joined before this are expired (group_expiry).
@@ -67,6 +69,10 @@ end
 return over
 """
 
+# A full channel (a web process that died stays in its groups until group_expiry) would
+# otherwise be reported with every batch: at most once per this many seconds, with a count.
+OVER_CAPACITY_LOG_SECONDS = 60.0
+
 # Scores of one batch step by this much (a double near 1.7e9 resolves ~2.4e-7).
 _SCORE_STEP = 1e-6
 
@@ -80,6 +86,8 @@ class TickerChannelLayer(RedisChannelLayer):
         self._queue_script = None
         self._last_score = 0.0
         self.over_capacity = 0
+        self._over_unlogged = 0
+        self._over_logged_at = -OVER_CAPACITY_LOG_SECONDS
 
     def _scripts(self):
         if self._queue_script is None:
@@ -141,7 +149,16 @@ class TickerChannelLayer(RedisChannelLayer):
             )
         if over:
             self.over_capacity += over
-            logger.info("%d channel copies over capacity in a batch of %d", over, len(messages))
+            self._over_unlogged += over
+            metrics.CHANNEL_LAYER_ERRORS.labels("over_capacity").inc(over)
+            at = time.monotonic()
+            if at - self._over_logged_at >= OVER_CAPACITY_LOG_SECONDS:
+                logger.warning(
+                    "%d channel-layer copies dropped since the last report: a member's "
+                    "channel is full (a web process behind, or gone)", self._over_unlogged,
+                )  # fmt: skip
+                self._over_unlogged = 0
+                self._over_logged_at = at
         return over
 
     def new_batch_channel(self, prefix: str = "batch") -> str:
