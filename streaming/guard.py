@@ -12,7 +12,8 @@ hop for all its connections:
   connection and its other subscriptions carry on.
 
 A user's rights are read once per round and reused by subscribes in between, so a
-subscribe costs no database read of its own.
+subscribe costs no database read of its own, unless the cached rights would refuse it:
+a refusal is confirmed with a fresh read, so a right granted just now works at once.
 
 The loop is supervised (telemetry.loops): a failed round (the database away) is logged
 once, counted in ``ticker_loop_failures_total{loop="guard"}`` and tried again next
@@ -105,18 +106,27 @@ class Guard:
         wanted = [t for t in tickers if t in restricted]
         if not wanted:
             return []
-        rights = await self.rights(identity)
-        return [t for t in wanted if not rights.allows(restricted[t])]
+        rights, fresh = await self.rights(identity)
+        refused = [t for t in wanted if not rights.allows(restricted[t])]
+        if refused and not fresh:
+            # Cached rights may allow, never refuse: a right granted since the last round
+            # must work at once (a user told "not permitted" after the grant would not
+            # know to retry). Refusals are rare and commands are rate-limited, so the
+            # extra read is bounded.
+            rights, _ = await self.rights(identity, fresh=True)
+            refused = [t for t in refused if not rights.allows(restricted[t])]
+        return refused
 
-    async def rights(self, identity: Identity) -> Rights:
+    async def rights(self, identity: Identity, *, fresh: bool = False) -> tuple[Rights, bool]:
+        """``identity``'s rights, and whether they were read from the database just now."""
         if not identity.authenticated:
-            return NO_RIGHTS
+            return NO_RIGHTS, True
         cached = self._rights.get(identity.user.pk)
-        if cached is not None and time.monotonic() - cached[0] < self.interval:
-            return cached[1]
+        if not fresh and cached is not None and time.monotonic() - cached[0] < self.interval:
+            return cached[1], False
         rights = await database_sync_to_async(rights_of)(identity.user)
         self._rights[identity.user.pk] = (time.monotonic(), rights)
-        return rights
+        return rights, True
 
     # --- the periodic check
 

@@ -128,3 +128,25 @@ async def test_a_deactivated_user_is_closed_and_a_symbol_restricted_later_drops_
     await g.check()
     assert conn.close_code == CloseCode.FORBIDDEN
     assert anon.sent[-1]["symbols"] == ["ETH-USD"] and list(anon.subs) == ["BTC-USD"]
+
+
+async def test_cached_rights_allow_at_once_but_a_refusal_is_read_fresh():
+    await restrict("AAPL", group="nasdaq")
+    user, secret = await user_with_token("newcomer")
+    identity = await identity_of(secret)
+    g = guard()
+    g.interval = 3600.0  # the rights, once read, stay cached for the whole test
+    assert await g.forbidden(identity, ["AAPL", "BTC-USD"]) == ["AAPL"]
+
+    # Granted after the rights were cached: the refusal is re-read, so it works at once.
+    await sync_to_async(lambda: user.groups.add(Group.objects.get(name="nasdaq")))()
+    assert await g.forbidden(identity, ["AAPL"]) == []
+
+    # Taken away: an allow from the cache stands until the next round drops it.
+    await sync_to_async(user.groups.clear)()
+    assert await g.forbidden(identity, ["AAPL"]) == []
+    conn = FakeConnection(identity, ["AAPL"])
+    g.connections.add(conn)
+    await g.check()
+    assert list(conn.subs) == [] and conn.sent[-1]["reason"] == "forbidden"
+    assert await g.forbidden(identity, ["AAPL"]) == ["AAPL"]
