@@ -112,3 +112,33 @@ async def test_after_the_servers_close_the_backlog_is_parsed_a_slice_per_turn_un
         await asyncio.sleep(0)
     assert transport.closing  # the client's close was found behind ~400 KiB of pings
     assert len(chunks) > 50 and max(chunks) <= SLICE_BYTES
+
+
+async def test_the_frames_of_one_loop_turn_go_out_in_one_write_in_order():
+    proto, transport, client = await open_connection()
+    client.events_received()  # the handshake's response
+    writes = []
+    real_write = transport.write
+    transport.write = lambda data: (writes.append(bytes(data)), real_write(data))[1]
+    texts = [f'{{"type":"tick","seq":{i}}}' for i in range(5)]
+    for text in texts:
+        await proto.send({"type": "websocket.send", "text": text})
+    assert writes == []  # framed, not yet written
+    await asyncio.sleep(0)
+    assert len(writes) == 1  # one system call for the five frames
+    client.receive_data(writes[0])
+    assert [e.data.decode() for e in client.events_received()] == texts  # five frames
+
+    # Ending the write side or closing the transport flushes first: the FIN and the
+    # close follow the frames written before them.
+    eof = []
+    transport.write_eof = lambda: eof.append(len(writes))
+    await proto.send({"type": "websocket.send", "text": "before the FIN"})
+    proto.transport.write_eof()
+    assert eof == [2]
+    await proto.send({"type": "websocket.send", "text": "last"})
+    proto.transport.close()
+    assert len(writes) == 3 and transport.closing
+    client.receive_data(writes[1] + writes[2])
+    assert [e.data.decode() for e in client.events_received()] == ["before the FIN", "last"]
+    proto.connection_lost(None)

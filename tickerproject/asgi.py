@@ -24,3 +24,8 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+from tickerproject.gctune import tune  # noqa: E402
+
+# Last: everything the application loaded is frozen out of the collector's walks.
+tune()

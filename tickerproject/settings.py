@@ -8,6 +8,7 @@ import dj_database_url
 from telemetry.logs import logging_config
 
 from .env import env_bool, env_float, env_int, env_list, env_str
+from .gctune import parse_thresholds
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -262,6 +263,9 @@ FEED_TAKEOVER_POLL_SECONDS = env_float("FEED_TAKEOVER_POLL_SECONDS", 0.5, minimu
 # either an "all" connection is closed with 4008 and "latest" ones are conflated.
 OUTBOX_MAX_BYTES = env_int("OUTBOX_MAX_BYTES", 1024 * 1024, minimum=4096)
 MAX_TICK_AGE_MS = env_int("MAX_TICK_AGE_MS", 1000, minimum=50)
+# The web process's garbage collector (tickerproject.gctune): the startup heap frozen and
+# young collections rarer, so a full collection does not pause every tick in flight.
+GC_THRESHOLDS = parse_thresholds(env_str("GC_THRESHOLDS", "10000,10,10"))
 # A web process leaves a symbol's group after nobody has watched it this long.
 FEED_IDLE_SECONDS = env_float("FEED_IDLE_SECONDS", 30.0, minimum=0.1)
 
