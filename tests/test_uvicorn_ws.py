@@ -5,9 +5,11 @@ import asyncio
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
-from tickerproject.uvicorn_ws import SLICE_BYTES, PacedWebSocketsProtocol
+from tickerproject.uvicorn_ws import SLICE_BYTES, PacedWebSocketsProtocol, text_frame
 
 
 class Transport(asyncio.Transport):
@@ -40,7 +42,7 @@ class Transport(asyncio.Transport):
         )
 
 
-async def open_connection():
+async def open_connection(extensions=None):
     accepted = asyncio.Event()
 
     async def app(scope, receive, send):
@@ -54,7 +56,7 @@ async def open_connection():
     proto = PacedWebSocketsProtocol(config, ServerState(), {})
     transport = Transport()
     proto.connection_made(transport)
-    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws/prices/"))
+    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws/prices/"), extensions=extensions)
     client.send_request(client.connect())
     proto.data_received(b"".join(client.data_to_send()))
     await asyncio.wait_for(accepted.wait(), 5)
@@ -141,4 +143,36 @@ async def test_the_frames_of_one_loop_turn_go_out_in_one_write_in_order():
     assert len(writes) == 3 and transport.closing
     client.receive_data(writes[1] + writes[2])
     assert [e.data.decode() for e in client.events_received()] == ["before the FIN", "last"]
+    proto.connection_lost(None)
+
+
+async def test_text_frames_of_every_length_class_are_framed_as_websockets_would():
+    texts = ["", "é" * 10, "x" * 125, "x" * 126, "y" * 65535, "z" * 65536, "w" * 200_000]
+    for text in texts:
+        frame = Frame(Opcode.TEXT, text.encode())
+        assert text_frame(text.encode()) == frame.serialize(mask=False)
+    proto, transport, client = await open_connection()
+    client.events_received()
+    start = len(transport.written)
+    for text in texts:
+        await proto.send({"type": "websocket.send", "text": text})
+    await asyncio.sleep(0)
+    client.receive_data(bytes(transport.written[start:]))
+    assert [e.data.decode() for e in client.events_received()] == texts
+    proto.connection_lost(None)
+
+
+async def test_a_compressed_connection_still_gets_compressed_frames():
+    proto, transport, client = await open_connection([ClientPerMessageDeflateFactory()])
+    assert proto.conn.extensions  # negotiated: frames go through websockets
+    client.events_received()
+    start = len(transport.written)
+    text = '{"type":"tick","symbol":"BTC-USD"}' * 50
+    await proto.send({"type": "websocket.send", "text": text})
+    await asyncio.sleep(0)
+    sent = bytes(transport.written[start:])
+    assert len(sent) < len(text) // 4 and sent[0] & 0x40  # RSV1: compressed
+    client.receive_data(sent)
+    [frame] = client.events_received()
+    assert frame.data.decode() == text
     proto.connection_lost(None)
