@@ -16,7 +16,10 @@ Two kinds of subscription feed one outbox (streaming.protocol.Mode):
 
 When a connection accepts batches (it set ``batch_ms``, 0 included), ticks waiting
 together go out as one ``ticks`` frame: on the ``batch_ms`` timer, or by themselves
-whenever the writer is behind.
+whenever the writer is behind. The timer is the process's (``BatchClock``): one timer per
+``batch_ms`` value writes every batching outbox that has frames waiting, so a tick waits
+at most ``batch_ms`` and 2000 batching connections cost one timer, not 2000 timers and
+writer tasks per period.
 """
 
 import asyncio
@@ -28,6 +31,7 @@ from typing import Any
 
 from telemetry.metrics import BACKLOG, DELIVERY, LAG
 
+from .loops import PerLoop
 from .protocol import CloseCode
 
 SLOW_CONSUMER = CloseCode.SLOW_CONSUMER
@@ -214,7 +218,36 @@ class Outbox:
         if self._task is not None:
             self.ready.set()
         elif self._send is not None:
-            self._task = asyncio.ensure_future(self._drain())
+            if self.batch_ms:
+                batch_clock(self.batch_ms).add(self)
+            else:
+                self._task = asyncio.ensure_future(self._drain())
+
+    def write_batch(self) -> None:
+        """Called by the batch clock: what waits goes out now, merged into ``ticks`` frames."""
+        if self._task is not None or self.closing or self._send is None:
+            return  # the writer task has it (the socket was full), or nothing is left
+        frames, next_due = self.take()
+        for i, text in enumerate(frames):
+            DELIVERY.frames += 1
+            coro = self._send(text)
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                continue
+            except Exception as exc:
+                self._gone(exc)
+                return
+            # The socket is full: the writer task finishes this frame and the rest.
+            self._task = asyncio.ensure_future(
+                self._drain(parked=(coro, yielded), rest=frames[i + 1 :])
+            )
+            return
+        if self._writing_oldest_ts:
+            LAG.observe((self.clock() - self._writing_oldest_ts) / 1000)
+        self.written()
+        if next_due is not None and self.batch_ms:
+            batch_clock(self.batch_ms).add(self)  # a rate-limited slot falls due later
 
     def _write_now(self, text: str, ts: int = 0) -> None:
         """Write ``text`` without a task switch; a send that must wait finishes in a task.
@@ -236,12 +269,17 @@ class Outbox:
         self._writing_oldest_ts = ts
         self._task = asyncio.ensure_future(self._drain(parked=(coro, yielded)))
 
-    async def _drain(self, parked: tuple[Coroutine, Any] | None = None) -> None:
+    async def _drain(
+        self, parked: tuple[Coroutine, Any] | None = None, rest: list[str] | None = None
+    ) -> None:
         """The writer task: runs while frames wait, then ends until the next backlog."""
         loop = asyncio.get_running_loop()
         try:
             if parked is not None:
                 await _resume(*parked)
+                for text in rest or ():
+                    await self._send(text)
+                DELIVERY.frames += len(rest or ())
                 if self._writing_oldest_ts:
                     LAG.observe((self.clock() - self._writing_oldest_ts) / 1000)
                 self.written()
@@ -389,3 +427,43 @@ def _resume(coro: Coroutine, yielded: Any):
                 yielded = coro.send(sent)
             except StopIteration:
                 return
+
+
+class BatchClock:
+    """One event loop's timer for one ``batch_ms``: writes the outboxes that wait for it.
+
+    It ticks on a grid of ``batch_ms`` while any outbox waits, and stops when none does.
+    """
+
+    def __init__(self, period_ms: int) -> None:
+        self.period = period_ms / 1000
+        self.waiting: dict[Outbox, None] = {}  # in the order they began to wait
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, outbox: Outbox) -> None:
+        self.waiting[outbox] = None
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            at = (loop.time() // self.period + 1) * self.period
+            self._handle = loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        waiting, self.waiting = self.waiting, {}
+        for outbox in waiting:
+            try:
+                outbox.write_batch()
+            except Exception as exc:  # one broken outbox must not stop the others' batches
+                outbox.fail(exc)
+
+
+_clocks: PerLoop[dict[int, BatchClock]] = PerLoop(dict)
+
+
+def batch_clock(batch_ms: int) -> BatchClock:
+    """The running loop's clock for ``batch_ms``."""
+    clocks = _clocks()
+    clock = clocks.get(batch_ms)
+    if clock is None:
+        clock = clocks[batch_ms] = BatchClock(batch_ms)
+    return clock

@@ -239,3 +239,60 @@ async def test_latest_mode_writes_at_once_when_idle_and_drops_ticks_that_arrive_
         (3, 1),
     ]
     assert box.dropped_stale == 1
+
+
+async def test_batching_outboxes_share_one_clock_and_wait_at_most_batch_ms():
+    from streaming.outbox import batch_clock
+
+    loop = asyncio.get_running_loop()
+    boxes, sent = [], []
+    for name in ("a", "b"):
+        box, clock, _ = make()
+        box.clock = lambda: loop.time() * 1000  # ticks are fresh whatever the wall clock says
+        box.batch_ms = 50
+
+        async def send(text: str, name=name) -> None:
+            sent.append((name, loop.time(), text))
+
+        box.attach(send)
+        boxes.append(box)
+    now = loop.time() * 1000
+    started = loop.time()
+    for box in boxes:
+        box.put_frame('{"type":"subscribed"}')
+        box.put_tick(tick("A", 1), now)
+        box.put_tick(tick("B", 1), now)
+    clock = batch_clock(50)
+    assert list(clock.waiting) == boxes  # one timer for both, no writer task
+    assert all(box._task is None for box in boxes) and sent == []
+    await asyncio.sleep(0.12)
+    assert [(n, json.loads(t)["type"]) for n, _, t in sent] == [
+        ("a", "subscribed"), ("a", "ticks"), ("b", "subscribed"), ("b", "ticks"),
+    ]  # fmt: skip
+    # Written on the clock's grid: within one period of the puts.
+    assert all(0 < at - started <= 0.05 + 0.02 for _, at, _ in sent)
+    assert clock.waiting == {} and clock._handle is None  # idle: no timer left running
+
+
+async def test_a_batch_that_meets_a_full_socket_is_finished_by_the_writer_task_in_order():
+    box, _, _ = make()
+    loop = asyncio.get_running_loop()
+    box.clock = lambda: loop.time() * 1000
+    box.batch_ms = 20
+    gate = asyncio.Event()
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        if not sent:
+            await gate.wait()  # the first frame finds the socket full
+        sent.append(text)
+
+    box.attach(send)
+    box.put_frame('{"type":"one"}')
+    box.put_frame('{"type":"two"}')
+    await asyncio.sleep(0.05)
+    assert sent == [] and box._task is not None
+    box.put_frame('{"type":"three"}')
+    gate.set()
+    await asyncio.sleep(0.1)
+    assert [json.loads(t)["type"] for t in sent] == ["one", "two", "three"]
