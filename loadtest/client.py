@@ -262,6 +262,11 @@ class TickClient(asyncio.Protocol):
     # --- protocol events
 
     def _flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            # Lost already (the server dropped it; connection_lost is on its way): what
+            # the protocol wanted to send has nowhere to go.
+            self.protocol.data_to_send()
+            return
         for chunk in self.protocol.data_to_send():
             if chunk:
                 self.transport.write(chunk)

@@ -352,7 +352,12 @@ class FakeTransport:
         self.closed = False
 
     def write(self, data: bytes) -> None:
+        if self.closed:  # as uvloop does
+            raise RuntimeError("unable to perform operation on a closed transport")
         self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
 
     def can_write_eof(self) -> bool:
         return True
@@ -424,6 +429,18 @@ def feed_frames(client: TickClient, *messages: dict | bytes) -> None:
             for m in messages
         )
     )
+
+
+async def test_closing_a_client_whose_socket_the_server_already_dropped_does_not_crash():
+    # Seen at 4,500 clients: the server dropped the socket, connection_lost had not run
+    # yet, and the end-of-run close wrote to the closed transport and took the whole
+    # client process down with it.
+    run = Run(make_config(), t0=time.time())
+    client, transport = open_client(run, ["AAPL"])
+    transport.closed = True
+    sent = len(transport.written)
+    client.close()
+    assert len(transport.written) == sent
 
 
 async def test_a_slow_consumer_close_resumes_with_since_and_epochs(monkeypatch):
