@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 # How often the feed re-reads the symbol table: a source change applies within this.
 SYMBOLS_REFRESH_SECONDS = 2.0
+# A read of the symbol table that takes longer is given up (and tried again next time):
+# the same loop renews the leases, which must not wait on the database.
+SYMBOLS_READ_TIMEOUT_SECONDS = 10.0
 # How often each owned symbol's source counters are written to Redis.
 STATUS_FLUSH_SECONDS = 1.0
 # A status hash outlives its writer by this long, then Redis forgets it.
@@ -126,7 +129,11 @@ def _load_configs_sync() -> dict[str, SymbolConfig]:
         close_old_connections()
 
 
-_load_configs = sync_to_async(_load_configs_sync)
+# A thread of the loop's pool, not asgiref's one process-wide "thread-sensitive" thread:
+# that thread is shared by every such call in the process (a Celery worker's feeds,
+# a test process's fixtures), so one call stuck there would stop every feed's refresh
+# with no timer left to notice. The read opens and closes its own connection.
+_load_configs = sync_to_async(_load_configs_sync, thread_sensitive=False)
 
 
 async def run_feed(
@@ -209,9 +216,17 @@ async def run_feed(
             stats.lost.update(symbols)
             logger.warning("feed %s dropped %s: %s", stats.token, ", ".join(sorted(symbols)), why)
 
-    async def refresh() -> None:
+    async def refresh() -> bool:
+        """Re-read the symbol table and apply it; False when the read timed out."""
         nonlocal configs
-        configs = await _load_configs()
+        try:
+            configs = await asyncio.wait_for(_load_configs(), SYMBOLS_READ_TIMEOUT_SECONDS)
+        except TimeoutError:
+            faults.report(
+                "reading the symbol table timed out; trying again next time",
+                f"no answer in {SYMBOLS_READ_TIMEOUT_SECONDS:.0f} s",
+            )
+            return False
         drop({s for s in running if s not in configs}, "no longer active")
         changed = [
             s for s, r in running.items() if configs[s].source_key() != r.config.source_key()
@@ -221,6 +236,7 @@ async def run_feed(
             stop_source(symbol)
         await start_all(changed)
         await take_free_leases()
+        return True
 
     async def restart_failed() -> None:
         now = loop.time()
@@ -309,16 +325,20 @@ async def run_feed(
             try:
                 if now >= next_refresh:
                     next_refresh = now + SYMBOLS_REFRESH_SECONDS
-                    await refresh()
-                    next_poll = now + poll_every
-                    if not running and not standby:
+                    # False: the database did not answer; leases are renewed meanwhile.
+                    refreshed = await refresh()
+                    if refreshed:
+                        next_poll = now + poll_every  # refresh() took free leases
+                    if refreshed and not running and not standby:
                         logger.info("feed %s: every symbol has a producer; exiting", stats.token)
                         break
                 if now >= next_renew:
                     next_renew = now + renew_every
                     held = set(await leases.renew(list(running)))
                     drop(set(running) - held, "lease lost (renewal found another owner)")
-                    if not running and not standby:
+                    # Holding nothing means another producer has it all, once the symbol
+                    # table has been read at all.
+                    if not running and not standby and configs:
                         break
                 if now >= next_poll:
                     next_poll = now + poll_every

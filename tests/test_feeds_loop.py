@@ -218,3 +218,28 @@ def test_the_admin_edits_the_source_and_refuses_bad_options(admin_client):
         btc.full_clean()
     btc.source_options = {"product_id": "BTC-EUR"}
     btc.full_clean()
+
+
+@pytest.mark.usefixtures("async_symbols")
+async def test_a_symbol_table_read_that_never_answers_is_given_up_and_tried_again(
+    monkeypatch, caplog
+):
+    import feeds.services as services
+
+    real, calls = services._load_configs, []
+
+    async def load() -> dict:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # the database never answers the first read
+        return await real()
+
+    monkeypatch.setattr(services, "_load_configs", load)
+    monkeypatch.setattr(services, "SYMBOLS_READ_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(services, "SYMBOLS_REFRESH_SECONDS", 0.2)
+    stats = await asyncio.wait_for(
+        run_feed(stop=threading.Event(), tick_rate=20, lease_seconds=2, max_seconds=1.5), 10
+    )
+    assert len(calls) >= 2  # given up after the timeout, then read again
+    assert stats.acquired and stats.ticks > 0  # and the feed produced once it could
+    assert "reading the symbol table timed out" in caplog.text
