@@ -35,6 +35,7 @@ from telemetry.loops import supervise
 from .faults import FaultLog
 from .feed import SymbolFeed
 from .loops import PerLoop
+from .outbox import ROUND
 from .subscription import Subscription
 
 logger = logging.getLogger(__name__)
@@ -145,9 +146,11 @@ class Hub:
             except Exception as exc:
                 await self._recover_after(exc)
                 continue
-            for event in events:
-                if event.get("type") == TICK_EVENT_TYPE:
-                    await self._on_tick(event)
+            # Each connection's ticks of the batch leave together (streaming.outbox).
+            with ROUND:
+                for event in events:
+                    if event.get("type") == TICK_EVENT_TYPE:
+                        await self._on_tick(event)
             if self._suspect:
                 await self._check_suspects()
 
@@ -273,6 +276,7 @@ class Hub:
                 return
             # The layer lost ticks on the way to this process (a full or expired queue,
             # an outage): fetch them once here, for every subscriber.
+            ROUND.release()  # what the round holds goes out before we wait for Redis
             if not await self._refill(feed, seq):
                 return  # the catch-up after the outage delivers this one too
         ts = event["ts"]

@@ -23,6 +23,7 @@ writer tasks per period.
 """
 
 import asyncio
+import threading
 import time
 import types
 from collections import deque
@@ -88,6 +89,8 @@ class Outbox:
         # that waited together still share a frame).
         self.batch_ms: int | None = None
         self._queue: deque[str] = deque()
+        # Written "at once" during a delivery round: (text, ts; 0 for a frame), in order.
+        self._held: list[tuple[str, int]] = []
         self.live_bytes = 0
         # ts of the oldest live tick still queued, or held by the writer; 0 for none.
         self._queued_oldest_ts = 0
@@ -250,6 +253,36 @@ class Outbox:
             batch_clock(self.batch_ms).add(self)  # a rate-limited slot falls due later
 
     def _write_now(self, text: str, ts: int = 0) -> None:
+        """Write ``text`` now, or at the end of the delivery round if one is open."""
+        if ROUND.open:
+            if not self._held:
+                ROUND.outboxes.append(self)
+            self._held.append((text, ts))
+            return
+        self._write_direct(text, ts)
+
+    def release_held(self) -> None:
+        """Called at the end of a delivery round: what was held is written, in order."""
+        held, self._held = self._held, []
+        for i, (text, ts) in enumerate(held):
+            if self.closing:
+                return
+            if self._task is None:
+                self._write_direct(text, ts)
+                continue
+            # The socket filled up: the writer task takes the rest, after what it holds.
+            for text, ts in held[i:]:
+                if ts:
+                    if not self._queued_oldest_ts:
+                        self._queued_oldest_ts = ts
+                    self._queue.append(text)
+                    self.live_bytes += len(text)
+                else:
+                    self._queue.append(Frame(text))
+            self._wake()
+            return
+
+    def _write_direct(self, text: str, ts: int = 0) -> None:
         """Write ``text`` without a task switch; a send that must wait finishes in a task.
 
         The ASGI send is a coroutine that, on a socket with room, completes without
@@ -467,3 +500,43 @@ def batch_clock(batch_ms: int) -> BatchClock:
     if clock is None:
         clock = clocks[batch_ms] = BatchClock(batch_ms)
     return clock
+
+
+class DeliveryRound(threading.local):
+    """The hub's delivery of one batch of ticks, connection by connection.
+
+    The fan-out goes tick by tick: each tick to each of its subscribers. Writing each
+    frame at once made one system call per frame; writing at the end of the loop turn
+    (tickerproject.uvicorn_ws) merged them, but then no connection got anything until the
+    whole batch was done. In a round, what would be written at once is held per
+    connection, and at the end each connection's frames are written together, one
+    connection after the other, so the first connections' frames leave while the later
+    ones are written. The hub opens a round around each batch and closes it before
+    anything it awaits (a refill from history), so nothing else writes meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.open = False
+        self.outboxes: list[Outbox] = []
+
+    def __enter__(self) -> "DeliveryRound":
+        self.open = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Write what was held and close the round."""
+        self.open = False
+        outboxes, self.outboxes = self.outboxes, []
+        for outbox in outboxes:
+            try:
+                outbox.release_held()
+            except Exception as exc:  # one broken outbox must not keep the others' ticks
+                outbox.fail(exc)
+
+
+# The round this thread's hub has open, if any: delivery is synchronous between its
+# open and its release, so one per thread (per event loop) is enough.
+ROUND = DeliveryRound()

@@ -296,3 +296,50 @@ async def test_a_batch_that_meets_a_full_socket_is_finished_by_the_writer_task_i
     gate.set()
     await asyncio.sleep(0.1)
     assert [json.loads(t)["type"] for t in sent] == ["one", "two", "three"]
+
+
+async def test_a_delivery_round_writes_each_connections_ticks_together_in_order():
+    from streaming.outbox import ROUND
+
+    sent: list[tuple[str, str]] = []
+    boxes = []
+    for name in ("a", "b"):
+        box, _, _ = make()
+
+        async def send(text: str, name=name) -> None:
+            sent.append((name, json.loads(text)["seq"]))
+
+        box.attach(send)
+        boxes.append(box)
+    a, b = boxes
+    with ROUND:
+        for seq in (1, 2):  # the fan-out goes tick by tick: a, b, a, b
+            a.put_tick(tick("A", seq), 1_000_000)
+            b.put_tick(tick("A", seq), 1_000_000)
+        assert sent == []  # held until the batch is done
+    assert sent == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    a.put_tick(tick("A", 3), 1_000_000)  # no round: at once, as before
+    assert sent[-1] == ("a", 3)
+
+
+async def test_a_held_batch_that_meets_a_full_socket_finishes_in_the_writer_task_in_order():
+    from streaming.outbox import ROUND
+
+    box, _, closed = make()
+    gate = asyncio.Event()
+    sent: list[int] = []
+
+    async def send(text: str) -> None:
+        if not sent and not gate.is_set():
+            await gate.wait()  # the first frame finds the socket full
+        sent.append(json.loads(text)["seq"])
+
+    box.attach(send)
+    with ROUND:
+        for seq in (1, 2, 3):
+            box.put_tick(tick("A", seq), 1_000_000)
+    assert sent == [] and box._task is not None and box.live_bytes > 0
+    box.put_tick(tick("A", 4), 1_000_000)
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert sent == [1, 2, 3, 4] and closed == []

@@ -176,3 +176,20 @@ async def test_a_compressed_connection_still_gets_compressed_frames():
     [frame] = client.events_received()
     assert frame.data.decode() == text
     proto.connection_lost(None)
+
+
+async def test_a_connection_is_flushed_as_soon_as_another_one_writes():
+    one, t1, _ = await open_connection()
+    two, t2, _ = await open_connection()
+    await asyncio.sleep(0)
+    start1, start2 = len(t1.written), len(t2.written)
+    await one.send({"type": "websocket.send", "text": "a1"})
+    await one.send({"type": "websocket.send", "text": "a2"})
+    assert len(t1.written) == start1  # still gathering
+    await two.send({"type": "websocket.send", "text": "b1"})
+    assert len(t1.written) > start1  # the first connection's frames left, together
+    assert len(t2.written) == start2
+    await asyncio.sleep(0)
+    assert len(t2.written) > start2  # the last one at the end of the turn
+    one.connection_lost(None)
+    two.connection_lost(None)

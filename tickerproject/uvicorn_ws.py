@@ -27,6 +27,7 @@ BytesIO per frame. Anything else (compression, close, accept) goes through uvico
 
 import asyncio
 import struct
+import threading
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -34,6 +35,13 @@ from websockets.protocol import OPEN
 
 # About 170 ping commands: a few milliseconds of parsing on a slow core.
 SLICE_BYTES = 4096
+
+
+class _LastWriter(threading.local):
+    transport: "CoalescingTransport | None" = None
+
+
+_last_writer = _LastWriter()
 
 
 class CoalescingTransport:
@@ -57,6 +65,14 @@ class CoalescingTransport:
     def write(self, data: bytes) -> None:
         if not data:
             return
+        # Another connection's writes before ours go out now: the fan-out writes each
+        # connection's frames of a batch together (streaming.outbox.DeliveryRound), so
+        # the first connections need not wait for the whole batch to be written.
+        last = _last_writer.transport
+        if last is not self:
+            if last is not None and last._pending and last._loop is self._loop:
+                last.flush()
+            _last_writer.transport = self
         self._pending.append(data)
         if not self._scheduled:
             self._scheduled = True
