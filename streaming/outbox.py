@@ -89,8 +89,11 @@ class Outbox:
         # that waited together still share a frame).
         self.batch_ms: int | None = None
         self._queue: deque[str] = deque()
-        # Written "at once" during a delivery round: (text, ts; 0 for a frame), in order.
-        self._held: list[tuple[str, int]] = []
+        # Written "at once" during a delivery round, in order: texts and their ts (0 for
+        # a frame). Two flat lists cleared in place: no tuple or list per tick, which the
+        # garbage collector would have to walk (a full collection is a pause for all).
+        self._held: list[str] = []
+        self._held_ts: list[int] = []
         self.live_bytes = 0
         # ts of the oldest live tick still queued, or held by the writer; 0 for none.
         self._queued_oldest_ts = 0
@@ -257,30 +260,35 @@ class Outbox:
         if ROUND.open:
             if not self._held:
                 ROUND.outboxes.append(self)
-            self._held.append((text, ts))
+            self._held.append(text)
+            self._held_ts.append(ts)
             return
         self._write_direct(text, ts)
 
     def release_held(self) -> None:
         """Called at the end of a delivery round: what was held is written, in order."""
-        held, self._held = self._held, []
-        for i, (text, ts) in enumerate(held):
-            if self.closing:
+        held, held_ts = self._held, self._held_ts
+        try:
+            for i in range(len(held)):
+                if self.closing:
+                    return
+                if self._task is None:
+                    self._write_direct(held[i], held_ts[i])
+                    continue
+                # The socket filled up: the writer task takes the rest, after what it has.
+                for text, ts in zip(held[i:], held_ts[i:], strict=True):
+                    if ts:
+                        if not self._queued_oldest_ts:
+                            self._queued_oldest_ts = ts
+                        self._queue.append(text)
+                        self.live_bytes += len(text)
+                    else:
+                        self._queue.append(Frame(text))
+                self._wake()
                 return
-            if self._task is None:
-                self._write_direct(text, ts)
-                continue
-            # The socket filled up: the writer task takes the rest, after what it holds.
-            for text, ts in held[i:]:
-                if ts:
-                    if not self._queued_oldest_ts:
-                        self._queued_oldest_ts = ts
-                    self._queue.append(text)
-                    self.live_bytes += len(text)
-                else:
-                    self._queue.append(Frame(text))
-            self._wake()
-            return
+        finally:
+            held.clear()
+            held_ts.clear()
 
     def _write_direct(self, text: str, ts: int = 0) -> None:
         """Write ``text`` without a task switch; a send that must wait finishes in a task.
@@ -529,12 +537,15 @@ class DeliveryRound(threading.local):
     def release(self) -> None:
         """Write what was held and close the round."""
         self.open = False
-        outboxes, self.outboxes = self.outboxes, []
-        for outbox in outboxes:
-            try:
-                outbox.release_held()
-            except Exception as exc:  # one broken outbox must not keep the others' ticks
-                outbox.fail(exc)
+        outboxes = self.outboxes
+        try:
+            for outbox in outboxes:
+                try:
+                    outbox.release_held()
+                except Exception as exc:  # one broken outbox must not keep the others' ticks
+                    outbox.fail(exc)
+        finally:
+            outboxes.clear()  # in place: no list per batch for the collector
 
 
 # The round this thread's hub has open, if any: delivery is synchronous between its
