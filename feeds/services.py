@@ -129,11 +129,11 @@ def _load_configs_sync() -> dict[str, SymbolConfig]:
         close_old_connections()
 
 
-# A thread of the loop's pool, not asgiref's one process-wide "thread-sensitive" thread:
-# that thread is shared by every such call in the process (a Celery worker's feeds,
-# a test process's fixtures), so one call stuck there would stop every feed's refresh
-# with no timer left to notice. The read opens and closes its own connection.
-_load_configs = sync_to_async(_load_configs_sync, thread_sensitive=False)
+# On asgiref's thread-sensitive thread, which keeps one database connection for the
+# process (a pool thread would leave one open per thread). That thread is shared by
+# every such call in the process, so a call stuck there would stop this one too: the
+# read is bounded by SYMBOLS_READ_TIMEOUT_SECONDS below.
+_load_configs = sync_to_async(_load_configs_sync)
 
 
 async def run_feed(

@@ -143,15 +143,17 @@ async def test_answers_ticks_batches_and_resets(stack, contract, token):
         await c.until("pong", id=3)
         await c.send(action="unsubscribe", symbols=["BTC-USD"], id=4)
         await c.until("unsubscribed", id=4)
-        # A changed numbering: reset, then a fresh snapshot.
+        # A changed numbering: reset, then a fresh snapshot. Two symbols, so that every
+        # 50 ms batch holds two ticks and goes out as one "ticks" frame (one symbol at
+        # TICK_RATE=20 has one tick per batch, sent as a plain "tick").
         await c.send(
-            action="subscribe", symbols=["BTC-USD"], id=5, since={"BTC-USD": 1},
+            action="subscribe", symbols=["BTC-USD", "ETH-USD"], id=5, since={"BTC-USD": 1},
             epochs={"BTC-USD": "not-the-epoch"}, batch_ms=50,
         )  # fmt: skip
         assert (await c.until("reset", symbol="BTC-USD"))["reason"] == "epoch_changed"
         await c.until("snapshot", symbol="BTC-USD")
         await c.until("ticks")
-        await c.send(action="unsubscribe", symbols=["BTC-USD"], id=6)
+        await c.send(action="unsubscribe", symbols=["BTC-USD", "ETH-USD"], id=6)
         await c.until("unsubscribed", id=6)
         # History keeps about HISTORY_DEPTH=100 ticks (trimmed approximately): once the
         # symbol is far past that, it no longer reaches back to seq 2.
