@@ -20,10 +20,10 @@ SERIAL_FILES = {
     "test_loadtest.py",
     "test_ops_live.py",
     # Not timing: a run_feed of this file hung past the 300 s timeout twice (2026-11-26),
-    # with test_browser_login.py run before it or beside it, never alone. Suspected cause:
-    # the feed's symbol-table read used asgiref's one process-wide thread, which another
-    # caller can hold (it no longer does, 848fad1); not reproduced since. Kept here, where
-    # no browser test runs before it, until runs show the parallel part is safe for it.
+    # with test_browser_login.py run before it or beside it, never alone; not reproduced
+    # since. Suspected: the feed's symbol-table read waits on asgiref's one process-wide
+    # thread, which another caller can hold. That read is now bounded (10 s, logged), so
+    # a recurrence fails with "reading the symbol table timed out" instead of hanging.
     "test_lease_and_publishing.py",
 }
 
