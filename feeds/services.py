@@ -49,8 +49,9 @@ logger = logging.getLogger(__name__)
 
 # How often the feed re-reads the symbol table: a source change applies within this.
 SYMBOLS_REFRESH_SECONDS = 2.0
-# A read of the symbol table that takes longer is given up (and tried again next time):
-# the same loop renews the leases, which must not wait on the database.
+# A read of the symbol table that takes longer is left to finish in the background (the
+# last table is kept meanwhile): the same loop renews the leases, which must not wait on
+# the database.
 SYMBOLS_READ_TIMEOUT_SECONDS = 10.0
 # How often each owned symbol's source counters are written to Redis.
 STATUS_FLUSH_SECONDS = 1.0
@@ -132,7 +133,7 @@ def _load_configs_sync() -> dict[str, SymbolConfig]:
 # On asgiref's thread-sensitive thread, which keeps one database connection for the
 # process (a pool thread would leave one open per thread). That thread is shared by
 # every such call in the process, so a call stuck there would stop this one too: the
-# read is bounded by SYMBOLS_READ_TIMEOUT_SECONDS below.
+# feed loop waits for it at most SYMBOLS_READ_TIMEOUT_SECONDS at a time (refresh()).
 _load_configs = sync_to_async(_load_configs_sync)
 
 
@@ -165,6 +166,7 @@ async def run_feed(
     leases = SymbolLeases(token=stats.token, ttl_seconds=lease_seconds)
     publisher = TickPublisher(lease_token=stats.token)
     queue: asyncio.Queue[TickDraft] = asyncio.Queue(QUEUE_SIZE)
+    reading: asyncio.Future | None = None  # a symbol-table read still on its way
     running: dict[str, Running] = {}
     configs: dict[str, SymbolConfig] = {}
     # The source label of ticker_ticks_published_total (telemetry.metrics).
@@ -217,16 +219,23 @@ async def run_feed(
             logger.warning("feed %s dropped %s: %s", stats.token, ", ".join(sorted(symbols)), why)
 
     async def refresh() -> bool:
-        """Re-read the symbol table and apply it; False when the read timed out."""
-        nonlocal configs
-        try:
-            configs = await asyncio.wait_for(_load_configs(), SYMBOLS_READ_TIMEOUT_SECONDS)
-        except TimeoutError:
+        """Re-read the symbol table and apply it; False while the read has not answered."""
+        nonlocal configs, reading
+        # Not wait_for(): cancelling a sync_to_async call still waits for its thread, so
+        # a read stuck there would hold this loop (and the lease renewals) all the same.
+        # A slow read is left running and picked up by a later refresh instead.
+        if reading is None:
+            reading = asyncio.ensure_future(_load_configs())
+            reading.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait({reading}, timeout=SYMBOLS_READ_TIMEOUT_SECONDS)
+        if not done:
             faults.report(
-                "reading the symbol table timed out; trying again next time",
-                f"no answer in {SYMBOLS_READ_TIMEOUT_SECONDS:.0f} s",
+                "reading the symbol table is taking long; keeping the last one meanwhile",
+                f"no answer after {SYMBOLS_READ_TIMEOUT_SECONDS:.0f} s",
             )
             return False
+        read, reading = reading, None
+        configs = read.result()
         drop({s for s in running if s not in configs}, "no longer active")
         changed = [
             s for s, r in running.items() if configs[s].source_key() != r.config.source_key()
@@ -358,9 +367,17 @@ async def run_feed(
         for symbol in held:
             stop_source(symbol)
         publisher_task.cancel()
+        if reading is not None:
+            reading.cancel()  # not awaited: it may be waiting on its thread
         await asyncio.gather(publisher_task, return_exceptions=True)
         await leases.release(held)
     return stats
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    # A read given up on may fail later; its error is not "never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 def run_feed_blocking(*, stop: threading.Event, **kwargs) -> FeedStats:
