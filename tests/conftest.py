@@ -22,8 +22,9 @@ SERIAL_FILES = {
     # Not timing: a run_feed of this file hung past the 300 s timeout twice (2026-11-26),
     # with test_browser_login.py run before it or beside it, never alone; not reproduced
     # since. Suspected: the feed's symbol-table read waits on asgiref's one process-wide
-    # thread, which another caller can hold. That read is now bounded (10 s, logged), so
-    # a recurrence fails with "reading the symbol table timed out" instead of hanging.
+    # thread, which another caller can hold. The feed loop no longer waits on that read
+    # (5c5f487): a recurrence logs "reading the symbol table is taking long" and fails
+    # the test's assertions instead of hanging.
     "test_lease_and_publishing.py",
 }
 
