@@ -234,21 +234,11 @@ class Outbox:
         if self._task is not None or self.closing or self._send is None:
             return  # the writer task has it (the socket was full), or nothing is left
         frames, next_due = self.take()
+        oldest = self._writing_oldest_ts
         for i, text in enumerate(frames):
-            DELIVERY.frames += 1
-            coro = self._send(text)
-            try:
-                yielded = coro.send(None)
-            except StopIteration:
-                continue
-            except Exception as exc:
-                self._gone(exc)
-                return
-            # The socket is full: the writer task finishes this frame and the rest.
-            self._task = asyncio.ensure_future(
-                self._drain(parked=(coro, yielded), rest=frames[i + 1 :])
-            )
-            return
+            self._write_direct(text, oldest, rest=frames[i + 1 :])
+            if self._task is not None or self.closing:
+                return  # the socket is full (the writer task has the rest), or gone
         if self._writing_oldest_ts:
             LAG.observe((self.clock() - self._writing_oldest_ts) / 1000)
         self.written()
@@ -290,13 +280,14 @@ class Outbox:
             held.clear()
             held_ts.clear()
 
-    def _write_direct(self, text: str, ts: int = 0) -> None:
+    def _write_direct(self, text: str, ts: int = 0, rest: list[str] | None = None) -> None:
         """Write ``text`` without a task switch; a send that must wait finishes in a task.
 
         The ASGI send is a coroutine that, on a socket with room, completes without
         ever suspending (uvicorn writes to the transport at once). Running it by hand
         saves the writer task's wake-up per frame; when it does suspend (the socket
-        is full) the writer task takes it over and everything after it queues.
+        is full) the writer task takes it over, then ``rest``, and everything after
+        it queues.
         """
         DELIVERY.frames += 1
         coro = self._send(text)
@@ -308,7 +299,7 @@ class Outbox:
             self._gone(exc)
             return
         self._writing_oldest_ts = ts
-        self._task = asyncio.ensure_future(self._drain(parked=(coro, yielded)))
+        self._task = asyncio.ensure_future(self._drain(parked=(coro, yielded), rest=rest))
 
     async def _drain(
         self, parked: tuple[Coroutine, Any] | None = None, rest: list[str] | None = None
