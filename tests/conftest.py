@@ -19,7 +19,9 @@ SERIAL_FILES = {
     "test_limits_e2e.py",
     "test_loadtest.py",
     "test_ops_live.py",
-    # Not timing: a run_feed of this file hung past the 300 s timeout twice (2026-11-26),
+    # Not timing: a run_feed of this file hung past the 300 s timeout twice (2026-11-26;
+    # a third time in test_redis_shards.py, after browser tests in the same xdist worker:
+    # make test now runs the browser tests in a process of their own),
     # with test_browser_login.py run before it or beside it, never alone; not reproduced
     # since. Suspected: the feed's symbol-table read waits on asgiref's one process-wide
     # thread, which another caller can hold. The feed loop no longer waits on that read
