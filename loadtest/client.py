@@ -345,9 +345,7 @@ class TickClient(asyncio.Protocol):
                 totals.batch_frames_counted += 1
             ticks = msg.get("ticks")
             if ticks.__class__ is list:
-                tick = self._tick
-                for one in ticks:
-                    tick(one, now, counting, totals)
+                self._ticks(ticks, now, counting, totals)
         elif kind == "snapshot":
             self._snapshot(msg)
         elif kind == "subscribed":
@@ -367,6 +365,50 @@ class TickClient(asyncio.Protocol):
             totals.seq.resets += 1
         elif kind not in ("unsubscribed", "subscriptions", "pong"):
             totals.unexpected[f"type {str(kind)[:30]!r}"] += 1
+
+    def _ticks(self, ticks: list, now: float, counting: bool, totals: WorkerTotals) -> None:
+        """A ``ticks`` frame: the common case (the next seq of a subscribed symbol, no
+        ``skipped``) inline, with the frame's one receipt time; anything else through
+        _tick. The same counts as calling _tick for each."""
+        trackers = self.trackers
+        latency = totals.latency
+        counts = latency.counts
+        slow = self._tick
+        done = 0
+        lat_sum = 0.0
+        lat_max = latency.max_ms
+        for tick in ticks:
+            try:
+                tracker = trackers.get(tick["symbol"])
+                seq = tick["seq"]
+                ts = tick["ts"]
+            except (KeyError, TypeError, AttributeError):
+                tracker = None
+            last = tracker.last if tracker is not None else None
+            if last is None or seq != last + 1 or "skipped" in tick:
+                slow(tick, now, counting, totals)
+                continue
+            tracker.last = seq
+            done += 1
+            if counting:
+                if tracker.first_counted is None:
+                    tracker.first_counted = seq
+                tracker.last_counted = seq
+                ms = now - ts
+                if ms < 0:
+                    ms = 0.0
+                key = int(ms * 10)  # LatencyHistogram.record, inline
+                counts[key] = counts.get(key, 0) + 1
+                lat_sum += ms
+                if ms > lat_max:
+                    lat_max = ms
+        totals.ticks += done
+        if counting and done:
+            totals.ticks_counted += done
+            latency.total += done
+            latency.sum_ms += lat_sum
+            if lat_max > latency.max_ms:
+                latency.max_ms = lat_max
 
     def _tick(self, tick: dict, now: float, counting: bool, totals: WorkerTotals) -> None:
         try:

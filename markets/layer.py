@@ -180,7 +180,12 @@ class TickerChannelLayer(RedisChannelLayer):
             got = await conn.bzpopmin(key, timeout=timeout or self.brpop_timeout)
             if got is None:
                 return []
+            # Whatever was queued with it (a publisher's batch lands in one script) comes
+            # in the same call: the hub delivers a batch's ticks together (one frame per
+            # connection when batching) rather than the first tick alone.
             popped = [(got[1], got[2])]
+            if limit > 1:
+                popped += await conn.zpopmin(key, limit - 1)
         messages = []
         for member, _score in popped:
             message = self.deserialize(member)

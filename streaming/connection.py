@@ -18,6 +18,7 @@ from markets import history
 from telemetry import metrics
 
 from .auth import ANONYMOUS, Identity
+from .extensions import Write
 from .faults import FaultLog
 from .guard import Guard, local_guard
 from .hub import Hub, local_hub
@@ -36,6 +37,7 @@ class Connection:
         self,
         *,
         send_text: Callable[[str], Coroutine[Any, Any, None]],
+        write: Write | None = None,
         close: Callable[[int], Awaitable[None]],
         hub: Hub | None = None,
         guard: Guard | None = None,
@@ -50,7 +52,7 @@ class Connection:
         )
         self.outbox.on_close = self.end
         self.outbox.on_gone = self._gone
-        self.outbox.attach(send_text)
+        self.outbox.attach(send_text, write)
         self.subs: dict[str, Subscription] = {}
         self.close_code: int | None = None
         self._close = close

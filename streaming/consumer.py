@@ -14,6 +14,7 @@ from telemetry import metrics
 
 from .auth import ANONYMOUS, Identity, identify_token
 from .connection import Connection
+from .extensions import write_extension
 from .known import known_symbols
 from .limits import CommandLimiter, SubscriptionQuota, Verdict, close_for_flooding
 from .protocol import (
@@ -112,7 +113,12 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
         async def send_text(text: str) -> None:
             await send({"type": "websocket.send", "text": text})
 
-        self.conn = Connection(send_text=send_text, close=self._close_with, identity=identity)
+        self.conn = Connection(
+            send_text=send_text,
+            write=write_extension(self.scope),
+            close=self._close_with,
+            identity=identity,
+        )
         self._auth_deadline: asyncio.TimerHandle | None = None
         if identity.failure is not None:
             self.conn.send(ProtocolError(ErrorCode.UNAUTHORIZED, identity.failure).as_message())

@@ -177,14 +177,19 @@ class SymbolFeed:
 
     # --- live ticks
 
-    def deliver(self, seq: int, text: str, ts: int, *, live: bool = True) -> None:
-        """Hand the next tick to every subscriber (one that falls behind closes itself)."""
+    def deliver(
+        self, seq: int, text: str, ts: int, *, live: bool = True, now: float | None = None
+    ) -> None:
+        """Hand the next tick to every subscriber (one that falls behind closes itself).
+
+        ``now`` (epoch ms) saves each subscriber's outbox reading the clock.
+        """
         self.last_seq, self.known_ts = seq, ts
         self.observe(seq=seq, text=text, ts=ts)
         failed: list[tuple[Subscription, Exception]] = []
         for sub in self.subscribers:
             try:
-                sub.offer(seq, text, ts, live=live)
+                sub.offer(seq, text, ts, live, now)
             except Exception as exc:
                 failed.append((sub, exc))
         if failed:

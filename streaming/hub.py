@@ -286,7 +286,7 @@ class Hub:
             self._note_lag(lag)
         feed.received_ms = now
         feed.last_ts = ts
-        feed.deliver(seq, event["text"], ts)
+        feed.deliver(seq, event["text"], ts, now=now)
         # Plain counts, flushed into the metrics by _report_forever.
         metrics.DELIVERY.received += 1
         metrics.LAG.observe((time.time() * 1000 - ts) / 1000)

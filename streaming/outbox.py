@@ -15,14 +15,21 @@ Two kinds of subscription feed one outbox (streaming.protocol.Mode):
   older than ``max_age_ms`` is dropped and counted, never written.
 
 When a connection accepts batches (it set ``batch_ms``, 0 included), ticks waiting
-together go out as one ``ticks`` frame: on the ``batch_ms`` timer, or by themselves
-whenever the writer is behind. The timer is the process's (``BatchClock``): one timer per
-``batch_ms`` value writes every batching outbox that has frames waiting, so a tick waits
-at most ``batch_ms`` and 2000 batching connections cost one timer, not 2000 timers and
-writer tasks per period.
+together go out as one ``ticks`` frame. With ``batch_ms`` above 0 the outbox writes at
+most once per ``batch_ms`` (a rate limit with a leading edge): what arrives at least
+``batch_ms`` after its last write goes out at the end of the hub's delivery round (or of
+the loop turn), merged with whatever else that round brought; what arrives sooner waits
+until ``batch_ms`` after the last write. So a tick waits at most ``batch_ms``, and a
+connection whose ticks come in bursts (every symbol ticking at once) gets each burst at
+once, in one frame, instead of waiting for a timer. The timers are the process's
+(``BatchClock``): one heap per event loop for every batching outbox that waits, not a
+timer and a writer task per connection. Without ``batch_ms`` (or with 0), ticks share a
+frame only when the writer is behind.
 """
 
 import asyncio
+import heapq
+import itertools
 import threading
 import time
 import types
@@ -32,6 +39,7 @@ from typing import Any
 
 from telemetry.metrics import BACKLOG, DELIVERY, LAG
 
+from .extensions import Write
 from .loops import PerLoop
 from .protocol import CloseCode
 
@@ -109,13 +117,24 @@ class Outbox:
         self.on_gone: Callable[[BaseException], None] = lambda exc: None
         self.ready = asyncio.Event()
         self._send: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        # The server's write without a coroutine (streaming.extensions), if it has one.
+        self._write: Write | None = None
+        self._queued_frames = 0  # Frames (not ticks) in _queue
         # The writer: a task only while something waits (a full socket, a batch, a
         # rate-limited slot); otherwise a frame is written at once by whoever puts it.
         self._task: asyncio.Task | None = None
+        # Batching: whether a write of what waits is arranged (at the end of the round or
+        # turn, or on the batch clock), and when (clock ms) the last batch was written.
+        self._scheduled = False
+        self._last_batch_ms = 0.0
 
-    def attach(self, send: Callable[[str], Coroutine[Any, Any, None]]) -> None:
-        """Start writing to ``send`` (an ASGI websocket.send of one text frame)."""
+    def attach(
+        self, send: Callable[[str], Coroutine[Any, Any, None]], write: Write | None = None
+    ) -> None:
+        """Start writing to ``send`` (an ASGI websocket.send of one text frame), and
+        through ``write`` (streaming.extensions.WRITE_EXTENSION) whenever it can."""
         self._send = send
+        self._write = write
 
     def stop(self) -> None:
         """Called when the socket is gone: nothing more is written or queued."""
@@ -135,6 +154,7 @@ class Outbox:
             self._write_now(text)
             return
         self._queue.append(Frame(text))
+        self._queued_frames += 1
         self._wake()
 
     def put_history(self, texts: list[str]) -> None:
@@ -144,7 +164,7 @@ class Outbox:
         self._queue.extend(texts)
         self._wake()
 
-    def put_tick(self, text: str, ts: int) -> bool:
+    def put_tick(self, text: str, ts: int, now: float | None = None) -> bool:
         """Queue a live tick of an ``all`` subscription; False once the connection is slow.
 
         Slow means: more than ``max_bytes`` of live ticks waiting, or a live tick that
@@ -153,8 +173,10 @@ class Outbox:
         """
         if self.closing:
             return False
-        now = self.clock()
-        if self._idle():
+        if now is None:
+            now = self.clock()
+        queue = self._queue
+        if not queue and self._idle():
             if now - ts > self.max_age_ms:
                 self._close(SLOW_CONSUMER)
                 return False
@@ -163,13 +185,15 @@ class Outbox:
             return True
         if not self._queued_oldest_ts:
             self._queued_oldest_ts = ts
-        self._queue.append(text)
+        queue.append(text)
         self.live_bytes += len(text)
         oldest = self._writing_oldest_ts or self._queued_oldest_ts
         if self.live_bytes > self.max_bytes or now - oldest > self.max_age_ms:
             self._close(SLOW_CONSUMER)
             return False
-        self._wake()
+        # The hot path of a batching connection: its write is already arranged.
+        if not self._scheduled:
+            self._wake()
         return True
 
     def add_slot(self, symbol: str, *, max_rate: float | None) -> None:
@@ -225,15 +249,35 @@ class Outbox:
             self.ready.set()
         elif self._send is not None:
             if self.batch_ms:
-                batch_clock(self.batch_ms).add(self)
+                if not self._scheduled:
+                    self._schedule_batch(self._last_batch_ms + self.batch_ms)
             else:
                 self._task = asyncio.ensure_future(self._drain())
 
+    def _schedule_batch(self, due_ms: float) -> None:
+        """Arrange for what waits to be written at ``due_ms``, or soon if that has passed."""
+        self._scheduled = True
+        if due_ms <= self.clock():
+            if ROUND.open:
+                ROUND.outboxes.append(self)  # with the rest of the round's ticks
+            else:
+                asyncio.get_running_loop().call_soon(self.write_scheduled)
+        else:
+            batch_clock().add(self, due_ms - self.clock())
+
+    def write_scheduled(self) -> None:
+        """Called when the batch arranged by _schedule_batch is due."""
+        if self._scheduled:
+            self._scheduled = False
+            self.write_batch()
+
     def write_batch(self) -> None:
-        """Called by the batch clock: what waits goes out now, merged into ``ticks`` frames."""
+        """What waits goes out now, merged into ``ticks`` frames."""
         if self._task is not None or self.closing or self._send is None:
             return  # the writer task has it (the socket was full), or nothing is left
         frames, next_due = self.take()
+        if frames:
+            self._last_batch_ms = self.clock()
         oldest = self._writing_oldest_ts
         for i, text in enumerate(frames):
             self._write_direct(text, oldest, rest=frames[i + 1 :])
@@ -242,8 +286,9 @@ class Outbox:
         if self._writing_oldest_ts:
             LAG.observe((self.clock() - self._writing_oldest_ts) / 1000)
         self.written()
-        if next_due is not None and self.batch_ms:
-            batch_clock(self.batch_ms).add(self)  # a rate-limited slot falls due later
+        if next_due is not None and self.batch_ms and not self._scheduled:
+            # A rate-limited slot falls due later; it goes with the next batch at the earliest.
+            self._schedule_batch(max(next_due, self._last_batch_ms + self.batch_ms))
 
     def _write_now(self, text: str, ts: int = 0) -> None:
         """Write ``text`` now, or at the end of the delivery round if one is open."""
@@ -257,6 +302,9 @@ class Outbox:
 
     def release_held(self) -> None:
         """Called at the end of a delivery round: what was held is written, in order."""
+        if self.batch_ms:
+            self.write_scheduled()  # a batch that was due: the round's ticks in one frame
+            return
         held, held_ts = self._held, self._held_ts
         try:
             for i in range(len(held)):
@@ -274,6 +322,7 @@ class Outbox:
                         self.live_bytes += len(text)
                     else:
                         self._queue.append(Frame(text))
+                        self._queued_frames += 1
                 self._wake()
                 return
         finally:
@@ -290,6 +339,21 @@ class Outbox:
         it queues.
         """
         DELIVERY.frames += 1
+        write = self._write
+        if write is not None:
+            if FRAMES.depth:
+                payload = FRAMES.encoded.get(text)
+                if payload is None:
+                    payload = FRAMES.encoded[text] = text.encode()
+            else:
+                payload = text.encode()
+            try:
+                if write(payload):
+                    return
+            except Exception as exc:
+                self._gone(exc)
+                return
+            # The socket is full (or closing): the coroutine send waits as it should.
         coro = self._send(text)
         try:
             yielded = coro.send(None)
@@ -320,6 +384,8 @@ class Outbox:
                     # Let a batch gather; a reply put meanwhile waits at most this long.
                     await asyncio.sleep(self.batch_ms / 1000)
                 frames, next_due = self.take()
+                if frames:
+                    self._last_batch_ms = self.clock()
                 for text in frames:
                     await self._send(text)
                 DELIVERY.frames += len(frames)
@@ -362,6 +428,7 @@ class Outbox:
 
     def clear(self) -> None:
         self._queue.clear()
+        self._queued_frames = 0
         self._slots.clear()
         self._due_slots = 0
         self.live_bytes = 0
@@ -381,6 +448,8 @@ class Outbox:
             return [], None
         items = list(self._queue)
         self._queue.clear()
+        frames = self._queued_frames
+        self._queued_frames = 0
         self._writing_oldest_ts = self._queued_oldest_ts
         self._queued_oldest_ts = 0
         if self.live_bytes:
@@ -390,9 +459,11 @@ class Outbox:
         if self._due_slots:
             next_due = self._take_slots(items, now)
         # Counted here, written by the caller (the writer task) right after.
-        DELIVERY.ticks += sum(type(item) is not Frame for item in items)
-        if self.batch_ms is None:
+        DELIVERY.ticks += len(items) - frames
+        if self.batch_ms is None or len(items) < 2:
             return items, next_due
+        if not frames:
+            return [_joined(items)], next_due  # the usual batch: ticks only
         return _merge(items), next_due
 
     def written(self) -> None:
@@ -429,14 +500,55 @@ def _merge(items: list[str]) -> list[str]:
     for item in items:
         if type(item) is Frame:
             if run:
-                out.append(run[0] if len(run) == 1 else ticks_frame(run))
+                out.append(_joined(run))
                 run = []
             out.append(item)
         else:
             run.append(item)
     if run:
-        out.append(run[0] if len(run) == 1 else ticks_frame(run))
+        out.append(_joined(run))
     return out
+
+
+def _joined(run: list[str]) -> str:
+    """One frame of the ticks ``run``: a ``ticks`` frame, or the tick itself if alone."""
+    if len(run) == 1:
+        return run[0]
+    if not FRAMES.depth:
+        return ticks_frame(run)
+    key = tuple(run)  # the hub hands every subscriber the same str per tick: cheap to hash
+    text = FRAMES.merged.get(key)
+    if text is None:
+        text = FRAMES.merged[key] = ticks_frame(run)
+    return text
+
+
+class FrameCache(threading.local):
+    """Frames built while many outboxes are written in one go, shared between them.
+
+    Connections watching the same symbols (a dashboard's default list, programs
+    following one market) get the same ticks in a round, so the same ``ticks`` frame
+    and the same bytes: built once, not once per connection. Kept only for the pass
+    (``with FRAMES:``), so it holds no more than one round's frames.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.merged: dict[tuple[str, ...], str] = {}
+        self.encoded: dict[str, bytes] = {}
+
+    def __enter__(self) -> "FrameCache":
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.depth -= 1
+        if not self.depth:
+            self.merged.clear()
+            self.encoded.clear()
+
+
+FRAMES = FrameCache()
 
 
 @types.coroutine
@@ -462,43 +574,57 @@ def _resume(coro: Coroutine, yielded: Any):
 
 
 class BatchClock:
-    """One event loop's timer for one ``batch_ms``: writes the outboxes that wait for it.
+    """One event loop's timers for the batching outboxes: a heap of (due, outbox).
 
-    It ticks on a grid of ``batch_ms`` while any outbox waits, and stops when none does.
+    One timer runs, for the earliest due batch, and only while some outbox waits.
     """
 
-    def __init__(self, period_ms: int) -> None:
-        self.period = period_ms / 1000
-        self.waiting: dict[Outbox, None] = {}  # in the order they began to wait
-        self._handle: asyncio.TimerHandle | None = None
+    # Batches due within this much of each other are written by one timer call.
+    SLACK_MS = 1.0
 
-    def add(self, outbox: Outbox) -> None:
-        self.waiting[outbox] = None
-        if self._handle is None:
-            loop = asyncio.get_running_loop()
-            at = (loop.time() // self.period + 1) * self.period
-            self._handle = loop.call_at(at, self._fire)
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Outbox]] = []
+        self._order = itertools.count()  # ties in due time: in the order they began to wait
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = float("inf")
+
+    @property
+    def waiting(self) -> list[Outbox]:
+        return [outbox for _, _, outbox in sorted(self._heap)]
+
+    def add(self, outbox: Outbox, delay_ms: float) -> None:
+        """Call ``outbox.write_scheduled()`` in ``delay_ms``."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() * 1000 + delay_ms  # the loop's clock: outboxes' clocks may differ
+        heapq.heappush(self._heap, (due, next(self._order), outbox))
+        if due < self._at:
+            self._arm(loop, due)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = due
+        self._handle = loop.call_at(due / 1000, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
-        waiting, self.waiting = self.waiting, {}
-        for outbox in waiting:
-            try:
-                outbox.write_batch()
-            except Exception as exc:  # one broken outbox must not stop the others' batches
-                outbox.fail(exc)
+        self._at = float("inf")
+        heap = self._heap
+        loop = asyncio.get_running_loop()
+        until = loop.time() * 1000 + self.SLACK_MS
+        with FRAMES:
+            while heap and heap[0][0] <= until:
+                outbox = heapq.heappop(heap)[2]
+                try:
+                    outbox.write_scheduled()
+                except Exception as exc:  # one broken outbox must not stop the others' batches
+                    outbox.fail(exc)
+        if heap:
+            self._arm(loop, heap[0][0])
 
 
-_clocks: PerLoop[dict[int, BatchClock]] = PerLoop(dict)
-
-
-def batch_clock(batch_ms: int) -> BatchClock:
-    """The running loop's clock for ``batch_ms``."""
-    clocks = _clocks()
-    clock = clocks.get(batch_ms)
-    if clock is None:
-        clock = clocks[batch_ms] = BatchClock(batch_ms)
-    return clock
+# The running loop's batch clock.
+batch_clock: PerLoop[BatchClock] = PerLoop(BatchClock)
 
 
 class DeliveryRound(threading.local):
@@ -530,11 +656,12 @@ class DeliveryRound(threading.local):
         self.open = False
         outboxes = self.outboxes
         try:
-            for outbox in outboxes:
-                try:
-                    outbox.release_held()
-                except Exception as exc:  # one broken outbox must not keep the others' ticks
-                    outbox.fail(exc)
+            with FRAMES:
+                for outbox in outboxes:
+                    try:
+                        outbox.release_held()
+                    except Exception as exc:  # one broken outbox must not keep the others' ticks
+                        outbox.fail(exc)
         finally:
             outboxes.clear()  # in place: no list per batch for the collector
 

@@ -48,7 +48,9 @@ class Subscription:
     def is_live(self) -> bool:
         return self.held is None
 
-    def offer(self, seq: int, text: str, ts: int, *, live: bool = True) -> bool:
+    def offer(
+        self, seq: int, text: str, ts: int, live: bool = True, now: float | None = None
+    ) -> bool:
         """Called by the feed with each tick; False once the connection is slow.
 
         ``live`` is False for ticks the feed fetched from history (a refill after an
@@ -74,7 +76,7 @@ class Subscription:
         self.last_seq = seq
         if self.mode is Mode.ALL:
             if live:
-                return self.outbox.put_tick(text, ts)
+                return self.outbox.put_tick(text, ts, now)
             self.outbox.put_history([text])
             return True
         self.outbox.put_latest(self.feed.symbol, text, ts)

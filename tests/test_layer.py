@@ -99,8 +99,9 @@ async def test_receive_many_takes_everything_queued_in_order_and_waits_when_empt
     waiter = asyncio.ensure_future(one.receive_many(hub, timeout=5))
     await asyncio.sleep(0.2)
     assert not waiter.done()
-    await one.group_send_many([("g2", {"type": "t", "n": 11})])
-    assert [m["n"] for m in await asyncio.wait_for(waiter, 5)] == [11]
+    await one.group_send_many([("g2", {"type": "t", "n": n}) for n in (11, 12, 13)])
+    # Woken by the first, it also takes what came with it: the batch stays one batch.
+    assert [m["n"] for m in await asyncio.wait_for(waiter, 5)] == [11, 12, 13]
     assert await one.receive_many(hub, timeout=0.2) == []
 
 

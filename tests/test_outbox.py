@@ -241,8 +241,8 @@ async def test_latest_mode_writes_at_once_when_idle_and_drops_ticks_that_arrive_
     assert box.dropped_stale == 1
 
 
-async def test_batching_outboxes_share_one_clock_and_wait_at_most_batch_ms():
-    from streaming.outbox import batch_clock
+async def test_batching_writes_a_burst_at_once_then_at_most_once_per_batch_ms():
+    from streaming.outbox import ROUND, batch_clock
 
     loop = asyncio.get_running_loop()
     boxes, sent = [], []
@@ -257,21 +257,62 @@ async def test_batching_outboxes_share_one_clock_and_wait_at_most_batch_ms():
         box.attach(send)
         boxes.append(box)
     now = loop.time() * 1000
-    started = loop.time()
-    for box in boxes:
-        box.put_frame('{"type":"subscribed"}')
-        box.put_tick(tick("A", 1), now)
-        box.put_tick(tick("B", 1), now)
-    clock = batch_clock(50)
-    assert list(clock.waiting) == boxes  # one timer for both, no writer task
-    assert all(box._task is None for box in boxes) and sent == []
-    await asyncio.sleep(0.12)
-    assert [(n, json.loads(t)["type"]) for n, _, t in sent] == [
-        ("a", "subscribed"), ("a", "ticks"), ("b", "subscribed"), ("b", "ticks"),
+    # A burst after a quiet spell: each connection's ticks of the round in one frame,
+    # written when the round ends, with no timer and no task.
+    with ROUND:
+        for box in boxes:
+            box.put_tick(tick("A", 1), now)
+            box.put_tick(tick("B", 1), now)
+        assert sent == []
+    first = loop.time()
+    assert [(n, [t["seq"] for t in json.loads(f)["ticks"]]) for n, _, f in sent] == [
+        ("a", [1, 1]), ("b", [1, 1]),
     ]  # fmt: skip
-    # Written on the clock's grid: within one period of the puts.
-    assert all(0 < at - started <= 0.05 + 0.02 for _, at, _ in sent)
-    assert clock.waiting == {} and clock._handle is None  # idle: no timer left running
+    assert all(box._task is None for box in boxes)
+    # More within batch_ms of that write: they wait for the window, on one shared timer.
+    await asyncio.sleep(0.01)
+    with ROUND:
+        for box in boxes:
+            box.put_tick(tick("A", 2), now)
+            box.put_frame('{"type":"pong"}')
+            box.put_tick(tick("B", 2), now)
+    assert len(sent) == 2
+    clock = batch_clock()
+    assert clock.waiting == boxes and all(box._task is None for box in boxes)
+    await asyncio.sleep(0.1)
+    assert [(n, json.loads(f)["type"]) for n, _, f in sent[2:]] == [
+        ("a", "tick"), ("a", "pong"), ("a", "tick"), ("b", "tick"), ("b", "pong"), ("b", "tick"),
+    ]  # fmt: skip
+    # Not before batch_ms after the last write, and not much later.
+    assert all(0.05 - 0.002 <= at - first <= 0.05 + 0.03 for _, at, _ in sent[2:])
+    assert clock.waiting == [] and clock._handle is None  # idle: no timer left running
+    # Outside a round (a reply to a command), a due batch goes out at the end of the turn.
+    boxes[0].put_frame('{"type":"pong"}')
+    assert len(sent) == 8
+    await asyncio.sleep(0)
+    assert json.loads(sent[-1][2])["type"] == "pong"
+
+
+async def test_batch_clock_writes_outboxes_in_due_order_whatever_the_order_they_wait():
+    from streaming.outbox import batch_clock
+
+    order: list[str] = []
+
+    class Box:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def write_scheduled(self) -> None:
+            order.append(self.name)
+
+    clock = batch_clock()
+    clock.add(Box("late"), 40)
+    clock.add(Box("early"), 10)  # re-arms the one timer earlier
+    clock.add(Box("middle"), 25)
+    await asyncio.sleep(0.02)
+    assert order == ["early"]
+    await asyncio.sleep(0.05)
+    assert order == ["early", "middle", "late"] and clock._handle is None
 
 
 async def test_a_batch_that_meets_a_full_socket_is_finished_by_the_writer_task_in_order():
@@ -343,3 +384,57 @@ async def test_a_held_batch_that_meets_a_full_socket_finishes_in_the_writer_task
     gate.set()
     await asyncio.sleep(0.05)
     assert sent == [1, 2, 3, 4] and closed == []
+
+
+async def test_a_server_write_is_used_at_once_and_send_takes_over_when_it_cannot():
+    box, _, _ = make()
+    writes: list[bytes] = []
+    sends: list[str] = []
+    full = False
+
+    def write(payload: bytes) -> bool:
+        if full:
+            return False
+        writes.append(payload)
+        return True
+
+    gate = asyncio.Event()
+
+    async def send(text: str) -> None:
+        await gate.wait()  # the socket is full until the test opens it
+        sends.append(text)
+
+    box.attach(send, write)
+    box.put_tick(tick("A", 1), 1_000_000)
+    assert writes == [tick("A", 1).encode()] and box._task is None  # no coroutine, no task
+    full = True
+    box.put_tick(tick("A", 2), 1_000_000)  # cannot go at once: send waits in the writer
+    box.put_tick(tick("A", 3), 1_000_000)  # queued behind it, in order
+    assert box._task is not None and sends == []
+    full = False
+    gate.set()
+    await asyncio.sleep(0.01)
+    assert sends == [tick("A", 2), tick("A", 3)] and box._task is None
+    box.put_tick(tick("A", 4), 1_000_000)
+    assert writes[-1] == tick("A", 4).encode()
+
+
+async def test_connections_with_the_same_ticks_in_a_round_share_one_frame():
+    from streaming.outbox import FRAMES, ROUND
+
+    payloads: list[bytes] = []
+    boxes = []
+    for _ in range(3):
+        box, _, _ = make()
+        box.batch_ms = 50
+        box.clock = lambda: 1_000_000.0
+        box.attach(lambda text: None, lambda p: payloads.append(p) or True)
+        boxes.append(box)
+    a, b = tick("A", 1), tick("B", 1)
+    with ROUND:
+        for box in boxes:
+            box.put_tick(a, 1_000_000)
+            box.put_tick(b, 1_000_000)
+    assert len(payloads) == 3 and len({id(p) for p in payloads}) == 1  # built once
+    assert json.loads(payloads[0]) == {"type": "ticks", "ticks": [json.loads(a), json.loads(b)]}
+    assert FRAMES.merged == {} and FRAMES.encoded == {}  # kept for the round only

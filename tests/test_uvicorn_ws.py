@@ -193,3 +193,29 @@ async def test_a_connection_is_flushed_as_soon_as_another_one_writes():
     assert len(t2.written) > start2  # the last one at the end of the turn
     one.connection_lost(None)
     two.connection_lost(None)
+
+
+async def test_the_scope_offers_a_write_that_frames_at_once_or_says_it_cannot():
+    from streaming.extensions import write_extension
+
+    proto, transport, client = await open_connection()
+    client.events_received()
+    write = write_extension(proto.scope)
+    assert write is not None
+    start = len(transport.written)
+    assert write(b'{"type":"ticks"}') is True
+    await asyncio.sleep(0)  # coalesced with the turn's other writes, like send
+    client.receive_data(bytes(transport.written[start:]))
+    assert [e.data.decode() for e in client.events_received()] == ['{"type":"ticks"}']
+    proto.writable.clear()  # the transport asked us to stop writing (a full socket)
+    assert write(b"{}") is False  # the caller falls back to send, which waits
+    proto.writable.set()
+    proto.connection_lost(None)
+
+
+async def test_a_compressed_connection_gets_no_write_at_once():
+    from streaming.extensions import write_extension
+
+    proto, _, _ = await open_connection([ClientPerMessageDeflateFactory()])
+    assert write_extension(proto.scope)(b"{}") is False  # frames go through websockets
+    proto.connection_lost(None)
