@@ -18,6 +18,7 @@ from markets import history
 from telemetry import metrics
 
 from .auth import ANONYMOUS, Identity
+from .cohort import can_share, caught_up, local_cohorts
 from .extensions import Write
 from .faults import FaultLog
 from .guard import Guard, local_guard
@@ -28,6 +29,11 @@ from .subscription import Subscription
 
 logger = logging.getLogger(__name__)
 faults = FaultLog(logger)
+
+# A connection that could share frames but whose feeds are behind its snapshot tries
+# again this often, this many times (streaming.cohort).
+REGROUP_RETRY_SECONDS = 0.05
+REGROUP_TRIES = 40
 
 
 class Connection:
@@ -57,6 +63,7 @@ class Connection:
         self.close_code: int | None = None
         self._close = close
         self._closer: asyncio.Task | None = None
+        self._regroup_handle: asyncio.TimerHandle | None = None
         self.guard.watch(self)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -66,6 +73,7 @@ class Connection:
 
     async def subscribe(self, command: Command, symbols: list[str]) -> None:
         """Subscribe to the known ``symbols`` of ``command``; answers and history included."""
+        self._leave_cohort()  # its symbols (and maybe batch_ms) change
         if command.batch_ms is not None:
             self.outbox.batch_ms = command.batch_ms
         new: list[Subscription] = []
@@ -99,6 +107,7 @@ class Connection:
                 failed = [s for s in new[i:] if s.held is not None]
                 self._drop(failed)
                 raise _unavailable(exc, command, [s.symbol for s in failed]) from None
+        self._regroup()
 
     async def _snapshot(self, sub: Subscription, joined_at: float, *, reset: str | None) -> None:
         # A read shared with every subscriber that joined before it began.
@@ -126,6 +135,7 @@ class Connection:
 
     def unsubscribe(self, symbols: list[str]) -> None:
         self._drop([sub for s in symbols if (sub := self.subs.get(s)) is not None])
+        self._regroup()
 
     def symbols(self) -> list[str]:
         return sorted(self.subs)
@@ -136,10 +146,39 @@ class Connection:
                 del self.subs[sub.symbol]
             self.hub.unsubscribe(sub)
 
+    # --- shared frames (streaming.cohort)
+
+    def _regroup(self, tries: int = REGROUP_TRIES) -> None:
+        """Join the cohort of this connection's symbols, once it can take shared frames."""
+        self._regroup_handle = None
+        subs = list(self.subs.values())
+        if self.close_code is not None or not subs:
+            return
+        if not can_share(self.outbox, subs):
+            return
+        if caught_up(subs):
+            local_cohorts().join(self.outbox, subs)
+        elif tries:
+            # A snapshot newer than the ticks this process has delivered: the feed
+            # catches up within a round or two.
+            self._regroup_handle = asyncio.get_running_loop().call_later(
+                REGROUP_RETRY_SECONDS, self._regroup, tries - 1
+            )
+
+    def _leave_cohort(self) -> None:
+        if self._regroup_handle is not None:
+            self._regroup_handle.cancel()
+            self._regroup_handle = None
+        for sub in self.subs.values():
+            if sub.cohort is not None:
+                sub.cohort.leave(self.outbox)
+                return
+
     # --- the end
 
     def detach(self) -> None:
         """Called when the socket is gone: no tick is queued for it any more."""
+        self._leave_cohort()
         self._drop(list(self.subs.values()))
         self.outbox.stop()
         self.guard.forget(self)

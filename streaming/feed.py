@@ -35,6 +35,7 @@ from markets.ticks import Tick
 from .faults import FaultLog
 
 if TYPE_CHECKING:
+    from .cohort import Cohort
     from .subscription import Subscription
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,9 @@ class SymbolFeed:
         self.symbol = symbol
         self.size = size
         self.subscribers: set[Subscription] = set()
+        # Cohorts (streaming.cohort) whose connections hold this symbol: each gets a tick
+        # once, for all its members, whose subscriptions skip the per-tick path.
+        self.cohorts: list[Cohort] = []
         # The newest snapshot read, extended by live ticks: the ring of recent ticks.
         self.latest: EncodedSnapshot | None = None
         # seq of the newest tick this feed has delivered (or knows of), 0 for none yet,
@@ -187,7 +191,12 @@ class SymbolFeed:
         self.last_seq, self.known_ts = seq, ts
         self.observe(seq=seq, text=text, ts=ts)
         failed: list[tuple[Subscription, Exception]] = []
+        for cohort in self.cohorts:
+            cohort.add(text, ts, live)
         for sub in self.subscribers:
+            if sub.cohort is not None:
+                sub.last_seq = seq  # its cohort has the tick
+                continue
             try:
                 sub.offer(seq, text, ts, live, now)
             except Exception as exc:

@@ -265,6 +265,35 @@ class Outbox:
         else:
             batch_clock().add(self, due_ms - self.clock())
 
+    # --- shared frames (streaming.cohort)
+
+    def can_share(self) -> bool:
+        """Whether frames built for other connections can be written here."""
+        return self._write is not None and not self.closing
+
+    def can_write_shared(self, now: float) -> bool:
+        """Nothing waits, nothing is arranged, and the batch window is open."""
+        return (
+            self._task is None
+            and not self._scheduled
+            and not self._queue
+            and not self._due_slots
+            and not self.closing
+            and self._write is not None
+            and now - self._last_batch_ms >= (self.batch_ms or 0)
+        )
+
+    def write_shared(self, payload: bytes, now: float) -> bool:
+        """Write a frame built for several connections; False if it cannot go at once."""
+        try:
+            if not self._write(payload):
+                return False
+        except Exception as exc:
+            self._gone(exc)
+            return True  # gone: nothing more to do for it
+        self._last_batch_ms = now
+        return True
+
     def write_scheduled(self) -> None:
         """Called when the batch arranged by _schedule_batch is due."""
         if self._scheduled:
@@ -643,6 +672,7 @@ class DeliveryRound(threading.local):
     def __init__(self) -> None:
         self.open = False
         self.outboxes: list[Outbox] = []
+        self.cohorts: list[Any] = []  # streaming.cohort.Cohort with ticks this round
 
     def __enter__(self) -> "DeliveryRound":
         self.open = True
@@ -657,6 +687,14 @@ class DeliveryRound(threading.local):
         outboxes = self.outboxes
         try:
             with FRAMES:
+                if self.cohorts:
+                    cohorts, self.cohorts = self.cohorts, []
+                    for cohort in cohorts:
+                        try:
+                            cohort.release()
+                        except Exception as exc:  # its members end (1011); others go on
+                            for outbox in list(cohort.members):
+                                outbox.fail(exc)
                 for outbox in outboxes:
                     try:
                         outbox.release_held()

@@ -7,10 +7,14 @@ check as every later tick, so the seam has no gap and no duplicate.
 """
 
 import logging
+from typing import TYPE_CHECKING
 
 from .feed import SymbolFeed
 from .outbox import Outbox
 from .protocol import Mode
+
+if TYPE_CHECKING:
+    from .cohort import Cohort
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +22,9 @@ logger = logging.getLogger(__name__)
 class Subscription:
     """Pending -> live, the last seq sent, the delivery mode, and the outbox it feeds."""
 
-    __slots__ = ("feed", "held", "last_seq", "max_rate", "mode", "outbox", "snapshot_size")
+    __slots__ = (
+        "cohort", "feed", "held", "last_seq", "max_rate", "mode", "outbox", "snapshot_size",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -35,6 +41,8 @@ class Subscription:
         self.max_rate = max_rate
         self.snapshot_size = snapshot_size
         self.last_seq = 0  # seq of the last tick sent (in history or live)
+        # The cohort (streaming.cohort) that takes this subscription's ticks, if any.
+        self.cohort: Cohort | None = None
         # Live ticks (seq, text, ts) held while history is on its way; None once live.
         self.held: list[tuple[int, str, int]] | None = []
         if mode is Mode.LATEST:
@@ -107,10 +115,14 @@ class Subscription:
         """
         if self.held is not None:
             return False
+        if self.cohort is not None:
+            self.cohort.leave(self.outbox)  # pending again: ticks take the per-tick path
         self.held = []
         return True
 
     def close(self) -> None:
+        if self.cohort is not None:
+            self.cohort.leave(self.outbox)
         self.held = None
         if self.mode is Mode.LATEST:
             self.outbox.drop_slot(self.feed.symbol)

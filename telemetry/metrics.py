@@ -156,6 +156,11 @@ class LocalHistogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_many(self, value: float, n: int) -> None:
+        """What ``n`` calls of observe(value) would do."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += n
+        self.sum += value * n
+
     def flush(self) -> None:
         counts, total = self.counts, self.sum
         if not any(counts):

@@ -30,7 +30,7 @@ class StalledClient:
             if chunk:
                 await loop.sock_sendall(self.sock, chunk)
 
-    async def open_and_subscribe(self, symbols: list[str]) -> None:
+    async def open_and_subscribe(self, symbols: list[str], **options) -> None:
         loop = asyncio.get_running_loop()
         await loop.sock_connect(self.sock, ("127.0.0.1", self.port))
         self.protocol.send_request(self.protocol.connect())
@@ -38,7 +38,7 @@ class StalledClient:
         while self.protocol.handshake_exc is None and not _open(self.protocol):
             self.protocol.receive_data(await loop.sock_recv(self.sock, 4096))
         assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
-        self.protocol.send_text(json.dumps({"action": "subscribe", "symbols": symbols}).encode())
+        self.protocol.send_text(json.dumps({"action": "subscribe", "symbols": symbols, **options}).encode())
         await self._flush()
 
     async def read_to_close(self, timeout: float = 30.0) -> int | None:

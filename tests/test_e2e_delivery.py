@@ -94,14 +94,14 @@ async def wait_for_ticks(stack, symbols: list[str], timeout: float = 30) -> None
                 seen.add(msg["symbol"])
 
 
-def harness(stack, tmp_path, name: str, *, duration: float) -> dict:
+def harness(stack, tmp_path, name: str, *, duration: float, options=()) -> dict:
     """Run the load-test harness (light and exact) as the healthy clients."""
     report = tmp_path / name
     subprocess.run(
         [sys.executable, "manage.py", "loadtest", "--url", stack.ws_url,
          "--clients", "50", "--symbols-per-client", "2", "--symbols", "20",
          "--tick-rate", "50", "--ramp", "2", "--duration", str(duration),
-         "--processes", "1", "--report", str(report)],
+         "--processes", "1", "--report", str(report), *options],
         env=stack.env, cwd=BASE_DIR, check=True, capture_output=True, timeout=duration + 60,
     )  # fmt: skip
     return json.loads(report.with_suffix(".json").read_text())
@@ -137,6 +137,36 @@ async def test_stalled_clients_are_closed_with_4008_and_never_hold_up_the_others
             if phase == "measure"
         ]  # fmt: skip
         assert measured and min(measured) > 0
+
+
+async def test_batching_clients_share_frames_and_a_stalled_one_among_them_is_closed(tmp_path):
+    # The harness's 50 clients and 10 that never read all hold the same 20 symbols with
+    # batch_ms: one cohort (streaming.cohort). The stalled members' shared frames stop
+    # being written, their ticks take the per-tick path, and that ends in 4008.
+    with real_stack(tmp_path, TICK_RATE="50") as stack:
+        await wait_for_ticks(stack, SYMBOLS[:20])
+        stalled = [StalledClient(stack.ws_url, stack.origin) for _ in range(10)]
+        for s in stalled:
+            await s.open_and_subscribe(SYMBOLS[:20], batch_ms=50)
+        options = ["--batch-ms", "50", "--symbols-per-client", "20"]
+        run = await asyncio.to_thread(
+            harness, stack, tmp_path, "batched", duration=30, options=options
+        )
+        codes = [await s.read_to_close() for s in stalled]
+
+    print(
+        f"\nbatched p50/p99 {run['latency_ms']['p50']}/{run['latency_ms']['p99']} ms; "
+        f"frames {run['throughput'].get('frames_per_s')}/s; delivered "
+        f"{run['throughput']['delivered_ratio']}; stalled codes {codes}"
+    )
+    assert codes == [4008] * 10
+    assert run["seq"]["gaps"] == run["seq"]["duplicates"] == run["seq"]["out_of_order"] == 0
+    assert run["connections"]["closed_early"] == 0
+    # Batched: the ticks came in ticks frames, at most one a client per batch_ms (50
+    # clients, 20 frames a second each at most; a ramp-time frame may spill over).
+    tp = run["throughput"]
+    assert tp["batch_frames_per_s"] > 0
+    assert tp["frames_per_s"] <= 50 * (1000 / 50) * 1.05
 
 
 def start_redis(port: int, workdir) -> subprocess.Popen:
