@@ -38,7 +38,8 @@ class StalledClient:
         while self.protocol.handshake_exc is None and not _open(self.protocol):
             self.protocol.receive_data(await loop.sock_recv(self.sock, 4096))
         assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
-        self.protocol.send_text(json.dumps({"action": "subscribe", "symbols": symbols, **options}).encode())
+        command = {"action": "subscribe", "symbols": symbols, **options}
+        self.protocol.send_text(json.dumps(command).encode())
         await self._flush()
 
     async def read_to_close(self, timeout: float = 30.0) -> int | None:
