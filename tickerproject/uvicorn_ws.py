@@ -43,7 +43,10 @@ SLICE_BYTES = 4096
 
 
 class _LastWriter(threading.local):
+    # The one transport that may hold writes (a write to another flushes it first).
     transport: "CoalescingTransport | None" = None
+    # The loop on which the end-of-turn flush of that transport is arranged, if any.
+    flush_loop: asyncio.AbstractEventLoop | None = None
 
 
 _last_writer = _LastWriter()
@@ -59,13 +62,12 @@ class CoalescingTransport:
     turn's frames wait here.
     """
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "_transport")
+    __slots__ = ("_loop", "_pending", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
-        self._scheduled = False
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -73,19 +75,22 @@ class CoalescingTransport:
         # Another connection's writes before ours go out now: the fan-out writes each
         # connection's frames of a batch together (streaming.outbox.DeliveryRound), so
         # the first connections need not wait for the whole batch to be written.
-        last = _last_writer.transport
+        state = _last_writer
+        last = state.transport
         if last is not self:
             if last is not None and last._pending and last._loop is self._loop:
                 last.flush()
-            _last_writer.transport = self
+            state.transport = self
         self._pending.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
+        # One callback a turn for the whole loop, not one per connection written to:
+        # thousands of handles a round were enough, surviving a young collection or
+        # two, to bring on a full one every ~12 s (benchmarks/RESULTS.md, round 10).
+        if state.flush_loop is not self._loop:
+            state.flush_loop = self._loop
+            self._loop.call_soon(_flush_last_writer)
 
     def flush(self) -> None:
-        """Called at the end of the loop turn that wrote: everything, in one write."""
-        self._scheduled = False
+        """Write everything held, in one write."""
         if not self._pending:
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
@@ -190,6 +195,17 @@ class PacedWebSocketsProtocol(WebSocketsSansIOProtocol):
         if self.queue.empty():
             self._parse_some()
         return message
+
+
+def _flush_last_writer() -> None:
+    """Called at the end of a loop turn that wrote: the last writer's writes go out."""
+    state = _last_writer
+    loop = asyncio.get_running_loop()
+    if state.flush_loop is loop:
+        state.flush_loop = None
+    last = state.transport
+    if last is not None and last._pending and last._loop is loop:
+        last.flush()
 
 
 def text_frame(payload: bytes) -> bytes:
