@@ -28,6 +28,13 @@ SERIAL_FILES = {
     # (5c5f487): a recurrence logs "reading the symbol table is taking long" and fails
     # the test's assertions instead of hanging.
     "test_lease_and_publishing.py",
+    # The same family, again in an xdist worker, with no browser test in that process
+    # (2026-11-26, fresh-clone run of e4a6159): a run_feed logged one "Redis unavailable
+    # (ConnectionError)" and then published nothing for 20 s, and the next feed-loop test
+    # in that worker got no status report in 15 s. So Playwright is not the cause. Every
+    # occurrence so far was in the parallel part; these run serially until it is found.
+    "test_redis_shards.py",
+    "test_feeds_loop.py",
 }
 
 
