@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from telemetry.metrics import DELIVERY, LAG
 
 from .loops import PerLoop
-from .outbox import ROUND, Outbox, now_ms, ticks_frame
+from .outbox import ROUND, Outbox, joined_frame, now_ms
 from .protocol import Mode
 
 if TYPE_CHECKING:
@@ -76,8 +76,7 @@ class Cohort:
                 continue
             if outbox.can_write_shared(now):
                 if payload is None:
-                    text = texts[0] if len(texts) == 1 else ticks_frame(texts)
-                    payload = text.encode()
+                    payload = joined_frame(texts).encode()
                 if outbox.write_shared(payload, now):
                     shared += 1
                     continue

@@ -492,7 +492,7 @@ class Outbox:
         if self.batch_ms is None or len(items) < 2:
             return items, next_due
         if not frames:
-            return [_joined(items)], next_due  # the usual batch: ticks only
+            return [joined_frame(items)], next_due  # the usual batch: ticks only
         return _merge(items), next_due
 
     def written(self) -> None:
@@ -529,17 +529,17 @@ def _merge(items: list[str]) -> list[str]:
     for item in items:
         if type(item) is Frame:
             if run:
-                out.append(_joined(run))
+                out.append(joined_frame(run))
                 run = []
             out.append(item)
         else:
             run.append(item)
     if run:
-        out.append(_joined(run))
+        out.append(joined_frame(run))
     return out
 
 
-def _joined(run: list[str]) -> str:
+def joined_frame(run: list[str]) -> str:
     """One frame of the ticks ``run``: a ``ticks`` frame, or the tick itself if alone."""
     if len(run) == 1:
         return run[0]
