@@ -699,7 +699,7 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in (
         "django", "channels", "channels-redis", "daphne", "twisted", "celery", "redis",
-        "websockets", "uvicorn", "granian", "uvloop",
+        "websockets", "uvicorn", "uvloop",
     ):  # fmt: skip
         try:
             out[dist] = metadata.version(dist)

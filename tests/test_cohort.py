@@ -134,5 +134,5 @@ async def test_who_may_share_frames():
     assert not can_share(unbatched.outbox, [live(feed, unbatched)])
     no_write = Outbox(max_bytes=1 << 20, max_age_ms=1000)
     no_write.batch_ms = 50
-    no_write.attach(c._send)  # a server without the plain write (daphne, granian)
+    no_write.attach(c._send)  # a server without the plain write (daphne)
     assert not can_share(no_write, [Subscription(feed, no_write)])

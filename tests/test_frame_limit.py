@@ -11,6 +11,7 @@ import base64
 import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -19,14 +20,11 @@ import pytest
 from django.conf import settings
 
 from streaming.protocol import MAX_MESSAGE_BYTES, CloseCode
-from tests.realstack import RealStack
+from tests.realstack import BASE_DIR, RealStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MiB = 1024 * 1024
-# Granian upgrades WebSockets with tungstenite's defaults (16 MiB frames, 64 MiB messages)
-# and exposes no option to change them; tickerproject/serve.py warns, README says so.
-GRANIAN_REASON = "granian has no WebSocket frame size option: it reads a frame whole first"
 
 
 class RawWebSocket:
@@ -149,7 +147,7 @@ def refused_while_sending(port: int, length: int) -> int | None:
 
 
 def tree_rss(pid: int) -> int:
-    """Resident bytes of the server process and its children (granian forks workers)."""
+    """Resident bytes of the server process and its children (uvicorn's --workers forks)."""
     root = psutil.Process(pid)
     total = 0
     for proc in [root, *root.children(recursive=True)]:
@@ -177,18 +175,13 @@ def server(request, tmp_path, database):
 
 
 CAPPING_SERVERS = ["uvicorn", "daphne"]
-# Strict: the day granian can cap frames, this passes and the xfail must go.
-ALL_SERVERS = [
-    *CAPPING_SERVERS,
-    pytest.param("granian", marks=pytest.mark.xfail(reason=GRANIAN_REASON, strict=True)),
-]
 
 
 def test_the_consumer_and_the_server_read_one_setting():
     assert MAX_MESSAGE_BYTES == settings.WS_MAX_MESSAGE_BYTES == 64 * 1024
 
 
-@pytest.mark.parametrize("server", ALL_SERVERS, indirect=True)
+@pytest.mark.parametrize("server", CAPPING_SERVERS, indirect=True)
 def test_a_frame_at_the_limit_is_read_and_one_past_it_is_refused_from_its_header(server):
     stack, proc = server
     # At the limit: read, parsed, and answered by the consumer (an error, not a close).
@@ -208,10 +201,7 @@ def test_a_frame_at_the_limit_is_read_and_one_past_it_is_refused_from_its_header
 
 @pytest.mark.parametrize("server", CAPPING_SERVERS, indirect=True)
 def test_big_frames_do_not_grow_the_server(server):
-    """Ten 1 MiB and ten 15 MiB frames, each sent whole: 1009 each time, flat memory.
-
-    (Granian, which reads such frames whole, grew 15 MiB over the same run; README.)
-    """
+    """Ten 1 MiB and ten 15 MiB frames, each sent whole: 1009 each time, flat memory."""
     stack, proc = server
     # Warm up: a first refusal allocates whatever the code path needs once.
     refused_while_sending(stack.port, MiB)
@@ -238,3 +228,15 @@ def test_the_server_limit_follows_the_setting(tmp_path, database, name):
         assert proc.poll() is None
     finally:
         stack.stop_all()
+
+
+def test_a_server_that_cannot_refuse_a_frame_from_its_header_is_not_offered(tmp_path):
+    """Granian read frames whole before the app saw them (README, "Frame size"): removed."""
+    stack = RealStack(tmp_path, ASGI_SERVER="granian")
+    result = subprocess.run(
+        stack.procfile_argv("web"), env={**stack.env, "PORT": str(stack.port)},
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "ASGI_SERVER='granian': use one of uvicorn, daphne" in result.stderr, result.stderr
+    assert "granian was removed" in result.stderr

@@ -5,9 +5,9 @@ there: ``make run`` (tickerproject/stack.py), the tests (tests/realstack.py), th
 image and docker-compose.yml (tests/test_compose.py checks that its commands are the
 Procfile's).
 
-- ``web`` (the default): replaces itself with uvicorn or granian, or runs daphne in this
-  process, as ASGI_SERVER names, bound to HOST:PORT, with WEB_CONCURRENCY processes where
-  the server supports it.
+- ``web`` (the default): replaces itself with uvicorn, or runs daphne in this process, as
+  ASGI_SERVER names, bound to HOST:PORT, with WEB_CONCURRENCY processes where the server
+  supports it (uvicorn).
 - ``worker``: replaces itself with a Celery worker (threads pool, WORKER_CONCURRENCY
   threads, node name ``$WORKER_NAME@<host>``, ``worker-<pid>`` unless set).
 - ``beat``: replaces itself with Celery beat, its schedule file in TICKER_VAR_DIR (the
@@ -19,8 +19,8 @@ Procfile's).
 It loads the Django settings first, so a misconfiguration (no SECRET_KEY with DEBUG
 off, say) stops it before any server starts, and it hands the server the one frame
 limit, settings.WS_MAX_MESSAGE_BYTES: uvicorn and daphne refuse a bigger frame or
-message with close 1009 from its header, before its payload is read. Granian has no
-such option; it warns (README, "Frame size").
+message with close 1009 from its header, before its payload is read. A server that cannot
+do that is not offered: granian was removed for it (README, "Frame size").
 """
 
 import os
@@ -31,16 +31,11 @@ from tickerproject.env import env_int, env_str
 
 APP = "tickerproject.asgi:application"
 WS_PROTOCOL = "tickerproject.uvicorn_ws:PacedWebSocketsProtocol"
-SERVERS = ("daphne", "uvicorn", "granian")
+# Only servers that refuse an over-size frame from its header. Granian was offered too
+# until issue 19 removed it: it reads frames of up to 16 MiB whole before the app sees
+# them, with no option to lower that (tungstenite's defaults, granian 2.8).
+SERVERS = ("uvicorn", "daphne")
 ROLES = ("web", "worker", "beat", "release")
-# Why granian gets no limit: it upgrades every WebSocket with tungstenite's default
-# configuration (a frame up to 16 MiB, a message up to 64 MiB, read whole before the app
-# sees it) and has no option or environment variable to change it (granian 2.8).
-GRANIAN_NO_FRAME_LIMIT = (
-    "warning: granian has no WebSocket frame size limit; frames up to 16 MiB are read "
-    "whole before the application refuses them (README, 'Frame size'). "
-    "Use ASGI_SERVER=uvicorn or daphne where clients are untrusted."
-)
 
 
 def server_argv(
@@ -48,9 +43,7 @@ def server_argv(
 ) -> list[str]:
     if server == "daphne":
         if workers != 1:
-            raise SystemExit(
-                "daphne runs one process; use uvicorn or granian for WEB_CONCURRENCY>1"
-            )
+            raise SystemExit("daphne runs one process; use uvicorn for WEB_CONCURRENCY>1")
         # Autobahn checks both against the frame header (daphne >= 4.2.2 passes them on).
         return [
             "daphne", "-b", host, "-p", str(port), "--proxy-headers",
@@ -69,12 +62,13 @@ def server_argv(
             "--ws-max-size", str(max_message_bytes),
             "--proxy-headers", "--lifespan", "off", "--no-access-log",
         ]  # fmt: skip
-    if server == "granian":
-        return [
-            "granian", "--interface", "asgi", "--host", host, "--port", str(port),
-            "--workers", str(workers), "--loop", "uvloop", "--no-access-log", APP,
-        ]  # fmt: skip
-    raise SystemExit(f"ASGI_SERVER={server!r}: use one of {', '.join(SERVERS)}")
+    removed = (
+        " (granian was removed: it cannot refuse an over-size WebSocket frame; README, "
+        "'Frame size')"
+        if server == "granian"
+        else ""
+    )
+    raise SystemExit(f"ASGI_SERVER={server!r}: use one of {', '.join(SERVERS)}{removed}")
 
 
 def run_daphne(args: list[str]) -> None:
@@ -162,8 +156,6 @@ def main(argv: list[str] | None = None) -> None:
     if role != "web":
         # Celery loads the same settings; loading them here first fails fast, and alike.
         max_message_bytes()
-    if argv[0] == "granian":
-        print(GRANIAN_NO_FRAME_LIMIT, file=sys.stderr, flush=True)
     if argv[0] == "daphne":
         run_daphne(argv[1:])
         return

@@ -50,8 +50,8 @@ X_FRAME_OPTIONS = "DENY"
 DEFAULT_EXCEPTION_REPORTER_FILTER = "tickerproject.errors.NoSettingsExceptionReporterFilter"
 DEFAULT_EXCEPTION_REPORTER = "tickerproject.errors.RedactingExceptionReporter"
 # The largest WebSocket frame or message a client may send, read here only: uvicorn and
-# daphne refuse a bigger one with 1009 from its header (tickerproject/serve.py; granian
-# cannot, README "Frame size"), and the consumer checks again (streaming/protocol.py).
+# daphne refuse a bigger one with 1009 from its header (tickerproject/serve.py, README
+# "Frame size"), and the consumer checks again (streaming/protocol.py).
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1024)
 
 INSTALLED_APPS = [
