@@ -173,6 +173,25 @@ def test_the_worker_serves_its_metrics_to_prometheus_on_the_compose_network():
     assert "authorization" not in job
 
 
+def test_prometheus_finds_every_web_replica_by_dns():
+    """--scale web=N: each replica is a target of the web job, found as the workers are."""
+    services = load_compose(DOTENV)["services"]
+    web = stringify(services["web"]["environment"])
+    assert [str(p) for p in services["web"]["expose"]] == [web["PORT"]]
+    assert "web" in services["prometheus"]["depends_on"]
+    config = yaml.safe_load((BASE_DIR / "deploy/prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "ticker"]
+    # One name resolved to every replica's address, not one host:port Docker's DNS
+    # answers with a single replica for.
+    assert "static_configs" not in job
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["web"] and sd["type"] == "A" and sd["port"] == int(web["PORT"])
+    # Each replica's /metrics still asks for the token compose gives both sides.
+    assert job["authorization"] == {"credentials_file": "/run/secrets/metrics_token"}
+    assert services["prometheus"]["secrets"] == ["metrics_token"]
+    assert "METRICS_TOKEN" in services["web"]["environment"]
+
+
 def test_worker_metrics_are_off_by_default_and_on_loopback():
     from django.conf import settings
 
