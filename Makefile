@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e ./client
 	touch $(STAMP)
 
+# The first install also writes .env.dev (DEBUG=1 and a new SECRET_KEY), which every
+# process started from this checkout reads: manage.py, the stack, Celery (tickerproject/env.py).
 install: $(STAMP)
+	@$(BIN)/python -m tickerproject.env
 
 run: install
 	$(BIN)/python -m tickerproject.stack run
@@ -63,7 +66,7 @@ test: install lint chromium nginx prometheus test-js
 
 # Load-test a running stack (default: the local one); e.g. make loadtest ARGS="--clients 1000".
 loadtest: install
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py loadtest $(ARGS)
+	$(BIN)/python manage.py loadtest $(ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles db.sqlite3

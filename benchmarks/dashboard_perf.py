@@ -133,10 +133,11 @@ SYNTHETIC_FEED = """([symbols, rate]) => {
 def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
     sys.path.insert(0, str(BASE_DIR))
-    from tickerproject.stack import with_dev_defaults
+    from tickerproject.env import ensure_dev_env_file
 
-    # The launcher's development defaults (DEBUG, SECRET_KEY), also when run directly.
-    os.environ.update(with_dev_defaults(dict(os.environ)))
+    # The checkout's .env.dev (DEBUG, SECRET_KEY), also when run directly: the settings
+    # read it.
+    ensure_dev_env_file()
     import django
 
     django.setup()

@@ -52,12 +52,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from markets.universe import DEFAULT_UNIVERSE  # noqa: E402
-from tickerproject.stack import (  # noqa: E402
-    find_redis_server,
-    free_port,
-    wait_for_port,
-    with_dev_defaults,
-)
+from tickerproject.env import ensure_dev_env_file  # noqa: E402
+from tickerproject.stack import find_redis_server, free_port, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
 PROGRESS_LINE = re.compile(r"^\s*(\d+)s (ramp|measure|closing)\s+open\s+([\d,]+)")
@@ -384,9 +380,10 @@ def run_harness(
         cmd += ["--max-rate", str(args.max_rate)]
     if args.snapshot is not None:
         cmd += ["--snapshot", str(args.snapshot)]
-    # The harness is a client: the launcher's development defaults (DEBUG, SECRET_KEY)
-    # let it load the settings wherever it runs.
-    env = with_dev_defaults({**os.environ, "DJANGO_SETTINGS_MODULE": "tickerproject.settings"})
+    # The harness is a client: the checkout's .env.dev (DEBUG, SECRET_KEY) lets it load
+    # the settings wherever it runs.
+    ensure_dev_env_file()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tickerproject.settings"}
     # The harness reads no database when given explicit symbols; keep it off the dev DB.
     env["DATABASE_URL"] = f"sqlite:///{out / 'harness.sqlite3'}"
     log("harness: " + " ".join(cmd[1:]))

@@ -30,6 +30,7 @@ import yaml
 from websockets.asyncio.client import connect
 
 from tests.nginx import Nginx, render
+from tickerproject.env import DEV_ENV_FILE
 from tickerproject.stack import find_redis_server, free_port, procfile, wait_for_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -201,13 +202,52 @@ def test_worker_metrics_are_off_by_default_and_on_loopback():
         assert settings.WORKER_METRICS_ADDR == "127.0.0.1"
 
 
-def docker_context(dest: Path) -> None:
-    """Copy what `docker build .` would send: the tree minus .dockerignore's patterns."""
+def dockerignored(path: str) -> bool:
+    """Whether .dockerignore leaves ``path`` (relative to the checkout) out of the image."""
     patterns = [
         line.strip()
         for line in (BASE_DIR / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+    verdict = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").removeprefix("**/")
+        parts = Path(path).parts
+        hit = any(
+            Path(*parts[i : j + 1]).match(pattern)
+            for i in range(len(parts))
+            for j in range(i, len(parts))
+            if i == 0 or not pattern.startswith("/")
+        )
+        if hit:
+            verdict = not negate
+    return verdict
+
+
+def test_the_development_file_is_not_composes_and_never_shipped():
+    """A checkout's .env.dev (DEBUG=1, a development key) never reaches a deployment.
+
+    docker compose reads `.env` by itself, so the development file has another name; git
+    and the image leave it out. Compose's .env stays the deployment's alone.
+    """
+    name = DEV_ENV_FILE.relative_to(BASE_DIR).as_posix()
+    assert name != ".env"
+    assert dockerignored(name) and dockerignored(".env")
+    assert not dockerignored(".env.example")
+    for path in (name, ".env"):
+        ignored = subprocess.run(
+            ["git", "check-ignore", "--quiet", "--no-index", path], cwd=BASE_DIR
+        )
+        assert ignored.returncode == 0, f"{path} is not git-ignored"
+    # And compose's app services say DEBUG=0 themselves, whatever .env holds.
+    services = load_compose({**DOTENV, "DEBUG": "1"})["services"]
+    for service in APP_SERVICES:
+        assert services[service]["environment"]["DEBUG"] == "0", service
+
+
+def docker_context(dest: Path) -> None:
+    """Copy what `docker build .` would send: the tree minus .dockerignore's patterns."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=BASE_DIR,
@@ -216,24 +256,8 @@ def docker_context(dest: Path) -> None:
         check=True,
     ).stdout.splitlines()
 
-    def ignored(path: str) -> bool:
-        verdict = False
-        for pattern in patterns:
-            negate = pattern.startswith("!")
-            pattern = pattern.lstrip("!").removeprefix("**/")
-            parts = Path(path).parts
-            hit = any(
-                Path(*parts[i : j + 1]).match(pattern)
-                for i in range(len(parts))
-                for j in range(i, len(parts))
-                if i == 0 or not pattern.startswith("/")
-            )
-            if hit:
-                verdict = not negate
-        return verdict
-
     for path in listed:
-        if not ignored(path) and (BASE_DIR / path).is_file():
+        if not dockerignored(path) and (BASE_DIR / path).is_file():
             (dest / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(BASE_DIR / path, dest / path)
 

@@ -1,7 +1,8 @@
 """Production settings, security headers and error pages, over real server processes.
 
-- settings.py alone is not in DEBUG, and wants a SECRET_KEY; the launcher (make run,
-  make test) supplies development defaults for itself.
+- settings.py alone (a deployment: no .env.dev) is not in DEBUG, and wants a SECRET_KEY;
+  a checkout's .env.dev, which the launcher (make run, make test) writes when it is
+  missing, gives DEBUG=1 and a key of its own, and the environment wins over it.
 - `manage.py check --deploy` is silent with the documented TLS-behind-a-proxy settings.
 - Every page carries the headers and a Content-Security-Policy without 'unsafe-inline'.
 - Error pages never show settings, or the secrets they hold, with DEBUG on or off.
@@ -16,20 +17,25 @@ import urllib.request
 from email.message import Message
 
 import pytest
+from dotenv import dotenv_values
 
 from tests.realstack import BASE_DIR, RealStack, free_port
-from tickerproject.stack import DEV_DEFAULTS
 
 pytestmark = [pytest.mark.e2e]
 
-# What the environment of `make test` adds; the tests below take it away again.
-LAUNCHER_VARS = ("DEBUG", "SECRET_KEY")
+# What the environment of `make test` has from .env.dev; the tests below take it away again.
+DEV_VARS = ("DEBUG", "SECRET_KEY", "TICKER_ENV_FILE")
 
 
 def bare_env(**extra: str) -> dict[str, str]:
-    """This process's environment without the launcher's development defaults."""
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
-    return {**env, "DJANGO_SETTINGS_MODULE": "tickerproject.settings", **extra}
+    """This process's environment as a deployment's: no development file, nothing from it."""
+    env = {k: v for k, v in os.environ.items() if k not in DEV_VARS}
+    return {
+        **env,
+        "DJANGO_SETTINGS_MODULE": "tickerproject.settings",
+        "TICKER_ENV_FILE": os.devnull,
+        **extra,
+    }
 
 
 def python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -44,34 +50,58 @@ PRINT_DEBUG = "from django.conf import settings; print('DEBUG', settings.DEBUG)"
 def test_imported_settings_are_not_in_debug_and_want_a_secret_key():
     no_key = python(PRINT_DEBUG, bare_env())
     assert no_key.returncode != 0
-    assert "RuntimeError: SECRET_KEY must be set when DEBUG is off" in no_key.stderr
+    assert "RuntimeError: SECRET_KEY must be set" in no_key.stderr
+    assert "make install" in no_key.stderr  # what a developer should do about it
+    # DEBUG alone brings no key either: only the development file has one.
+    debug_no_key = python(PRINT_DEBUG, bare_env(DEBUG="1"))
+    assert debug_no_key.returncode != 0
+    assert "RuntimeError: SECRET_KEY must be set" in debug_no_key.stderr
 
     with_key = python(PRINT_DEBUG, bare_env(SECRET_KEY=secrets.token_urlsafe(50)))
     assert with_key.returncode == 0, with_key.stderr
     assert with_key.stdout.strip() == "DEBUG False"
 
 
-def test_the_launcher_sets_development_defaults_for_what_it_runs():
-    result = subprocess.run(
-        [sys.executable, "-m", "tickerproject.stack", "test", "--", sys.executable, "-c",
-         PRINT_DEBUG + "; print('KEY', settings.SECRET_KEY)"],
-        env=bare_env(),  # REDIS_URL stays set, so the launcher starts no Redis of its own
+def launcher(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m tickerproject.stack test -- python -c CODE`, what `make test` runs."""
+    return subprocess.run(
+        [sys.executable, "-m", "tickerproject.stack", "test", "--", sys.executable, "-c", code],
+        env=env,  # REDIS_URL stays set, so the launcher starts no Redis of its own
         cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "DEBUG True" in result.stdout
-    assert f"KEY {DEV_DEFAULTS['SECRET_KEY']}" in result.stdout
-    assert DEV_DEFAULTS["SECRET_KEY"].startswith("django-insecure-")
 
-    # What the caller sets wins.
-    result = subprocess.run(
-        [sys.executable, "-m", "tickerproject.stack", "test", "--", sys.executable, "-c",
-         PRINT_DEBUG],
-        env=bare_env(DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50)),
-        cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+
+PRINT_KEY = PRINT_DEBUG + "; print('KEY', settings.SECRET_KEY)"
+
+
+def test_the_launcher_writes_the_development_file_once_and_everything_reads_it(tmp_path):
+    dev_file = tmp_path / ".env.dev"  # as in a fresh clone: not there yet
+    first = launcher(PRINT_KEY, bare_env(TICKER_ENV_FILE=str(dev_file)))
+    assert first.returncode == 0, first.stderr
+    assert f"wrote {dev_file}" in first.stdout
+    written = dotenv_values(dev_file)
+    assert written["DEBUG"] == "1"
+    key = written["SECRET_KEY"]
+    assert key.startswith("django-insecure-") and len(key) >= 60
+    assert dev_file.stat().st_mode & 0o077 == 0  # the owner's alone
+    assert "DEBUG True" in first.stdout and f"KEY {key}" in first.stdout
+
+    # Written once: the next run keeps the key (sessions survive a restart).
+    again = launcher(PRINT_KEY, bare_env(TICKER_ENV_FILE=str(dev_file)))
+    assert "wrote" not in again.stdout and f"KEY {key}" in again.stdout
+
+    # Not only the launcher's children: settings imported any other way (manage.py) too.
+    alone = python(PRINT_KEY, bare_env(TICKER_ENV_FILE=str(dev_file)))
+    assert alone.returncode == 0, alone.stderr
+    assert "DEBUG True" in alone.stdout and f"KEY {key}" in alone.stdout
+
+    # What the environment sets wins over the file.
+    mine = secrets.token_urlsafe(50)
+    result = launcher(
+        PRINT_KEY, bare_env(TICKER_ENV_FILE=str(dev_file), DEBUG="0", SECRET_KEY=mine)
+    )
     assert result.returncode == 0, result.stderr
-    assert "DEBUG False" in result.stdout
+    assert "DEBUG False" in result.stdout and f"KEY {mine}" in result.stdout
 
 
 # The README's "Production settings" for TLS terminated by a reverse proxy.

@@ -27,7 +27,7 @@ import os
 import sys
 import tempfile
 
-from tickerproject.env import env_int, env_str
+from tickerproject.env import env_int, env_str, load_env_file
 
 APP = "tickerproject.asgi:application"
 WS_PROTOCOL = "tickerproject.uvicorn_ws:PacedWebSocketsProtocol"
@@ -145,6 +145,9 @@ def release() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # The checkout's .env.dev, if any, before the role's variables are read: a server
+    # started by hand agrees with the settings it loads (tickerproject/env.py).
+    load_env_file()
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1:
         raise SystemExit(f"usage: python -m tickerproject.serve [{'|'.join(ROLES)}]")

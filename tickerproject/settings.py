@@ -7,22 +7,25 @@ import dj_database_url
 
 from telemetry.logs import logging_config
 
-from .env import env_bool, env_float, env_int, env_list, env_str
+from .env import env_bool, env_float, env_int, env_list, env_str, load_env_file
 from .gctune import parse_thresholds
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-# --- Security (README, "Security"). Off unless asked: `make run` and `make test` ask, through
-# the launcher's development defaults (tickerproject.stack.DEV_DEFAULTS); an imported
-# settings module does not.
+# A checkout's .env.dev (DEBUG=1 and its own SECRET_KEY, written by `make install`) fills in
+# what the environment leaves unset; a deployment has none (tickerproject/env.py).
+load_env_file()
+
+# --- Security (README, "Security"). Off unless asked: the development file asks; a
+# deployment does not.
 DEBUG = env_bool("DEBUG", False)
-# Only a DEBUG process may fall back to a known key, and its name says what it is.
-SECRET_KEY = env_str("SECRET_KEY", "django-insecure-ticker-debug-only" if DEBUG else "")
+SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
     raise RuntimeError(
-        "SECRET_KEY must be set when DEBUG is off: export a long random SECRET_KEY "
-        "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=1 for "
-        "local development (make run and make test set it)"
+        "SECRET_KEY must be set: in a deployment, "
+        "export a long random SECRET_KEY (python -c 'import secrets; "
+        "print(secrets.token_urlsafe(50))'); for local development, run `make install` "
+        "in the checkout: it writes .env.dev with DEBUG=1 and a new key"
     )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 

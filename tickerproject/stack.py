@@ -7,10 +7,11 @@ stops the whole stack when any one dies.
 ``python -m tickerproject.stack test -- CMD...`` runs CMD (the test suite) against
 an embedded Redis the same way, unless REDIS_URL points at one.
 
-Both give what they start the development defaults DEV_DEFAULTS (DEBUG=1 and an insecure
-SECRET_KEY) unless the environment sets those; the settings module alone has neither.
-``run`` also gives RUN_DEFAULTS: it is a single-address local demo, so the per-address
-WebSocket cap is raised for it (not for the tests, which check the default).
+Both first write the checkout's development file, ``.env.dev`` (DEBUG=1 and a new
+SECRET_KEY), if it is missing, and read it (tickerproject/env.py), so everything they start
+agrees with ``manage.py`` run by hand; a variable the environment sets wins. ``run`` also
+gives RUN_DEFAULTS: it is a single-address local demo, so the per-address WebSocket cap is
+raised for it (not for the tests, which check the default).
 
 What runs is the Procfile's (``procfile()``): the one definition of how ticker's processes
 start, shared with the tests, the Docker image and docker-compose.yml.
@@ -27,14 +28,10 @@ import time
 import uuid
 from pathlib import Path
 
+from tickerproject.env import ensure_dev_env_file, load_env_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-# What `make run` and `make test` (and only they) default to: settings.py defaults to
-# DEBUG off and wants a SECRET_KEY from the environment. Set either to override.
-DEV_DEFAULTS = {
-    "DEBUG": "1",
-    "SECRET_KEY": "django-insecure-ticker-local-development-only-never-deploy-this",
-}
 # What `make run` alone adds: every local client (the browser, `make loadtest --clients
 # 1000`) comes from 127.0.0.1, which the default cap of 100 per address would refuse.
 RUN_DEFAULTS = {
@@ -95,13 +92,8 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
-def with_dev_defaults(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with DEV_DEFAULTS filled in where unset (empty counts as unset)."""
-    return {**env, **{k: v for k, v in DEV_DEFAULTS.items() if not env.get(k)}}
-
-
 def base_env() -> dict[str, str]:
-    env = with_dev_defaults(dict(os.environ))
+    env = dict(os.environ)
     # Children find daphne, celery and python from the same virtualenv as this one.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
@@ -194,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     test = sub.add_parser("test", help="run a command with Redis available")
     test.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    ensure_dev_env_file()
+    # What the file sets is then in the environment of everything started here.
+    load_env_file()
     if args.mode == "run":
         return run_stack()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
