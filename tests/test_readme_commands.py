@@ -4,8 +4,9 @@ The commands are read out of README.md itself (fenced blocks and inline code), s
 example is covered as soon as it is written, and run each in a subprocess the way a user
 runs it in a second terminal next to `make run`: with the virtualenv's Python, from the
 checkout, with neither DEBUG nor SECRET_KEY in the environment, so the checkout's .env.dev
-is what makes them work. They run against a real stack of their own (web server and
-worker on this suite's Redis) and a scratch SQLite database. Only what cannot run as
+is what makes them work. They run against a real stack of their own (a web server on this
+suite's Redis; no worker, so no feed reaches out to an exchange after `feeds set`) and a
+scratch SQLite database. Only what cannot run as
 printed is bounded: the load test gets the stack's URL, a few clients and seconds;
 createsuperuser gets --noinput and its answers from the environment.
 """
@@ -15,11 +16,12 @@ import re
 import shlex
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.realstack import BASE_DIR, RealStack, free_port
+from tests.realstack import BASE_DIR, RealStack
 from tickerproject.env import DEV_ENV_FILE
 
 pytestmark = [pytest.mark.e2e]
@@ -91,14 +93,8 @@ def bounded(argv: list[str], stack: RealStack, tmp: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """A web server and a worker of their own, on a scratch database."""
-    workdir = tmp_path_factory.mktemp("readme")
-    closed = free_port()  # nothing listens there: `feeds set ... coinbase` stays local
-    stack = RealStack(
-        workdir,
-        COINBASE_WS_URL=f"ws://127.0.0.1:{closed}",
-        BINANCE_WS_URL=f"ws://127.0.0.1:{closed}",
-    )
+    """A web server of its own, on a migrated and seeded scratch database."""
+    stack = RealStack(tmp_path_factory.mktemp("readme"))
     stack.prepare_database()
     try:
         stack.start_web()
@@ -117,17 +113,32 @@ def user_env(stack: RealStack) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("DEBUG", "SECRET_KEY", "TICKER_ENV_FILE", "DJANGO_SETTINGS_MODULE")
     }
-    for name in ("REDIS_URL", "REDIS_PREFIX", "DATABASE_URL", "COINBASE_WS_URL"):
+    for name in ("REDIS_URL", "REDIS_PREFIX", "DATABASE_URL"):
         env[name] = stack.env[name]
     return {**env, **SUPERUSER}
 
 
-def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=60)
+Outcome = tuple[list[str], float, subprocess.CompletedProcess]
+
+
+def run(argv: list[str], env: dict[str, str]) -> Outcome:
+    started = time.monotonic()
+    result = subprocess.run(argv, env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=60)
+    return argv, time.monotonic() - started, result
+
+
+def check(argv: list[str], took: float, result: subprocess.CompletedProcess) -> None:
+    print(f"{took:5.1f} s  {shlex.join(argv)}")
+    assert result.returncode == 0, (argv, result.stdout[-2000:], result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, (argv, result.stderr[-3000:])
+    if argv[2] == "loadtest":
+        assert "connections" in result.stdout, result.stdout[-2000:]
+    if argv[2] == "issue_token":
+        assert result.stdout.strip().splitlines()[-1].startswith("tk_"), result.stdout
 
 
 def test_readmes_manage_py_commands_work_as_printed(stack, tmp_path):
-    commands = readme_commands(README.read_text())
+    commands = list(dict.fromkeys(readme_commands(README.read_text())))  # each once
     printed = {shlex.split(c)[2] for c in commands}
     # The examples README is known to have; more are covered as they are added.
     assert {"feeds", "loadtest", "createsuperuser", "issue_token"} <= printed, commands
@@ -137,22 +148,22 @@ def test_readmes_manage_py_commands_work_as_printed(stack, tmp_path):
     )
     assert DEV_ENV_FILE.is_file(), "make install (or the launcher) writes .env.dev first"
     env = user_env(stack)
-
-    # Without the development file they would not work: the file is what is tested.
-    bare = run([PYTHON, "manage.py", "feeds", "list"], {**env, "TICKER_ENV_FILE": os.devnull})
-    assert bare.returncode != 0 and "SECRET_KEY must be set" in bare.stderr, bare.stderr
+    argvs = [bounded(shlex.split(c), stack, tmp_path) for c in commands]
 
     # The user README's token examples name is made first, whatever the order in README.
-    order = sorted(commands, key=lambda c: shlex.split(c)[2] != "createsuperuser")
-    for command in order:
-        argv = bounded(shlex.split(command), stack, tmp_path)
-        started = time.monotonic()
-        result = run(argv, env)
-        took = time.monotonic() - started
-        print(f"{took:5.1f} s  {shlex.join(argv)}")
-        assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-3000:])
-        assert "Traceback" not in result.stderr, (command, result.stderr[-3000:])
-        if argv[2] == "loadtest":
-            assert "connections" in result.stdout, result.stdout[-2000:]
-        if argv[2] == "issue_token":
-            assert result.stdout.strip().splitlines()[-1].startswith("tk_"), result.stdout
+    for argv in [a for a in argvs if a[2] == "createsuperuser"]:
+        check(*run(argv, env))
+    # The rest two at a time (each is mostly Django starting up), in README's order; and,
+    # alongside, one without the development file, which must fail: the file is what
+    # makes them work.
+    rest = [a for a in argvs if a[2] != "createsuperuser"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        bare = pool.submit(
+            run, [PYTHON, "manage.py", "feeds", "list"], {**env, "TICKER_ENV_FILE": os.devnull}
+        )
+        done = list(pool.map(lambda argv: run(argv, env), rest))
+    _, _, without_file = bare.result()
+    assert without_file.returncode != 0, without_file.stdout
+    assert "SECRET_KEY must be set" in without_file.stderr, without_file.stderr
+    for outcome in done:
+        check(*outcome)
