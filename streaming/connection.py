@@ -193,14 +193,20 @@ class Connection:
         if code == CloseCode.SLOW_CONSUMER:
             metrics.SLOW_CONSUMER_CLOSES.inc()
             logger.info("closing a slow consumer (%d) holding %d symbols", code, held)
-        # The close frame waits behind what the socket still holds, so it is not
-        # awaited here; the server's keepalive ends a peer that never reads again.
+        # Not awaited: nothing here waits on this client. Our uvicorn protocol writes the
+        # close frame at once, behind only what the socket already holds, and resets the
+        # connection of a client that has not read up to it within WS_CLOSE_TIMEOUT
+        # (tickerproject.uvicorn_ws); daphne's keepalive drops a peer that never reads.
         self._closer = asyncio.ensure_future(self._close(code))
         self._closer.add_done_callback(_ignore_result)
 
     def _gone(self, exc: BaseException) -> None:
         """Called when writing to the socket failed: the server tells the consumer too."""
-        faults.report(f"writer:{type(exc).__name__}", "writing to a client failed: %r", exc)
+        if isinstance(exc, OSError):  # the client left mid-write (uvicorn's ClientDisconnected)
+            metrics.CLIENT_GONE_WRITES.inc()
+            logger.debug("a client disconnected mid-write: %r", exc)
+        else:
+            faults.report(f"writer:{type(exc).__name__}", "writing to a client failed: %r", exc)
         self._drop(list(self.subs.values()))
 
 

@@ -78,6 +78,10 @@ OUTBOX_BYTES = Histogram(
 SLOW_CONSUMER_CLOSES = Counter(
     "ticker_slow_consumer_closes", "Connections closed with 4008 for falling behind."
 )
+CLIENT_GONE_WRITES = Counter(
+    "ticker_client_gone_writes",
+    "Writes that found their client already gone (it disconnected mid-write): not an error.",
+)
 STALE_DROPPED = Counter(
     "ticker_latest_stale_dropped",
     "Ticks of 'latest' subscriptions dropped because they were older than MAX_TICK_AGE_MS.",

@@ -2,7 +2,7 @@
 
 A tiny receive buffer makes the stall reach the server quickly, as a phone on a bad
 link or a hung program would. read_to_close() later reads whatever the server left
-and returns the close code it sent, if any.
+and returns the close code it sent, if any; ``ended`` says how the connection ended.
 """
 
 import asyncio
@@ -23,6 +23,9 @@ class StalledClient:
         self.sock.setblocking(False)
         self.port = parse_uri(url).port
         self.frames: list[str] = []
+        # How reading ended: "close" (a close frame came), "eof", "reset" or "timeout".
+        self.ended: str | None = None
+        self.local_port = 0
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -33,6 +36,7 @@ class StalledClient:
     async def open_and_subscribe(self, symbols: list[str], **options) -> None:
         loop = asyncio.get_running_loop()
         await loop.sock_connect(self.sock, ("127.0.0.1", self.port))
+        self.local_port = self.sock.getsockname()[1]  # the server sees it as the peer's port
         self.protocol.send_request(self.protocol.connect())
         await self._flush()
         while self.protocol.handshake_exc is None and not _open(self.protocol):
@@ -46,13 +50,18 @@ class StalledClient:
         """Read everything the server sent; the close code it sent, None if none came."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self.ended = "timeout"
         while self.protocol.close_rcvd is None and loop.time() < deadline:
             try:
                 data = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 20), 5)
             except TimeoutError:
                 break
+            except ConnectionResetError:  # the server dropped the connection
+                self.ended = "reset"
+                break
             if not data:
                 self.protocol.receive_eof()
+                self.ended = "eof"
                 break
             self.protocol.receive_data(data)
             for event in self.protocol.events_received():
@@ -60,6 +69,8 @@ class StalledClient:
                     self.frames.append(event.data.decode())
         self.sock.close()
         close = self.protocol.close_rcvd
+        if close is not None:
+            self.ended = "close"
         return None if close is None else close.code
 
 

@@ -107,8 +107,13 @@ def harness(stack, tmp_path, name: str, *, duration: float, options=()) -> dict:
     return json.loads(report.with_suffix(".json").read_text())
 
 
+# The stalled clients below are read after the harness's 30 s, past the keepalive's ping
+# interval: they must still find their 4008, so the close deadline is longer than that.
+READ_LATER = {"WS_CLOSE_TIMEOUT": "90"}
+
+
 async def test_stalled_clients_are_closed_with_4008_and_never_hold_up_the_others(tmp_path):
-    with real_stack(tmp_path, TICK_RATE="50") as stack:
+    with real_stack(tmp_path, TICK_RATE="50", **READ_LATER) as stack:
         await wait_for_ticks(stack, SYMBOLS)
         baseline = await asyncio.to_thread(harness, stack, tmp_path, "baseline", duration=8)
         rss_before = web_rss(stack)
@@ -143,7 +148,7 @@ async def test_batching_clients_share_frames_and_a_stalled_one_among_them_is_clo
     # The harness's 50 clients and 10 that never read all hold the same 20 symbols with
     # batch_ms: one cohort (streaming.cohort). The stalled members' shared frames stop
     # being written, their ticks take the per-tick path, and that ends in 4008.
-    with real_stack(tmp_path, TICK_RATE="50") as stack:
+    with real_stack(tmp_path, TICK_RATE="50", **READ_LATER) as stack:
         await wait_for_ticks(stack, SYMBOLS[:20])
         stalled = [StalledClient(stack.ws_url, stack.origin) for _ in range(10)]
         for s in stalled:
@@ -167,6 +172,55 @@ async def test_batching_clients_share_frames_and_a_stalled_one_among_them_is_clo
     tp = run["throughput"]
     assert tp["batch_frames_per_s"] > 0
     assert tp["frames_per_s"] <= 50 * (1000 / 50) * 1.05
+
+
+def held_ports(stack) -> set[int]:
+    """The client ports of the TCP connections the web process holds."""
+    proc = psutil.Process(stack.procs["web"].pid)
+    return {c.raddr.port for c in proc.net_connections("tcp") if c.raddr}
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "daphne"])
+async def test_clients_stalled_past_the_keepalive_see_4008_or_a_dropped_connection(
+    tmp_path, server
+):
+    # Issue 19: stalled past the keepalive, a client found 1011 behind its backlog, its
+    # 4008 stuck behind uvicorn's wait for a drain that never came, and the server held
+    # the connection for as long as the client did not read.
+    close_timeout = 6
+    env = {"WS_PING_INTERVAL": "1", "WS_PING_TIMEOUT": "1", "WS_CLOSE_TIMEOUT": str(close_timeout)}
+    with real_stack(tmp_path, TICK_RATE="50", ASGI_SERVER=server, **env) as stack:
+        await wait_for_ticks(stack, SYMBOLS)
+        readers = [StalledClient(stack.ws_url, stack.origin) for _ in range(5)]
+        never = [StalledClient(stack.ws_url, stack.origin) for _ in range(5)]
+        for s in readers + never:
+            await s.open_and_subscribe(SYMBOLS)
+        stalled_at = time.monotonic()
+        await asyncio.sleep(3)  # the stall: longer than ping interval and timeout together
+        read_after = time.monotonic() - stalled_at
+        codes = [await s.read_to_close() for s in readers]
+        # Those that never read: the server lets go of their connections, bounded in time.
+        ports = {s.local_port for s in never}
+        deadline = time.monotonic() + 2 + close_timeout + 15
+        while held := ports & held_ports(stack):
+            assert time.monotonic() < deadline, f"the server still holds {len(held)} of them"
+            await asyncio.sleep(0.2)
+        never_codes = [await s.read_to_close(timeout=10) for s in never]
+        web_log = stack.log("web")
+
+    print(
+        f"\n{server}: read after {read_after:.1f} s: codes {codes}, ended "
+        f"{[s.ended for s in readers]}, {[len(s.frames) for s in readers]} frames; never "
+        f"read: codes {never_codes}, ended {[s.ended for s in never]}"
+    )
+    for s, code in zip(readers + never, codes + never_codes, strict=True):
+        assert code in (4008, None) and s.ended in ("close", "reset", "eof"), (code, s.ended)
+    assert all(s.frames for s in readers)  # their backlog came first
+    if server == "uvicorn" and read_after < close_timeout - 1:
+        # Read well within the close deadline (it starts after the stall began): the
+        # close frame was there, right behind the backlog.
+        assert codes == [4008] * len(readers)
+    assert "code 1011" not in web_log
 
 
 def start_redis(port: int, workdir) -> subprocess.Popen:

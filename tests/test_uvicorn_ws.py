@@ -1,14 +1,21 @@
 """tickerproject.uvicorn_ws: a client is parsed no faster than the app reads it."""
 
 import asyncio
+import logging
+import re
+import tomllib
+from pathlib import Path
 
+import pytest
 from uvicorn.config import Config
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
+from tickerproject import serve, uvicorn_ws
 from tickerproject.uvicorn_ws import SLICE_BYTES, PacedWebSocketsProtocol, text_frame
 
 
@@ -20,6 +27,7 @@ class Transport(asyncio.Transport):
         self.paused = False
         self.written = bytearray()
         self.closing = False
+        self.aborted = False
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -36,13 +44,16 @@ class Transport(asyncio.Transport):
     def close(self) -> None:
         self.closing = True
 
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+
     def get_extra_info(self, name, default=None):
         return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(
             name, default
         )
 
 
-async def open_connection(extensions=None):
+async def open_connection(extensions=None, **config):
     accepted = asyncio.Event()
 
     async def app(scope, receive, send):
@@ -51,7 +62,7 @@ async def open_connection(extensions=None):
         accepted.set()
         await asyncio.Event().wait()  # the test reads through the protocol itself
 
-    config = Config(app, ws=PacedWebSocketsProtocol, lifespan="off", log_level="warning")
+    config = Config(app, ws=PacedWebSocketsProtocol, lifespan="off", log_level="warning", **config)
     config.load()
     proto = PacedWebSocketsProtocol(config, ServerState(), {})
     transport = Transport()
@@ -219,3 +230,114 @@ async def test_a_compressed_connection_gets_no_write_at_once():
     proto, _, _ = await open_connection([ClientPerMessageDeflateFactory()])
     assert write_extension(proto.scope)(b"{}") is False  # frames go through websockets
     proto.connection_lost(None)
+
+
+def close_received(client: ClientProtocol, transport: Transport, start: int):
+    """The close frame the client finds in what was written from ``start`` on, if any."""
+    client.receive_data(bytes(transport.written[start:]))
+    client.events_received()
+    return client.close_rcvd
+
+
+async def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_close_is_written_at_once_though_the_socket_is_full():
+    proto, transport, client = await open_connection()
+    client.events_received()
+    start = len(transport.written)
+    proto.pause_writing()  # the transport's buffer is over its high-water mark
+    # uvicorn's send waits for the socket to drain first, which a client that stopped
+    # reading never lets happen: the 4008 then never left.
+    await asyncio.wait_for(proto.send({"type": "websocket.close", "code": 4008}), 1)
+    await asyncio.sleep(0)  # the turn's writes go out
+    assert close_received(client, transport, start).code == 4008
+    assert (await asyncio.wait_for(proto.receive(), 1))["type"] == "websocket.disconnect"
+    with pytest.raises(ClientDisconnected):  # the writer's next frame: the client is gone
+        await asyncio.wait_for(proto.send({"type": "websocket.send", "text": "{}"}), 1)
+    proto.connection_lost(None)
+
+
+async def test_a_client_that_does_not_answer_the_close_in_time_is_reset():
+    proto, transport, _ = await open_connection()
+    proto.close_timeout = 0.05  # settings.WS_CLOSE_TIMEOUT, 10 s unless set
+    proto.pause_writing()
+    await proto.send({"type": "websocket.close", "code": 4008})
+    await wait_for(lambda: transport.aborted)  # reset, not closed after a drain
+    proto.connection_lost(None)
+
+
+async def test_a_client_that_answers_the_close_is_closed_cleanly():
+    proto, transport, client = await open_connection()
+    client.events_received()
+    start = len(transport.written)
+    proto.close_timeout = 0.05
+    await proto.send({"type": "websocket.close", "code": 4008})
+    await asyncio.sleep(0)
+    close_received(client, transport, start)
+    proto.data_received(b"".join(client.data_to_send()))  # its answer
+    await wait_for(lambda: transport.closing)
+    await asyncio.sleep(0.1)  # past close_timeout: the timer was cancelled
+    assert not transport.aborted
+    proto.connection_lost(None)
+
+
+async def test_a_client_that_does_not_answer_a_ping_is_closed_with_4008_not_1011():
+    proto, transport, client = await open_connection(ws_ping_interval=0.02, ws_ping_timeout=0.05)
+    client.events_received()
+    start = len(transport.written)
+    proto.pause_writing()  # it stopped reading: the ping and its backlog stay unread
+    await wait_for(lambda: proto.close_sent)
+    await asyncio.sleep(0)  # the turn's writes go out
+    close = close_received(client, transport, start)  # behind the unanswered ping
+    assert (close.code, close.reason) == (4008, "keepalive ping timeout")
+    # The app hears the client went silent, and stops writing to it.
+    assert (await asyncio.wait_for(proto.receive(), 1)) == {
+        "type": "websocket.disconnect",
+        "code": 1006,
+        "reason": "keepalive ping timeout",
+    }
+    proto.connection_lost(None)
+
+
+def test_unknown_releases_are_named_and_known_ones_are_not(monkeypatch):
+    monkeypatch.setattr(
+        uvicorn_ws, "installed_versions", lambda: {"uvicorn": "0.55.3", "websockets": "17.4"}
+    )
+    assert uvicorn_ws.unknown_versions() == []
+    monkeypatch.setattr(
+        uvicorn_ws, "installed_versions", lambda: {"uvicorn": "0.56.0", "websockets": "17.40"}
+    )
+    assert uvicorn_ws.unknown_versions() == ["uvicorn 0.56.0", "websockets 17.40"]
+    # What is installed now is what the tests run on: it must be known.
+    monkeypatch.undo()
+    assert uvicorn_ws.unknown_versions() == []
+
+
+def test_the_server_falls_back_to_uvicorns_protocol_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setenv("ASGI_SERVER", "uvicorn")
+    argv = serve.role_argv("web")
+    assert argv[argv.index("--ws") + 1] == serve.WS_PROTOCOL
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    monkeypatch.setattr(
+        uvicorn_ws, "installed_versions", lambda: {"uvicorn": "0.56.0", "websockets": "17.4"}
+    )
+    argv = serve.role_argv("web")
+    assert argv[argv.index("--ws") + 1] == "websockets-sansio"
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "uvicorn 0.56.0" in warnings[0].getMessage()
+
+
+def test_pyproject_pins_the_releases_the_protocol_knows():
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text())["project"]
+    pins = project["dependencies"] + project["optional-dependencies"]["dev"]
+    for name, prefix in uvicorn_ws.KNOWN_VERSIONS.items():
+        major, minor = prefix.split(".")
+        wanted = f">={prefix},<{major}.{int(minor) + 1}"
+        found = [p for p in pins if re.match(rf"{name}(\[\w+\])?[<>=]", p)]
+        assert found and all(p.endswith(wanted) for p in found), (name, found)

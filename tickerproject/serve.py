@@ -20,17 +20,23 @@ It loads the Django settings first, so a misconfiguration (no SECRET_KEY with DE
 off, say) stops it before any server starts, and it hands the server the one frame
 limit, settings.WS_MAX_MESSAGE_BYTES: uvicorn and daphne refuse a bigger frame or
 message with close 1009 from its header, before its payload is read. A server that cannot
-do that is not offered: granian was removed for it (README, "Frame size").
+do that is not offered: granian was removed for it (README, "Frame size"). It hands both
+the keepalive too (WS_PING_INTERVAL, WS_PING_TIMEOUT).
 """
 
+import logging
 import os
 import sys
 import tempfile
 
 from tickerproject.env import env_int, env_str, load_env_file
 
+logger = logging.getLogger(__name__)
+
 APP = "tickerproject.asgi:application"
 WS_PROTOCOL = "tickerproject.uvicorn_ws:PacedWebSocketsProtocol"
+# uvicorn's own, which ours subclasses: served when ours does not know the installed releases.
+FALLBACK_WS_PROTOCOL = "websockets-sansio"
 # Only servers that refuse an over-size frame from its header. Granian was offered too
 # until issue 19 removed it: it reads frames of up to 16 MiB whole before the app sees
 # them, with no option to lower that (tungstenite's defaults, granian 2.8).
@@ -39,7 +45,14 @@ ROLES = ("web", "worker", "beat", "release")
 
 
 def server_argv(
-    *, server: str, host: str, port: int, workers: int, max_message_bytes: int
+    *,
+    server: str,
+    host: str,
+    port: int,
+    workers: int,
+    max_message_bytes: int,
+    ping_interval: int = 20,
+    ping_timeout: int = 20,
 ) -> list[str]:
     if server == "daphne":
         if workers != 1:
@@ -49,17 +62,19 @@ def server_argv(
             "daphne", "-b", host, "-p", str(port), "--proxy-headers",
             "--websocket-max-message-size", str(max_message_bytes),
             "--websocket-max-frame-size", str(max_message_bytes),
+            "--ping-interval", str(ping_interval), "--ping-timeout", str(ping_timeout),
             APP,
         ]  # fmt: skip
     if server == "uvicorn":
         # websockets' parser checks the length in the frame header (and the inflated size
         # of a compressed message) against --ws-max-size. The protocol is uvicorn's
         # websockets-sansio, parsing a flooding client no faster than the app reads it
-        # (tickerproject.uvicorn_ws).
+        # (tickerproject.uvicorn_ws), on the uvicorn and websockets releases it knows.
         return [
             "uvicorn", APP, "--host", host, "--port", str(port), "--workers", str(workers),
-            "--loop", "uvloop", "--ws", WS_PROTOCOL, "--http", "httptools",
+            "--loop", "uvloop", "--ws", ws_protocol(), "--http", "httptools",
             "--ws-max-size", str(max_message_bytes),
+            "--ws-ping-interval", str(ping_interval), "--ws-ping-timeout", str(ping_timeout),
             "--proxy-headers", "--lifespan", "off", "--no-access-log",
         ]  # fmt: skip
     removed = (
@@ -97,6 +112,33 @@ def max_message_bytes() -> int:
     return settings.WS_MAX_MESSAGE_BYTES
 
 
+def keepalive() -> tuple[int, int]:
+    """settings.WS_PING_INTERVAL and WS_PING_TIMEOUT, for the server's keepalive."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
+    from django.conf import settings
+
+    return settings.WS_PING_INTERVAL, settings.WS_PING_TIMEOUT
+
+
+def ws_protocol() -> str:
+    """Our uvicorn WebSocket protocol, or uvicorn's own, with a warning, on releases of
+    uvicorn or websockets it was not tested with (its subclass uses their private state)."""
+    try:
+        from tickerproject.uvicorn_ws import unknown_versions
+
+        unknown = unknown_versions()
+    except Exception as exc:  # the internals it imports have moved
+        unknown = [f"{type(exc).__name__}: {exc}"]
+    if not unknown:
+        return WS_PROTOCOL
+    logger.warning(
+        "tickerproject.uvicorn_ws does not know %s: serving with uvicorn's own WebSocket "
+        "protocol (no paced parsing, no immediate close; pyproject.toml pins the known ones)",
+        ", ".join(unknown),
+    )
+    return FALLBACK_WS_PROTOCOL
+
+
 def worker_argv(*, name: str, concurrency: int, loglevel: str) -> list[str]:
     """A Celery worker; the threads pool lets a warm shutdown reach the feed loop."""
     return [
@@ -112,12 +154,15 @@ def beat_argv(*, schedule: str, loglevel: str) -> list[str]:
 def role_argv(role: str) -> list[str]:
     """The command line ``role`` runs, from the environment (and the settings, for web)."""
     if role == "web":
+        ping_interval, ping_timeout = keepalive()
         return server_argv(
             server=env_str("ASGI_SERVER", "uvicorn"),
             host=env_str("HOST", "127.0.0.1"),
             port=env_int("PORT", 8000),
             workers=env_int("WEB_CONCURRENCY", 1, minimum=1),
             max_message_bytes=max_message_bytes(),
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
         )
     loglevel = env_str("LOG_LEVEL", "INFO")
     if role == "worker":

@@ -278,6 +278,14 @@ FEED_TAKEOVER_POLL_SECONDS = env_float("FEED_TAKEOVER_POLL_SECONDS", 0.5, minimu
 # either an "all" connection is closed with 4008 and "latest" ones are conflated.
 OUTBOX_MAX_BYTES = env_int("OUTBOX_MAX_BYTES", 1024 * 1024, minimum=4096)
 MAX_TICK_AGE_MS = env_int("MAX_TICK_AGE_MS", 1000, minimum=50)
+# Keepalive (tickerproject/serve.py hands both to the server): a ping after this many
+# seconds, and a client that has not answered it this many seconds later is closed (4008
+# with uvicorn, a dropped connection with daphne).
+WS_PING_INTERVAL = env_int("WS_PING_INTERVAL", 20, minimum=1)
+WS_PING_TIMEOUT = env_int("WS_PING_TIMEOUT", 20, minimum=1)
+# Once the server has sent a close (4008 included), the client has this many seconds to
+# read up to it and answer before its TCP connection is reset (tickerproject/uvicorn_ws).
+WS_CLOSE_TIMEOUT = env_int("WS_CLOSE_TIMEOUT", 10, minimum=1)
 # The web process's garbage collector (tickerproject.gctune): the startup heap frozen and
 # young collections rarer, so a full collection does not pause every tick in flight.
 GC_THRESHOLDS = parse_thresholds(env_str("GC_THRESHOLDS", "10000,10,10"))

@@ -26,20 +26,65 @@ BytesIO per frame. Anything else (compression, close, accept) goes through uvico
 The same write is offered to the app as a plain function in the scope's extensions
 (``WRITE_EXTENSION``), so the fan-out writes a frame with no coroutine to create and
 drive; it says when it cannot write at once, and the app falls back to ``send``.
+
+A close never waits behind the backlog it ends. uvicorn's ``send`` waits for the socket
+to drain before anything, the close included, so a client closed for not reading never
+got its 4008: the frame waited for a drain that could not come, until the keepalive
+timed out and wrote 1011 behind the backlog (issue 19). Here the close frame is written
+at once, behind only what the socket and the transport already hold; the client then has
+``WS_CLOSE_TIMEOUT`` seconds to read up to it and answer, or its TCP connection is reset
+(``transport.close()`` would first wait for a drain that may never come). A client that
+does not answer a keepalive ping within ``WS_PING_TIMEOUT`` has stopped reading too: it
+is closed the same way with 4008, the code that tells it to resume with ``since``.
+
+It uses uvicorn's and websockets' private state, so it runs only on the releases it was
+tested with (``KNOWN_VERSIONS``, pinned alike in pyproject.toml); on any other,
+``tickerproject.serve`` runs uvicorn's own protocol instead, with one warning.
 """
 
 import asyncio
+import contextlib
+import logging
+import socket
 import struct
 import threading
+from importlib.metadata import version
 
+from django.conf import settings
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 from websockets.protocol import OPEN
 
 from streaming.extensions import WRITE_EXTENSION
+from streaming.protocol import CloseCode
+from telemetry import metrics
+
+logger = logging.getLogger(__name__)
+
+# The releases this module was tested with, as version prefixes (pyproject.toml pins
+# the same ranges: uvicorn>=0.55,<0.56 and websockets>=17.4,<17.5).
+KNOWN_VERSIONS = {"uvicorn": "0.55", "websockets": "17.4"}
 
 # About 170 ping commands: a few milliseconds of parsing on a slow core.
 SLICE_BYTES = 4096
+# SO_LINGER on, for 0 s: closing the socket resets the connection and drops what the
+# kernel still holds for it, instead of sending it to a client that no longer reads.
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+def installed_versions() -> dict[str, str]:
+    return {name: version(name) for name in KNOWN_VERSIONS}
+
+
+def unknown_versions() -> list[str]:
+    """The installed releases of KNOWN_VERSIONS this module was not tested with."""
+    return [
+        f"{name} {installed}"
+        for name, installed in installed_versions().items()
+        if installed != KNOWN_VERSIONS[name]
+        and not installed.startswith(KNOWN_VERSIONS[name] + ".")
+    ]
 
 
 class _LastWriter(threading.local):
@@ -121,6 +166,9 @@ class PacedWebSocketsProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._unparsed = bytearray()
+        # How long a client has, once the server sent its close, to read up to it and
+        # answer; then its connection is reset (uvicorn's own is 10 s, then a close()).
+        self.close_timeout = settings.WS_CLOSE_TIMEOUT
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Called when the connection is handed over: its writes are coalesced from now."""
@@ -184,10 +232,69 @@ class PacedWebSocketsProtocol(WebSocketsSansIOProtocol):
         return True
 
     async def send(self, message) -> None:
-        """Called by the app for each event: a plain text frame is framed right here."""
-        text = message.get("text") if message["type"] == "websocket.send" else None
-        if text is None or not self.write_text(text.encode()):
-            return await super().send(message)
+        """Called by the app for each event: a plain text frame is framed right here,
+        and a close goes out at once, however full the socket is."""
+        kind = message["type"]
+        if kind == "websocket.send":
+            text = message.get("text")
+            if text is not None and self.write_text(text.encode()):
+                return
+            if self.close_sent and self.handshake_complete and self.initial_response is None:
+                raise ClientDisconnected()  # the server closed it (keepalive): gone
+        elif kind == "websocket.close" and self._open():
+            self.close_now(message.get("code", 1000), message.get("reason") or "")
+            return
+        return await super().send(message)
+
+    def _open(self) -> bool:
+        return (
+            self.handshake_complete
+            and self.initial_response is None
+            and not self.close_sent
+            and not self.disconnected
+        )
+
+    def close_now(self, code: int, reason: str = "", *, app_code: int | None = None) -> None:
+        """Write the close frame now, and reset the connection if the client has not
+        answered it within ``close_timeout``. The app is told with ``app_code``
+        (``code`` unless given), as uvicorn tells it of the close it asked for."""
+        if self.transport.is_closing():
+            return
+        self.stop_keepalive()
+        try:
+            self.conn.send_close(code, reason)
+        except InvalidState:  # the client's close came first
+            raise ClientDisconnected() from None
+        told = code if app_code is None else app_code
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": told, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        # Read on, unpaced: the client's answer must be seen.
+        self.loop.call_soon(self._parse_some)
+        self.close_timer = self.loop.call_later(self.close_timeout, self.reset_connection)
+
+    def reset_connection(self) -> None:
+        """Called when a client has not answered the server's close in time: reset its
+        TCP connection, dropping what it never read (close() would wait for a drain)."""
+        self.close_timer = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+        self.transport.abort()
+
+    def keepalive_timeout(self) -> None:
+        """Called when the client has not answered a ping within ws_ping_timeout: it
+        stopped reading, so it is closed as a slow consumer (4008: resume with since)."""
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        metrics.SLOW_CONSUMER_CLOSES.inc()
+        logger.info("closing a client that did not answer a ping in %s s (4008)", self.ping_timeout)
+        # The app hears what happened on its side: the client went silent (1006).
+        with contextlib.suppress(ClientDisconnected):
+            self.close_now(CloseCode.SLOW_CONSUMER, "keepalive ping timeout", app_code=1006)
 
     async def receive(self):
         """Called by the app for its next event: parse the next slice once it has all."""
