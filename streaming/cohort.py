@@ -145,6 +145,10 @@ def can_share(outbox: Outbox, subs: Iterable["Subscription"]) -> bool:
 
 
 def caught_up(subs: Iterable["Subscription"]) -> bool:
-    """Whether the next tick each feed delivers is the next one its subscription needs
-    (a snapshot may be newer than the ticks this process has delivered yet)."""
-    return all(sub.last_seq <= sub.feed.last_seq for sub in subs)
+    """Whether the next tick each feed delivers is the next one its subscription needs.
+
+    A snapshot may be newer than the ticks this process has delivered yet; one older
+    would leave the difference out, since a member's last_seq is set without the seq
+    check (streaming.feed.SymbolFeed.deliver).
+    """
+    return all(sub.last_seq == sub.feed.last_seq for sub in subs)

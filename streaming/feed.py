@@ -106,8 +106,10 @@ class SymbolFeed:
         self.cohorts: list[Cohort] = []
         # The newest snapshot read, extended by live ticks: the ring of recent ticks.
         self.latest: EncodedSnapshot | None = None
-        # seq of the newest tick this feed has delivered (or knows of), 0 for none yet,
+        # seq of the newest tick this feed has handed to its subscribers, 0 for none yet,
         # and that tick's ts: a live tick at or below both is a copy (Hub._on_tick).
+        # Only deliver() moves them: every subscriber, live or pending, has been handed
+        # every tick up to here, so a copy the hub drops is one nobody needs.
         self.last_seq = 0
         self.known_ts = 0
         # time.monotonic() when the last subscriber left; None while it has any.
@@ -126,10 +128,10 @@ class SymbolFeed:
     async def read(self, *, joined_at: float) -> EncodedSnapshot:
         """A snapshot read that began at or after ``joined_at`` (time.monotonic())."""
         latest = self.latest
-        if self.joined and latest is not None and latest.last_seq == self.last_seq:
-            # The ring holds every tick up to the newest this process received, and a
-            # subscriber that has joined gets every later one live: the ring *is* a
-            # read that began after the join, without asking Redis.
+        if self.joined and latest is not None and latest.last_seq >= self.last_seq:
+            # The ring holds every tick up to the newest this process received (or a
+            # read newer still), and a subscriber that has joined gets every later one
+            # live: the ring *is* a read that began after the join, without asking Redis.
             return latest
         current = self._read
         if current is None or current[0] < joined_at:
@@ -148,9 +150,10 @@ class SymbolFeed:
         # Reads may finish out of order; keep the newest as the next base.
         if latest is None or snap.last_seq >= latest.last_seq or snap.epoch != latest.epoch:
             self.latest = snap
-        # Every subscriber's history now reaches this far: an older live tick is a copy.
-        if snap.last_seq > self.last_seq:
-            self.last_seq, self.known_ts = snap.last_seq, snap.last_ts
+        # A read newer than the ticks delivered so far does not move last_seq: only its
+        # own subscribers' history reaches that far. Subscribers of an older read still
+        # pending (reads end in any order), or live ones, need those ticks when they
+        # arrive; taking them for copies lost them silently (issue 19).
         return snap
 
     def observe(self, *, seq: int, text: str, ts: int) -> None:
@@ -218,11 +221,18 @@ class SymbolFeed:
             if tick.seq > self.last_seq:
                 self.deliver(tick.seq, tick.to_json(), tick.ts, live=False)
 
-    async def missed(self, *, before_seq: int) -> list[Tick]:
-        """The ticks between the last one delivered and ``before_seq``, from history."""
-        after = self.last_seq
+    def continues_after(self) -> int:
+        """The seq live ticks go on from: the last delivered or, before the first, the
+        newest snapshot read (0 when neither); a later live tick means a hole."""
+        if self.last_seq:
+            return self.last_seq
+        latest = self.latest
+        return latest.last_seq if latest is not None else 0
+
+    async def missed(self, *, after_seq: int, before_seq: int) -> list[Tick]:
+        """The ticks between ``after_seq`` and ``before_seq``, from history."""
         return await history.ticks_after(
-            symbol=self.symbol, after_seq=after, limit=before_seq - after - 1
+            symbol=self.symbol, after_seq=after_seq, limit=before_seq - after_seq - 1
         )
 
 

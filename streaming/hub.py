@@ -263,22 +263,24 @@ class Hub:
             return
         seq = event["seq"]
         last = feed.last_seq
-        if last and seq != last + 1:
-            if seq <= last:
+        if seq != last + 1:
+            if last and seq <= last:
                 if event["ts"] <= feed.known_ts:
-                    # Older than the newest tick this process knows: a snapshot read while
-                    # ticks were on their way already covered it. Dropped without a Redis
-                    # read, or a process that falls behind would read once per tick.
+                    # Not newer than the last tick delivered: a copy (a refill from
+                    # history overtook it). Dropped without a Redis read, or a process
+                    # that falls behind would read once per tick.
                     return
                 # A lower seq with a newer ts: the symbol's numbering restarted (Redis
                 # lost its data), or a copy; history tells which.
                 self._suspect.add(feed.symbol)
                 return
-            # The layer lost ticks on the way to this process (a full or expired queue,
-            # an outage): fetch them once here, for every subscriber.
-            ROUND.release()  # what the round holds goes out before we wait for Redis
-            if not await self._refill(feed, seq):
-                return  # the catch-up after the outage delivers this one too
+            after = last or feed.continues_after()
+            if after and seq > after + 1:
+                # The layer lost ticks on the way to this process (a full or expired
+                # queue, an outage): fetch them once here, for every subscriber.
+                ROUND.release()  # what the round holds goes out before we wait for Redis
+                if not await self._refill(feed, seq, after):
+                    return  # the catch-up after the outage delivers this one too
         ts = event["ts"]
         now = time.time() * 1000
         lag = now - ts
@@ -306,9 +308,9 @@ class Hub:
             self.behind = False
             logger.warning("this process caught up: ticks reach it %.0f ms after their ts", lag)
 
-    async def _refill(self, feed: SymbolFeed, seq: int) -> bool:
+    async def _refill(self, feed: SymbolFeed, seq: int, after: int) -> bool:
         try:
-            missed = await feed.missed(before_seq=seq)
+            missed = await feed.missed(after_seq=after, before_seq=seq)
         except Exception as exc:
             metrics.REDIS_ERRORS.labels("refill").inc()
             self.faults.report("refill", "refilling %s failed: %s", feed.symbol, exc)
@@ -316,7 +318,7 @@ class Hub:
             return False
         self.refills += 1
         metrics.HOLE_REFILLS.inc()
-        if not missed or missed[0].seq != feed.last_seq + 1:
+        if not missed or missed[0].seq != after + 1:
             await self.reset(feed, history.RESET_HISTORY_TRUNCATED)
             return False
         feed.deliver_history(missed)
@@ -336,10 +338,11 @@ class Hub:
 
     async def _catch_up(self, feed: SymbolFeed) -> None:
         """Deliver what ``feed`` missed, or reset its subscribers if history cannot tell."""
-        if not feed.last_seq or not feed.subscribers:
+        since = feed.continues_after()
+        if not since or not feed.subscribers:
             return
         epoch = feed.latest.epoch if feed.latest is not None else None
-        found = await history.resume(symbol=feed.symbol, since=feed.last_seq, epoch=epoch)
+        found = await history.resume(symbol=feed.symbol, since=since, epoch=epoch)
         if found.reset_reason is not None:
             await self.reset(feed, found.reset_reason)
         elif found.ticks:
@@ -352,8 +355,8 @@ class Hub:
         logger.warning("%s: subscribers reset (%s)", feed.symbol, reason)
         rewound = [sub for sub in feed.subscribers if sub.rewind()]
         feed.forget()
+        # Ticks of the new numbering that arrive meanwhile are held by the rewound.
         snap = await feed.read(joined_at=time.monotonic())
-        feed.last_seq = snap.last_seq
         frame = json.dumps({"type": "reset", "symbol": feed.symbol, "reason": reason})
         for sub in rewound:
             if sub in feed.subscribers:

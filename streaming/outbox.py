@@ -204,6 +204,13 @@ class Outbox:
         if slot is not None and slot.pending:
             self._due_slots -= 1
 
+    def skip_latest(self, symbol: str, count: int) -> None:
+        """Count ``count`` ticks of a ``latest`` subscription that will never be written:
+        the next tick written says so in ``skipped``."""
+        slot = self._slots.get(symbol)
+        if slot is not None:
+            slot.skipped += count
+
     def put_latest(self, symbol: str, text: str, ts: int) -> None:
         """Keep ``text`` as the newest tick of a ``latest`` subscription."""
         slot = self._slots.get(symbol)

@@ -4,6 +4,14 @@ A subscription starts *pending*: it has joined the symbol's feed, so live ticks 
 it, but its snapshot or replay is still on its way; it holds those ticks. go_live()
 takes the seq the history reached and releases the held ticks through the same seq
 check as every later tick, so the seam has no gap and no duplicate.
+
+The feed hands every tick after the one it last delivered to every subscriber
+(streaming.feed), so history plus the held ticks leave no hole; the seq check is the
+one place a hole would still be handled, in every mode: ``all`` fills it from the
+feed's recent ticks (or closes the connection, 1011, when the feed no longer holds
+them), ``latest`` announces it in the next tick's ``skipped``. Cohort members skip the
+per-tick path, so a subscription joins one only when it is exactly where its feed is
+(streaming.cohort.caught_up).
 """
 
 import logging
@@ -71,16 +79,8 @@ class Subscription:
         last = self.last_seq
         if seq <= last:
             return True  # already sent in a snapshot or replay
-        if last and seq != last + 1 and self.mode is Mode.ALL:
-            # The feed delivers contiguous ticks (it refills what the layer lost), so
-            # only a seam can open a hole; fill it from the feed's recent ticks.
-            texts = self.feed.cached_range(after_seq=last, before_seq=seq)
-            if texts is None:
-                logger.error(
-                    "%s: ticks %d..%d are missing for a subscriber", self.symbol, last + 1, seq - 1
-                )
-            else:
-                self.outbox.put_history(texts)
+        if last and seq != last + 1 and not self._bridge(last, seq):
+            return False
         self.last_seq = seq
         if self.mode is Mode.ALL:
             if live:
@@ -88,6 +88,28 @@ class Subscription:
             self.outbox.put_history([text])
             return True
         self.outbox.put_latest(self.feed.symbol, text, ts)
+        return True
+
+    def _bridge(self, last: int, seq: int) -> bool:
+        """Called when the next tick is not ``last + 1``; False if the connection ends.
+
+        The feed delivers contiguous ticks and refills what the layer lost, so this is
+        rare: the layer lost the first ticks of a new feed, before any was delivered.
+        """
+        if self.mode is Mode.LATEST:
+            self.outbox.skip_latest(self.feed.symbol, seq - last - 1)
+            return True
+        texts = self.feed.cached_range(after_seq=last, before_seq=seq)
+        if texts is None:
+            # 'all' promises every tick or a close: the client resumes with 'since'.
+            if not self.outbox.closing:
+                logger.error(
+                    "%s: ticks %d..%d are missing for a subscriber; closing it (1011)",
+                    self.symbol, last + 1, seq - 1,
+                )  # fmt: skip
+                self.outbox.fail(LookupError(f"{self.symbol} ticks {last + 1}..{seq - 1}"))
+            return False
+        self.outbox.put_history(texts)
         return True
 
     def replay(self, texts: list[str], tss: list[int]) -> None:

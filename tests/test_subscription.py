@@ -51,6 +51,29 @@ async def test_a_hole_at_the_seam_is_filled_from_the_feeds_recent_ticks():
     assert seqs(box) == [4, 5, 6, 7]
 
 
+async def test_a_hole_the_feed_no_longer_holds_closes_an_all_connection_with_1011():
+    feed, box = SymbolFeed("A"), outbox()
+    closed: list[int] = []
+    box.on_close = closed.append
+    sub = attach(feed, box)
+    sub.go_live(3)
+    assert not sub.offer(7, tick(7), 1)  # 4-6 are nowhere: 'all' cannot go on without them
+    await asyncio.sleep(0)
+    assert closed == [1011] and sub.last_seq == 3
+
+
+async def test_a_hole_in_latest_mode_is_announced_in_the_next_ticks_skipped():
+    feed, box = SymbolFeed("A"), outbox()
+    sub = attach(feed, box, mode=Mode.LATEST)
+    sub.go_live(3)
+    sub.offer(7, tick(7), 1)
+    sub.offer(8, tick(8), 1)
+    sub.offer(10, tick(10), 1)
+    frames = [json.loads(f) for f in box.take()[0]]
+    # 4-6 and 9 never came, 7 and 8 were replaced: 10 = 3 + 6 skipped + 1.
+    assert [(f["seq"], f.get("skipped", 0)) for f in frames] == [(10, 6)]
+
+
 async def test_latest_mode_conflates_and_replay_keeps_only_the_newest():
     feed, box = SymbolFeed("A"), outbox()
     sub = attach(feed, box, mode=Mode.LATEST)
