@@ -94,6 +94,7 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             "streams": t.streams,
             "gaps": t.seq.gaps,
             "gap_ratio": round(gap_ratio(gaps=t.seq.gaps, delivered=t.ticks_counted), 6),
+            "gaps_before_window": t.seq.gaps_before_window,
             "duplicates": t.seq.duplicates,
             "out_of_order": t.seq.out_of_order,
             "resets": t.seq.resets,
@@ -150,6 +151,10 @@ def judge(report: dict[str, Any], thresholds: dict[str, float]) -> dict[str, Any
         ratio = report["seq"]["gap_ratio"]
         if ratio > limit:
             violations.append(f"gap ratio {ratio} is above {limit}")
+        early = report["seq"].get("gaps_before_window", 0)
+        if limit == 0 and early:
+            # No gap allowed: not at the start of a stream either (a subscribe's seam).
+            violations.append(f"{early} seqs went missing before the window")
     if (limit := thresholds.get("min_delivered_ratio")) is not None:
         ratio = report["throughput"]["delivered_ratio"]
         if ratio is not None and ratio < limit:
@@ -211,7 +216,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "seq",
-            f"gaps {_n(seq['gaps'])} (ratio {seq['gap_ratio']:.6f})  duplicates "
+            f"gaps {_n(seq['gaps'])} (ratio {seq['gap_ratio']:.6f}"
+            f", {_n(seq.get('gaps_before_window', 0))} before the window)  duplicates "
             f"{_n(seq['duplicates'])}  out of order {_n(seq['out_of_order'])}  resets "
             f"{_n(seq['resets'])}  conflated {_n(seq['conflated'])}"
             + (

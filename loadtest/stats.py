@@ -90,6 +90,9 @@ class SeqCounts:
     """Seq anomalies over every (client, symbol) stream of a run."""
 
     gaps: int = 0  # seqs skipped and never delivered later
+    # The same before the measurement window (the ramp): where every stream starts,
+    # at the seam between a subscribe's snapshot and its live ticks.
+    gaps_before_window: int = 0
     duplicates: int = 0
     out_of_order: int = 0  # seqs that arrived after a later one
     resets: int = 0  # server "reset" frames: the stream was rebuilt from a snapshot
@@ -101,6 +104,7 @@ class SeqCounts:
 
     def merge(self, other: "SeqCounts") -> None:
         self.gaps += other.gaps
+        self.gaps_before_window += other.gaps_before_window
         self.duplicates += other.duplicates
         self.out_of_order += other.out_of_order
         self.resets += other.resets
@@ -162,6 +166,8 @@ class SeqTracker:
                 counts.conflated += conflated
                 if skipped > jump:
                     counts.conflation_mismatch += 1
+            else:
+                counts.gaps_before_window += lost
             # The conflated seqs are the ones just before seq; only the rest is missing.
             if lost and len(self.missing) + lost <= MAX_REMEMBERED_MISSING:
                 for s in range(last + 1, last + 1 + lost):
@@ -178,6 +184,8 @@ class SeqTracker:
             counts.out_of_order += 1
         if was_counted:
             counts.gaps -= 1
+        else:
+            counts.gaps_before_window -= 1
 
 
 @dataclass

@@ -118,7 +118,7 @@ def test_reset_forgets_the_stream():
 def test_anomalies_before_the_window_seed_but_are_not_counted():
     tracker = SeqTracker()
     counts = feed(tracker, [1, 5, 5], counting=False)
-    assert counts == SeqCounts()
+    assert counts == SeqCounts(gaps_before_window=3)  # apart from the window's figures
     assert tracker.last == 5
     assert feed(tracker, [6, 7]) == SeqCounts()
     assert (tracker.first_counted, tracker.last_counted) == (6, 7)
@@ -322,6 +322,16 @@ async def test_ticks_outside_the_window_are_not_measured():
     assert t.ticks == 3 and t.ticks_counted == 0 and t.latency.total == 0
     assert t.seq.gaps == 0
     assert client.trackers["AAPL"].last == 4
+    # Not measured, but counted: the seam after a subscribe is where streams start.
+    assert t.seq.gaps_before_window == 1
+
+
+def test_a_gap_before_the_window_is_counted_apart_and_taken_back_when_filled():
+    tracker = SeqTracker()
+    counts = feed(tracker, [1, 4], counting=False)
+    assert (counts.gaps, counts.gaps_before_window) == (0, 2)
+    tracker.observe(3, False, counts)
+    assert (counts.gaps, counts.gaps_before_window) == (0, 1)
 
 
 async def test_client_counts_announced_conflation_in_latest_mode():
@@ -676,6 +686,19 @@ def test_report_figures_and_thresholds():
     ok = judge(report, {"max_p99_ms": 50, "max_gap_ratio": 0.01, "min_delivered_ratio": 0.9})
     assert ok["passed"] and ok["violations"] == []
     json.dumps(report)  # JSON-ready throughout
+
+
+def test_no_gap_allowed_means_none_before_the_window_either():
+    outcome = synthetic_outcome()
+    outcome.totals.seq.gaps = 0
+    outcome.totals.seq.gaps_before_window = 2
+    report = build_report(outcome)
+    assert report["seq"]["gaps_before_window"] == 2
+    assert "2 before the window" in "\n".join(summary_lines(report))
+    assert judge(report, {"max_gap_ratio": 0})["violations"] == [
+        "2 seqs went missing before the window"
+    ]
+    assert judge(report, {"max_gap_ratio": 0.01})["passed"]
 
 
 def test_report_shows_conflation_and_slow_consumer_resumes():
