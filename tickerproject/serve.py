@@ -22,13 +22,21 @@ limit, settings.WS_MAX_MESSAGE_BYTES: uvicorn and daphne refuse a bigger frame o
 message with close 1009 from its header, before its payload is read. A server that cannot
 do that is not offered: granian was removed for it (README, "Frame size"). It hands both
 the keepalive too (WS_PING_INTERVAL, WS_PING_TIMEOUT).
+
+Logging is set up before anything else (LOG_FORMAT, LOG_LEVEL), and every server and
+Celery is handed the same configuration, so with LOG_FORMAT=json every line of every
+process is one JSON object (docs/operations.md, "Logs"): uvicorn through --log-config,
+daphne's access log as records, Celery's banners off (--quiet).
 """
 
+import hashlib
+import json
 import logging
 import os
 import sys
 import tempfile
 
+from telemetry import logs
 from tickerproject.env import env_int, env_str, load_env_file
 
 logger = logging.getLogger(__name__)
@@ -75,7 +83,7 @@ def server_argv(
             "--loop", "uvloop", "--ws", ws_protocol(), "--http", "httptools",
             "--ws-max-size", str(max_message_bytes),
             "--ws-ping-interval", str(ping_interval), "--ws-ping-timeout", str(ping_timeout),
-            "--proxy-headers", "--lifespan", "off", "--no-access-log",
+            "--proxy-headers", "--lifespan", "off",
         ]  # fmt: skip
     removed = (
         " (granian was removed: it cannot refuse an over-size WebSocket frame; README, "
@@ -92,6 +100,11 @@ def run_daphne(args: list[str]) -> None:
     from daphne.server import Server
 
     class FrameLimitServer(Server):
+        def __init__(self, *args, action_logger=None, **kwargs):
+            # daphne's access log prints plain lines to stdout; ours logs a record each.
+            action_logger = logs.AccessLog() if action_logger else None
+            super().__init__(*args, action_logger=action_logger, **kwargs)
+
         def listen_success(self, port):
             # Autobahn's default, failByDrop, resets the TCP connection on an over-size
             # frame without a close frame; this sends 1009 first. run() has built the
@@ -139,16 +152,50 @@ def ws_protocol() -> str:
     return FALLBACK_WS_PROTOCOL
 
 
+def log_from_the_start() -> None:
+    """The logging LOG_FORMAT and LOG_LEVEL ask for, before the settings load: an error in
+    them (no SECRET_KEY, say) is a record too, not a bare traceback on stderr."""
+    logs.configure(
+        logs.logging_config(fmt=env_str("LOG_FORMAT", "plain"), level=env_str("LOG_LEVEL", "INFO"))
+    )
+
+
+def log_config_file() -> str:
+    """settings.LOGGING as a JSON file, for uvicorn's --log-config: its supervisor (with
+    WEB_CONCURRENCY>1) never loads Django, and logs in uvicorn's own format unless told.
+
+    Named by its content, in TICKER_VAR_DIR (the system's temporary directory unless set):
+    launchers with the same configuration share one file, and none needs removing.
+    """
+    from django.conf import settings
+
+    text = json.dumps(settings.LOGGING, indent=1, sort_keys=True)
+    var_dir = env_str("TICKER_VAR_DIR", tempfile.gettempdir())
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = os.path.join(var_dir, f"ticker-logging-{digest}.json")
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(dir=var_dir, prefix=".ticker-logging-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)  # whole, so a launcher starting alongside reads no half file
+    return path
+
+
+# --quiet: no banner (terminal art, several lines); the worker and beat log its facts as
+# one record instead (tickerproject/celery.py).
 def worker_argv(*, name: str, concurrency: int, loglevel: str) -> list[str]:
     """A Celery worker; the threads pool lets a warm shutdown reach the feed loop."""
     return [
-        "celery", "-A", "tickerproject", "worker", "--pool", "threads",
+        "celery", "-A", "tickerproject", "--quiet", "worker", "--pool", "threads",
         "--concurrency", str(concurrency), "-n", f"{name}@%h", "--loglevel", loglevel,
     ]  # fmt: skip
 
 
 def beat_argv(*, schedule: str, loglevel: str) -> list[str]:
-    return ["celery", "-A", "tickerproject", "beat", "--loglevel", loglevel, "--schedule", schedule]
+    return [
+        "celery", "-A", "tickerproject", "--quiet", "beat",
+        "--loglevel", loglevel, "--schedule", schedule,
+    ]  # fmt: skip
 
 
 def role_argv(role: str) -> list[str]:
@@ -185,14 +232,18 @@ def release() -> None:
     from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", interactive=False)
-    call_command("seed_symbols")
+    # Their reports to the terminal, as log records (one JSON object each in JSON mode).
+    out = logs.LogWriter("tickerproject.release")
+    call_command("migrate", interactive=False, stdout=out)
+    call_command("seed_symbols", stdout=out)
+    out.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
     # The checkout's .env.dev, if any, before the role's variables are read: a server
     # started by hand agrees with the settings it loads (tickerproject/env.py).
     load_env_file()
+    log_from_the_start()
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1:
         raise SystemExit(f"usage: python -m tickerproject.serve [{'|'.join(ROLES)}]")
@@ -201,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         release()
         return
     argv = role_argv(role)
+    if argv[0] == "uvicorn":
+        argv += ["--log-config", log_config_file()]
     if role != "web":
         # Celery loads the same settings; loading them here first fails fast, and alike.
         max_message_bytes()

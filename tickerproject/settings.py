@@ -367,5 +367,7 @@ HEALTH_DELIVERY_MARGIN_SECONDS = env_float("HEALTH_DELIVERY_MARGIN_SECONDS", 2.0
 # "plain" (the default) or "json": one JSON object per line (telemetry/logs.py).
 LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 LOGGING = logging_config(fmt=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+# Applies LOGGING and sends warnings and uncaught exceptions through it too.
+LOGGING_CONFIG = "telemetry.logs.configure"
 # Celery's workers log through the same configuration instead of their own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
