@@ -7,7 +7,8 @@ cohort) or have every jump announced by ``skipped`` (``latest``).
 
 Real Redis for the history reads and the hub's own connections; the reads are held
 open by the test, and the hub is handed each tick's channel-layer event by hand, so the
-order is the one under test every run.
+order is the one under test every run. The last test runs the same over real sockets:
+our uvicorn protocol in this process (so the reads can be held), real WebSocket clients.
 """
 
 import asyncio
@@ -15,6 +16,10 @@ import json
 from unittest import mock
 
 import pytest
+from uvicorn.config import Config
+from uvicorn.server import Server
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from markets import history
 from markets.publishing import TickPublisher, tick_event
@@ -23,6 +28,8 @@ from streaming.connection import Connection
 from streaming.hub import local_hub
 from streaming.outbox import ROUND
 from streaming.protocol import Command, Mode
+from tickerproject.stack import free_port
+from tickerproject.uvicorn_ws import PacedWebSocketsProtocol
 
 pytestmark = pytest.mark.usefixtures("clean_redis", "close_hub")
 
@@ -231,3 +238,100 @@ async def test_live_clients_keep_every_tick_when_a_newer_read_overtakes_the_hub(
     assert [code for c in clients for code in c.closed] == []
     problems = [p for c in clients for p in c.problems(None)]
     assert not problems, "\n".join(problems)
+
+
+class SocketClient:
+    """A real WebSocket client of a server in this process; what it received."""
+
+    def __init__(self, url: str, name: str, **subscribe) -> None:
+        self.url, self.name, self.subscribe = url, name, subscribe
+        self.texts: list[str] = []
+        self.closed: list[int] = []
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        ready = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run(ready))
+        await asyncio.wait_for(ready.wait(), 5)
+
+    async def _run(self, ready: asyncio.Event) -> None:
+        origin = self.url.replace("ws://", "http://").removesuffix("/ws/prices/")
+        try:
+            async with connect(self.url, origin=origin) as ws:
+                await ws.send(json.dumps({"action": "subscribe", **self.subscribe}))
+                ready.set()
+                async for text in ws:
+                    self.texts.append(text)
+        except ConnectionClosed as exc:
+            self.closed.append(exc.rcvd.code if exc.rcvd else 1006)
+
+    ticks = Client.ticks
+    last = Client.last
+    problems = Client.problems
+
+
+@pytest.fixture
+async def server(async_symbols):
+    """Our uvicorn protocol serving the app on a free port of 127.0.0.1, in this loop."""
+    from tickerproject.asgi import application
+
+    port = free_port()
+    config = Config(
+        application,
+        host="127.0.0.1",
+        port=port,
+        ws=PacedWebSocketsProtocol,
+        lifespan="off",
+        log_level="warning",
+    )
+    uvicorn = Server(config)
+    serving = asyncio.ensure_future(uvicorn.serve())
+    await until(lambda: uvicorn.started or serving.done(), "the server started")
+    yield f"ws://127.0.0.1:{port}/ws/prices/"
+    uvicorn.should_exit = True
+    await asyncio.wait_for(serving, 10)
+
+
+async def test_over_real_sockets_clients_of_every_mode_lose_no_tick_at_a_starting_feed(server):
+    ticks = HeldPublisher()
+    await ticks.publish(5)
+    reads = Reads()
+    first_gate = reads.gate
+    sub = {"symbols": [SYMBOL]}
+    first = [
+        SocketClient(server, "all", **sub),
+        SocketClient(server, "all-batched", batch_ms=20, **sub),
+        SocketClient(server, "latest", mode="latest", **sub),
+    ]
+    with reads.patch():
+        for c in first:
+            await c.start()
+        await until(lambda: reads.done_reading == len(first), "the first reads")
+        await ticks.publish()  # 6, which a later subscriber's read finds first
+        reads.gate = asyncio.Event()
+        reads.gate.set()
+        later = SocketClient(server, "later", **sub)
+        await later.start()
+        await until(lambda: later.last() == 6, "the later snapshot")
+        await ticks.arrive()
+        first_gate.set()
+        await until(lambda: all(c.last() for c in first), "the first snapshots")
+    for _ in range(3):  # ticks 7-9, each a batch of its own
+        await ticks.publish()
+        await ticks.arrive()
+    clients = [*first, later]
+    await until(lambda: all(c.last() == 9 for c in clients), "every client reached tick 9")
+    [batched] = [conn for conn in connections() if conn.outbox.batch_ms]
+    assert all(s.cohort is not None for s in batched.subs.values())  # the shared frames
+    for c in clients:
+        c.task.cancel()
+    assert [code for c in clients for code in c.closed] == []
+    problems = [p for c in clients for p in c.problems(None)]
+    assert not problems, "\n".join(problems)
+
+
+def connections():
+    """The open connections of this loop's server (the guard watches every one)."""
+    from streaming.guard import local_guard
+
+    return list(local_guard().connections)
