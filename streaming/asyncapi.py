@@ -96,7 +96,10 @@ CLOSE_CODES: dict[int, dict[str, str]] = {
     },
     CloseCode.SLOW_CONSUMER: {
         "meaning": "Slow consumer: an all-mode connection fell behind (outbox over "
-        "OUTBOX_MAX_BYTES, or a live tick older than MAX_TICK_AGE_MS).",
+        "OUTBOX_MAX_BYTES, or a live tick older than MAX_TICK_AGE_MS), or a connection did "
+        "not answer a keepalive ping within WS_PING_TIMEOUT (reason 'keepalive ping "
+        "timeout'). Sent at once, behind only what the socket holds; a client that has not "
+        "read up to it within WS_CLOSE_TIMEOUT has its connection reset instead.",
         "client": "Reconnect at once and resume with since/epochs: nothing is lost while "
         "history reaches back.",
     },
