@@ -6,11 +6,16 @@ Every process runs its Procfile command (tickerproject.stack.procfile), as `make
 and docker-compose.yml start them.
 """
 
+import atexit
+import contextlib
 import os
 import shlex
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,7 +72,18 @@ class RealStack:
         )
 
     def prepare_database(self) -> None:
-        """The Procfile's `release` (migrate, seed symbols), as `make run` does first."""
+        """The Procfile's `release` (migrate, seed symbols), as `make run` does first.
+
+        `release` really runs once per test process; every later stack on its own SQLite
+        file gets a copy of that first result (release depends on the code alone, not on a
+        stack's settings). A migrate costs about 3 s of CPU, and the suite starts about
+        thirty stacks. A stack given another DATABASE_URL always runs `release` itself.
+        """
+        own = self.env["DATABASE_URL"] == f"sqlite:///{self.workdir / 'db.sqlite3'}"
+        template = _released_template()
+        if own and template is not None:
+            _copy_sqlite(template, self.workdir / "db.sqlite3")
+            return
         subprocess.run(
             self.procfile_argv("release"),
             env=self.env,
@@ -75,6 +91,8 @@ class RealStack:
             check=True,
             capture_output=True,
         )
+        if own:
+            _keep_as_template(self.workdir / "db.sqlite3")
 
     def _spawn(
         self, name: str, args: list[str], extra_env: dict[str, str] | None = None
@@ -139,6 +157,32 @@ class RealStack:
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.stop(name)
+
+
+_template: Path | None = None
+
+
+def _released_template() -> Path | None:
+    """This process's copy of a database `release` made, once it has one."""
+    return _template if _template is not None and _template.exists() else None
+
+
+def _keep_as_template(database: Path) -> None:
+    global _template
+    if _released_template() is not None:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="ticker-release-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _copy_sqlite(database, folder / "db.sqlite3")
+    _template = folder / "db.sqlite3"
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    # SQLite's online backup, not a file copy: the database runs in WAL mode, and a page
+    # may still sit in its -wal file.
+    with contextlib.closing(sqlite3.connect(source)) as src:
+        with contextlib.closing(sqlite3.connect(target)) as dst:
+            src.backup(dst)
 
 
 @contextmanager
