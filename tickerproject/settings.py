@@ -43,6 +43,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", Fals
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 # Origins (scheme://host[:port]) allowed to POST forms, e.g. https://ticker.example.com.
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# The largest HTTP request body, in bytes (deploy/nginx.conf's client_max_body_size): past
+# it, 413 before the body is read, on every route (tickerproject/bodylimit.py).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1024)
 # Headers on every response (SecurityMiddleware, XFrameOptionsMiddleware; the CSP below).
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = env_str("SECURE_REFERRER_POLICY", "same-origin")
@@ -57,8 +60,9 @@ DEFAULT_EXCEPTION_REPORTER = "tickerproject.errors.RedactingExceptionReporter"
 # "Frame size"), and the consumer checks again (streaming/protocol.py).
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1024)
 
+# Not "daphne": its app only swaps runserver for daphne, and importing it loads Twisted
+# (a third of every process's start-up). ASGI_SERVER=daphne runs the daphne command.
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
