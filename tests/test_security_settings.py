@@ -8,14 +8,18 @@
 - Error pages never show settings, or the secrets they hold, with DEBUG on or off.
 """
 
+import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from email.message import Message
 
+import psutil
 import pytest
 from dotenv import dotenv_values
 
@@ -269,3 +273,85 @@ def test_api_errors_never_show_settings(broken):
     status, _, body = fetch(broken.http_url + "/api/symbols/")
     assert status == 500
     assert_no_secrets(body, broken)
+
+
+# --- Request bodies (tickerproject/bodylimit.py): refused past the limit, never buffered.
+
+BODY_LIMIT = 1024 * 1024  # DATA_UPLOAD_MAX_MEMORY_SIZE's default
+
+
+def post_body(stack: RealStack, path: str, total: int, *, chunked: bool) -> tuple[bytes, int]:
+    """POST ``total`` bytes to ``path`` over a raw socket, reading the answer meanwhile.
+
+    Sends 64 KiB at a time through a small send buffer until all is sent, the server
+    closes, or it stops reading for 10 s. Returns (the server's bytes, bytes sent).
+    """
+    port = int(stack.http_url.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    framing = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {total}\r\n"
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nConnection: close\r\n{framing}\r\n".encode()
+    )
+    answer = bytearray()
+    answered = threading.Event()
+
+    def read() -> None:
+        try:
+            while data := sock.recv(65536):
+                answer.extend(data)
+        except OSError:
+            pass
+        answered.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    piece = b"x" * 65536
+    frame = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+    sent = 0
+    try:
+        while sent < total and not answered.is_set():
+            sock.sendall(frame)
+            sent += len(piece)
+        if chunked and sent >= total:
+            sock.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server closed: what it had to say is in ``answer``
+    answered.wait(15)
+    sock.close()
+    return bytes(answer), sent
+
+
+def status_of(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("path", "chunked"),
+    [("/api/health/", False), ("/api/health/", True), ("/accounts/login/", True)],
+    ids=["content-length", "chunked", "chunked-form"],
+)
+def test_an_oversized_body_is_refused_413_before_it_is_read(production, path, chunked):
+    server = psutil.Process(production.procs["web"].pid)
+    rss_before = server.memory_info().rss
+    total = 100 * 1024 * 1024
+    answer, sent = post_body(production, path, total, chunked=chunked)
+    assert status_of(answer) == 413, answer[:300]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["code"] == "body_too_large"
+    # The server stopped reading at the limit (plus what sockets hold): of 100 MiB, the
+    # client got at most a few through before the connection closed.
+    assert sent < 16 * 1024 * 1024, sent
+    grown = server.memory_info().rss - rss_before
+    assert grown < 16 * 1024 * 1024, f"the server grew by {grown / 2**20:.1f} MiB"
+
+
+def test_a_body_within_the_limit_still_reaches_django(production):
+    answer, sent = post_body(production, "/api/health/", BODY_LIMIT // 2, chunked=True)
+    assert sent == BODY_LIMIT // 2
+    assert status_of(answer) == 405  # Django's answer for a POST there, not the limit's

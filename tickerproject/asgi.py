@@ -14,10 +14,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from streaming.auth import WebSocketAuthMiddleware  # noqa: E402
 from streaming.limits import ConnectionLimits  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
+from tickerproject.bodylimit import BodyLimit  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused before Django reads it.
+        "http": BodyLimit(django_asgi_app),
         # Outermost, so it counts every WebSocket and holds the server's own send.
         "websocket": ConnectionLimits(
             AllowedHostsOriginValidator(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
