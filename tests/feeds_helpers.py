@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import itertools
+import sys
 import time
 from decimal import Decimal
 
@@ -168,3 +169,24 @@ def first_tick_ts(stack, symbol: str, predicate) -> int | None:
     finally:
         r.close()
     return None
+
+
+async def stop_feeds(stop, tasks, *, timeout: float = 20.0) -> None:
+    """Set ``stop`` and wait for the feed loops to return, at most ``timeout`` seconds.
+
+    A feed loop that has not returned by then is a stall (a run_feed once waited past the
+    suite's 300 s timeout here with every thread idle and no timer pending): every task of
+    the loop prints its stack, so the await it sits in is named, and the test fails.
+    """
+    stop.set()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    if pending:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise AssertionError(
+            f"{len(pending)} feed loop(s) still running {timeout:.0f} s after stop"
+        )
+    for task in done:
+        task.result()

@@ -18,6 +18,7 @@ from feeds.services import run_feed
 from markets import keys, quotes
 from markets.models import Symbol
 from markets.redis import shard_groups
+from tests.feeds_helpers import stop_feeds
 
 pytestmark = pytest.mark.usefixtures("async_symbols", "clean_redis")
 
@@ -62,8 +63,7 @@ class Feed:
         )
 
     async def stop(self) -> None:
-        self.stop_event.set()
-        await self.task
+        await stop_feeds(self.stop_event, [self.task])
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from markets.models import Symbol
 from markets.quotes import health, source_status
 from markets.redis import redis_client
 from tests.fake_exchanges import FakeBinance, FakeCoinbase
+from tests.feeds_helpers import stop_feeds
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 
@@ -59,8 +60,7 @@ async def feed():
         return task
 
     yield start
-    stop.set()
-    await asyncio.gather(*tasks)
+    await stop_feeds(stop, tasks)
 
 
 @pytest.mark.usefixtures("async_symbols")
