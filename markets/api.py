@@ -10,11 +10,14 @@ not see (markets.entitlements) answers 403 and is left out of the symbol list.
 """
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
+from django.views.debug import get_exception_reporter_class
 from ninja import NinjaAPI, Path, Query, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
@@ -164,6 +167,34 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     """Called when a view raises HttpError (a parameter check beyond the schema's)."""
     code = getattr(exc, "code", None) or ("forbidden" if exc.status_code == 403 else "bad_request")
     return _error(request, exc.status_code, code, str(exc))
+
+
+@api.exception_handler(Exception)
+def server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """Called when a view raises what no handler above takes: a JSON answer, never a traceback.
+
+    ninja's own answer, with DEBUG on, was the bare traceback as text/plain, past the
+    project's redaction. Django's refusals keep their statuses; anything else is a 500,
+    logged like Django's own (logger django.request) with the report of the configured
+    reporter (DEFAULT_EXCEPTION_REPORTER, which redacts secrets), and with DEBUG on the
+    same report is in the answer.
+    """
+    if isinstance(exc, RequestDataTooBig):
+        return _error(request, 413, "body_too_large", str(exc))
+    if isinstance(exc, SuspiciousOperation):
+        return _error(request, 400, "bad_request", "the request was refused")
+    if isinstance(exc, PermissionDenied):
+        return _error(request, 403, "forbidden", str(exc) or "permission denied")
+    reporter = get_exception_reporter_class(request)(request, type(exc), exc, exc.__traceback__)
+    report = reporter.get_traceback_text()
+    logging.getLogger("django.request").error(
+        "Internal Server Error: %s\n%s",
+        request.path,
+        report,
+        extra={"status_code": 500, "request": request},
+    )
+    extra = {"report": report} if settings.DEBUG else {}
+    return _error(request, 500, "server_error", "internal server error", **extra)
 
 
 def _caller(request: HttpRequest) -> Any:

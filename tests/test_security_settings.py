@@ -270,9 +270,31 @@ def test_error_pages_never_show_settings(broken, accept):
 
 
 def test_api_errors_never_show_settings(broken):
-    status, _, body = fetch(broken.http_url + "/api/symbols/")
+    status, headers, body = fetch(broken.http_url + "/api/symbols/")
     assert status == 500
     assert_no_secrets(body, broken)
+    # JSON in the API's error shape, DEBUG or not: never ninja's bare text/plain traceback,
+    # which skipped the project's redaction (tickerproject/errors.py).
+    assert headers["Content-Type"] == "application/json; charset=utf-8", body[:500]
+    error = json.loads(body)
+    assert error["code"] == "server_error" and error["message"] == "internal server error"
+    if broken.env["DEBUG"] == "1":
+        # The configured reporter's report: the exception, and no settings.
+        assert "OperationalError" in error["report"] and "Traceback" in error["report"]
+    else:
+        assert "report" not in error and "OperationalError" not in body
+    # Logged as Django logs its own 500s, through the same reporter.
+    log = broken.log("web")
+    assert "Internal Server Error: /api/symbols/" in log
+    assert PG_PASSWORD not in log and REDIS_PASSWORD not in log
+
+
+def test_an_oversized_json_post_to_the_api_is_a_json_413(broken):
+    """The review's 3 MiB JSON POST to the alerts API (with DEBUG on: a traceback)."""
+    answer, sent = post_body(broken, "/api/alerts/", 3 * 1024 * 1024, chunked=False)
+    assert status_of(answer) == 413, answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "body_too_large"
+    assert sent < 3 * 1024 * 1024
 
 
 # --- Request bodies (tickerproject/bodylimit.py): refused past the limit, never buffered.
