@@ -13,6 +13,8 @@ from tests.realstack import real_stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 RATE = 50
+# REDIS_SOCKET_TIMEOUT's minimum (tickerproject/settings.py).
+IDLE_SOCKET_TIMEOUT = 10
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,11 @@ def stack(tmp_path_factory):
         WS_COMMAND_RATE="1000",
         WS_COMMAND_BURST="1000",
         MAX_TICK_AGE_MS="10000",
+        # The shortest Redis socket timeout and a short keepalive, so an idle connection
+        # outlives both in 12 s (the idle test below) instead of the defaults' 30 s.
+        REDIS_SOCKET_TIMEOUT=str(IDLE_SOCKET_TIMEOUT),
+        WS_PING_INTERVAL="3",
+        WS_PING_TIMEOUT="3",
     ) as s:
         yield s
 
@@ -126,10 +133,12 @@ async def test_reconnecting_with_since_resumes_without_gaps(stack):
     print(f"\nRESUME 50 reconnects: {len(seen)} ticks, gaps=0 duplicates=0")
 
 
-async def test_an_idle_connection_stays_open_for_more_than_30_seconds(stack):
-    # redis-py 8 with channels-redis 4.3 closed idle consumers after ~5.5 s (1011).
+async def test_an_idle_connection_outlives_the_redis_socket_timeout_and_keepalives(stack):
+    # redis-py 8 with channels-redis 4.3 closed idle consumers after ~5.5 s (1011): the
+    # socket timeout must exceed the layer's 5 s blocking read. Idle past the stack's
+    # socket timeout, with a keepalive ping every 3 s answered meanwhile.
     async with connect(stack.ws_url, origin=stack.origin) as ws:
-        await asyncio.sleep(32)
+        await asyncio.sleep(IDLE_SOCKET_TIMEOUT + 2)
         await ws.send(json.dumps({"action": "ping", "id": "idle"}))
         pong = await recv(ws)
         assert pong["type"] == "pong" and pong["id"] == "idle"
