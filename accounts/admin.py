@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.template.response import TemplateResponse
 
 from .models import ApiToken, Watchlist
-from .services import issue_token, revoke_token
+from .services import issue_token, revoke_token, token_owners_for
 
 
 @admin.register(ApiToken)
@@ -24,6 +24,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ("user", "prefix", "created") if obj is not None else ()
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """Called for the add form's user field: only the users the signed-in one may
+        issue tokens for (accounts.services), so a choice outside them is refused."""
+        if db_field.name == "user":
+            kwargs["queryset"] = token_owners_for(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_changeform_initial_data(self, request):
+        return {"user": request.user.pk, **super().get_changeform_initial_data(request)}
+
     @admin.display(boolean=True)
     def usable(self, token: ApiToken) -> bool:
         return token.is_usable()
@@ -43,7 +53,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        issued = issue_token(user=obj.user, name=obj.name, expires=obj.expires)
+        # The rule again, in the service: the form's choices are not the only way in.
+        issued = issue_token(user=obj.user, by=request.user, name=obj.name, expires=obj.expires)
         # The admin goes on with ``obj`` (its log entry, the response): make it the token.
         for field in ApiToken._meta.concrete_fields:
             setattr(obj, field.attname, getattr(issued.token, field.attname))

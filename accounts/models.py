@@ -23,6 +23,9 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created"]
+        # accounts.services.token_owners_for: without it (or superuser), a user who may
+        # add tokens adds them for themselves only.
+        permissions = [("issue_token_for_others", "Can issue API tokens for other users")]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name or 'unnamed'}, {self.user})"

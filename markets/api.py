@@ -7,6 +7,8 @@ Every limit comes from settings (the "REST API" block), nowhere else.
 Every endpoint but /api/health/ takes a Bearer token or a session (accounts.auth), and
 anonymous callers too while WS_REQUIRE_AUTH is off. A restricted symbol the caller may
 not see (markets.entitlements) answers 403 and is left out of the symbol list.
+/api/health/ answers anyone with its verdict alone, and its full report to staff and to
+the callers /metrics admits.
 """
 
 import asyncio
@@ -23,6 +25,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
 
 from accounts.auth import API_AUTH, SCHEME_NAMES
+from accounts.selectors import bearer_secret, token_for_secret
+from telemetry.access import operator_allowed
 
 from . import candles as candle_reads
 from . import health, history, quotes, selectors
@@ -34,6 +38,7 @@ from .schemas import (
     CandleOut,
     CandlesOut,
     ErrorOut,
+    HealthBriefOut,
     HealthOut,
     IntervalName,
     SymbolOut,
@@ -74,7 +79,8 @@ api = TickerAPI(
         "Times are epoch milliseconds (UTC). Send an API token as "
         "`Authorization: Bearer <token>`, or use the dashboard's session; while "
         "WS_REQUIRE_AUTH is off anonymous calls are served too (public symbols only). "
-        "/api/health/ and this schema are always open. "
+        "/api/health/ and this schema are always open (health's full report: staff, "
+        "and the addresses /metrics admits). "
         "The WebSocket price stream (/ws/prices/) is described by its "
         "[AsyncAPI document](/api/asyncapi.json)."
     ),
@@ -340,20 +346,32 @@ async def get_candles(
     }
 
 
-# Open to everyone, always: load balancers probe it without credentials.
-@api.get("/health/", response={200: HealthOut, 503: HealthOut}, tags=["health"], auth=None)
+# Open to everyone, always: load balancers probe it without credentials. The full report
+# names symbols (restricted ones too), hosts, pids, lease owners and error texts, so it
+# goes only to staff and to what /metrics admits (loopback, METRICS_ALLOWED_IPS, the
+# metrics token); anyone else hears the verdict and its status code.
+HEALTH_RESPONSES = {200: HealthOut | HealthBriefOut, 503: HealthOut | HealthBriefOut}
+
+
+@api.get("/health/", response=HEALTH_RESPONSES, tags=["health"], auth=None)
 async def get_health(request: HttpRequest):
     """Whether live delivery works: 503 ("degraded") with the reasons in ``problems``.
 
     Degraded when Redis or the database is down, an active symbol is stale or its feed
     source is not up, this process's receive loop is down, a symbol with subscribers
     here gets no tick while its producer publishes, or this process's entitlement guard
-    is dead or late while connections are open (markets.health).
+    is dead or late while connections are open (markets.health). Anyone gets
+    ``{"status": ...}``; staff (a session or token) and the addresses /metrics admits
+    (METRICS_ALLOWED_IPS, loopback by default, or METRICS_TOKEN) get the full report.
     """
     report = await health.report()
+    status = 200 if report.ok else 503
+    verdict = "ok" if report.ok else "degraded"
+    if not await sees_health_details(request):
+        return Status(status, {"status": verdict})
     base = report.base
     body = {
-        "status": "ok" if report.ok else "degraded",
+        "status": verdict,
         "problems": report.problems,
         "redis": vars_of(base.redis),
         "database": vars_of(base.database),
@@ -363,7 +381,19 @@ async def get_health(request: HttpRequest):
         "stale": base.stale,
         "symbols": report.symbols,
     }
-    return Status(200 if report.ok else 503, body)
+    return Status(status, body)
+
+
+async def sees_health_details(request: HttpRequest) -> bool:
+    """Staff, signed in or with a token, or a caller /metrics admits (telemetry.access)."""
+    if operator_allowed(request):
+        return True
+    user = await request.auser()
+    if not user.is_authenticated:
+        secret = bearer_secret(request.headers.get("Authorization"))
+        token = await sync_to_async(token_for_secret)(secret=secret) if secret else None
+        user = token.user if token is not None else user
+    return user.is_active and user.is_staff
 
 
 def vars_of(check: quotes.Check) -> dict:

@@ -151,7 +151,15 @@ class SymbolHealthOut(Schema):
     )
 
 
+class HealthBriefOut(Schema):
+    """What /api/health/ tells anyone: the verdict alone (markets.api.get_health)."""
+
+    status: Literal["ok", "degraded"]
+
+
 class HealthOut(Schema):
+    """The full report, for staff and for the callers /metrics admits."""
+
     status: Literal["ok", "degraded"]
     redis: CheckOut
     database: CheckOut

@@ -11,13 +11,10 @@
 """
 
 import asyncio
-import hmac
-import ipaddress
 import os
 import time
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -29,21 +26,9 @@ from markets.feedmetrics import feed_families
 from markets.redis import ping_all
 from telemetry import exposition, probes
 from telemetry import metrics as own_metrics
+from telemetry.access import operator_allowed
 
 PROBE_TIMEOUT_SECONDS = 2.0
-
-
-def metrics_allowed(request: HttpRequest) -> bool:
-    token = settings.METRICS_TOKEN
-    header = request.headers.get("Authorization", "")
-    if token and header.startswith("Bearer "):
-        return hmac.compare_digest(header[7:].encode(), token.encode())
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    networks = [ipaddress.ip_network(n, strict=False) for n in settings.METRICS_ALLOWED_IPS]
-    return any(address in network for network in networks)
 
 
 async def exposition_text() -> tuple[bytes, str]:
@@ -59,7 +44,7 @@ async def exposition_text() -> tuple[bytes, str]:
 
 @never_cache
 async def metrics(request: HttpRequest) -> HttpResponse:
-    if not metrics_allowed(request):
+    if not operator_allowed(request):
         return HttpResponse("forbidden\n", status=403, content_type="text/plain")
     body, content_type = await exposition_text()
     return HttpResponse(body, content_type=content_type)

@@ -31,7 +31,7 @@ def make_token(stack, username: str) -> tuple[str, int]:
         stack,
         USER.format(name=username)
         + "from accounts.services import issue_token\n"
-        + "t = issue_token(user=user, name='test')\n"
+        + "t = issue_token(user=user, by=user, name='test')\n"
         + "print(t.token.pk, t.secret)",
     )
     pk, secret = out.split()[-2:]

@@ -16,7 +16,9 @@ from django.utils import timezone
 from accounts.models import ApiToken, Watchlist
 from accounts.selectors import token_for_secret, watchlist_of
 from accounts.services import (
+    OPERATOR,
     InvalidWatchlist,
+    NotPermitted,
     clean_watchlist,
     digest_of,
     issue_token,
@@ -79,17 +81,17 @@ def test_save_watchlist_replaces_the_users_list(alice):
 
 def test_issue_token_with_an_expiry_date(alice):
     at = timezone.now() + timedelta(days=3)
-    issued = issue_token(user=alice, expires=at)
+    issued = issue_token(user=alice, by=alice, expires=at)
     assert issued.token.expires == at
     with pytest.raises(ValueError):
-        issue_token(user=alice, expires=at, expires_days=1)
+        issue_token(user=alice, by=alice, expires=at, expires_days=1)
 
 
 # --- REST API: tokens and sessions
 
 
 def test_a_token_authenticates_every_endpoint(alice):
-    issued = issue_token(user=alice, name="ci")
+    issued = issue_token(user=alice, by=alice, name="ci")
     client = Client()
     me = client.get("/api/me/", **bearer(issued.secret))
     assert me.status_code == 200
@@ -105,12 +107,12 @@ def test_a_token_authenticates_every_endpoint(alice):
 @pytest.mark.parametrize("ws_require_auth", [False, True])
 def test_a_bad_token_is_401_even_where_anonymous_calls_are_served(alice, settings, ws_require_auth):
     settings.WS_REQUIRE_AUTH = ws_require_auth
-    revoked = issue_token(user=alice)
+    revoked = issue_token(user=alice, by=alice)
     revoke_token(token=revoked.token)
-    expired = issue_token(user=alice)
+    expired = issue_token(user=alice, by=alice)
     ApiToken.objects.filter(pk=expired.token.pk).update(expires=timezone.now())
     inactive_user = User.objects.create_user("carol", is_active=False)
-    inactive = issue_token(user=inactive_user)
+    inactive = issue_token(user=inactive_user, by=OPERATOR)
     client = Client()
     for header in (
         bearer("tk_" + "x" * 43),
@@ -129,7 +131,7 @@ def test_a_bad_token_is_401_even_where_anonymous_calls_are_served(alice, setting
 
 def test_a_token_in_the_url_is_not_read(alice, settings):
     settings.WS_REQUIRE_AUTH = True
-    issued = issue_token(user=alice)
+    issued = issue_token(user=alice, by=alice)
     client = Client()
     for param in ("token", "access_token", "api_key"):
         response = client.get("/api/symbols/", {param: issued.secret})
@@ -158,6 +160,17 @@ def test_ws_require_auth_closes_the_api_to_anonymous_callers_but_not_health_or_d
     assert client.get("/api/symbols/").status_code == 200
 
 
+def test_health_gives_its_report_to_a_staff_session_and_its_verdict_to_others(alice):
+    """From an address /metrics does not admit (the live test covers addresses and tokens)."""
+    remote = {"REMOTE_ADDR": "203.0.113.9"}
+    client = Client()
+    assert set(client.get("/api/health/", **remote).json()) == {"status"}
+    client.force_login(alice)
+    assert set(client.get("/api/health/", **remote).json()) == {"status"}
+    client.force_login(User.objects.create_user("staffer", is_staff=True))
+    assert "feed" in client.get("/api/health/", **remote).json()
+
+
 def test_the_schema_says_when_auth_is_optional(settings):
     client = Client()
     schema = client.get("/api/openapi.json").json()
@@ -181,7 +194,7 @@ def test_the_schema_says_when_auth_is_optional(settings):
 
 
 def test_watchlist_round_trip_with_a_token(alice):
-    secret = issue_token(user=alice).secret
+    secret = issue_token(user=alice, by=alice).secret
     client = Client()
     assert client.get("/api/me/watchlist", **bearer(secret)).json() == {
         "symbols": [],
@@ -200,7 +213,7 @@ def test_watchlist_round_trip_with_a_token(alice):
 
 
 def test_watchlist_put_is_validated(alice, settings):
-    secret = issue_token(user=alice).secret
+    secret = issue_token(user=alice, by=alice).secret
     client = Client()
 
     def put(payload):
@@ -257,9 +270,9 @@ def test_a_session_writes_the_watchlist_only_with_its_csrf_token(alice):
 
 def test_a_restricted_symbol_is_403_and_left_out_of_the_list(alice, restricted):
     bob = User.objects.create_user("bob")
-    bob_secret = issue_token(user=bob).secret
+    bob_secret = issue_token(user=bob, by=bob).secret
     alice.groups.add(restricted)
-    alice_secret = issue_token(user=alice).secret
+    alice_secret = issue_token(user=alice, by=alice).secret
     client = Client()
 
     for who in ({}, bearer(bob_secret)):
@@ -297,7 +310,7 @@ def test_a_permission_or_superuser_also_entitles(symbols):
     root = User.objects.create_superuser("root", password=PASSWORD)
     client = Client()
     for user in (holder, root):
-        secret = issue_token(user=user).secret
+        secret = issue_token(user=user, by=user).secret
         assert client.get("/api/symbols/AAPL/", **bearer(secret)).status_code == 200
 
 
@@ -394,6 +407,27 @@ def test_admin_shows_a_new_tokens_secret_once_and_revokes(alice):
     token.refresh_from_db()
     assert token.revoked is not None
     assert token_for_secret(secret=secret) is None
+
+
+def test_issuing_a_token_for_someone_else_takes_a_superuser_or_the_permission(alice):
+    from django.contrib.auth.models import Permission
+
+    root = User.objects.create_superuser("root", password=PASSWORD)
+    staffer = User.objects.create_user("staffer", is_staff=True)
+    for user in (alice, staffer, root):
+        assert issue_token(user=user, by=user).token.user == user
+    with pytest.raises(NotPermitted):
+        issue_token(user=root, by=staffer)
+    with pytest.raises(NotPermitted):
+        issue_token(user=alice, by=staffer)
+    assert issue_token(user=alice, by=root).token.user == alice
+    assert issue_token(user=root, by=OPERATOR).token.user == root
+    staffer.user_permissions.add(Permission.objects.get(codename="issue_token_for_others"))
+    staffer = User.objects.get(pk=staffer.pk)  # its permission cache
+    assert issue_token(user=alice, by=staffer).token.user == alice
+    with pytest.raises(NotPermitted):  # a token would carry the superuser's rights
+        issue_token(user=root, by=staffer)
+    assert ApiToken.objects.filter(user=root).count() == 2
 
 
 def test_symbol_admin_edits_entitlements(restricted):

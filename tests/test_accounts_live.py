@@ -5,10 +5,14 @@ issue_token command and revoked as the admin does it.
 No feed runs: these tests are about who may call what, not about prices.
 """
 
+import http.client
+import http.cookiejar
 import json
+import re
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -26,7 +30,14 @@ Symbol.objects.filter(ticker="DOGE-USD").update(required_group=pro)
 User.objects.create_user("alice").groups.add(pro)
 User.objects.create_user("bob")
 User.objects.create_user("fuzz")
+from django.contrib.auth.models import Permission
+staffer = User.objects.create_user("staffer", password=PASSWORD, is_staff=True)
+staffer.user_permissions.add(
+    *Permission.objects.filter(codename__in=["add_apitoken", "view_apitoken"])
+)
+User.objects.create_superuser("admin", password=PASSWORD)
 """
+PASSWORD = "correct horse battery staple"
 
 
 def manage(stack: RealStack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -64,7 +75,7 @@ def request(
 def stack(tmp_path_factory):
     stack = RealStack(tmp_path_factory.mktemp("auth-api"), WS_REQUIRE_AUTH="1")
     stack.prepare_database()
-    manage(stack, "shell", "-c", SETUP)
+    manage(stack, "shell", "-c", SETUP.replace("PASSWORD", repr(PASSWORD)))
     try:
         stack.start_web()
         yield stack
@@ -166,3 +177,109 @@ def test_schemathesis_with_a_token_where_auth_is_required(stack, tmp_path):
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout
+
+
+class Browser:
+    """A browser's cookies and CSRF token over real HTTP: sign in, then fill in forms."""
+
+    def __init__(self, stack: RealStack) -> None:
+        self.stack = stack
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str) -> tuple[int, str]:
+        with self.opener.open(self.stack.http_url + path, timeout=10) as response:
+            return response.status, response.read().decode()
+
+    def post(self, path: str, fields: dict) -> tuple[int, str]:
+        csrf = next(c.value for c in self.jar if c.name == "csrftoken")
+        data = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": csrf}).encode()
+        try:
+            with self.opener.open(self.stack.http_url + path, data=data, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def sign_in_to_the_admin(self, username: str) -> None:
+        self.get("/admin/login/")
+        status, html = self.post(
+            "/admin/login/?next=/admin/",
+            {"username": username, "password": PASSWORD, "next": "/admin/"},
+        )
+        assert status == 200 and "Log out" in html, html[:2000]
+
+
+def user_pk(stack: RealStack, username: str) -> int:
+    out = manage(stack, "shell", "-c", f"""
+from django.contrib.auth.models import User
+print(User.objects.get(username={username!r}).pk)
+""").stdout  # fmt: skip
+    return int(out.split()[-1])
+
+
+def test_a_staff_user_who_may_add_tokens_adds_them_for_themselves_only(stack):
+    """issue 20, finding 2: a staffer with only add/view_apitoken chose user=admin on the
+    admin's add form, and the token read what only the superuser may."""
+    admin, staffer = user_pk(stack, "admin"), user_pk(stack, "staffer")
+    browser = Browser(stack)
+    browser.sign_in_to_the_admin("staffer")
+    status, form = browser.get("/admin/accounts/apitoken/add/")
+    assert status == 200
+    offered = {int(v) for v in re.findall(r'<option value="(\d+)"', form)}
+    assert offered == {staffer}, offered
+
+    add = {"user": admin, "name": "minted", "expires": ""}
+    status, html = browser.post("/admin/accounts/apitoken/add/", add)
+    assert status == 200 and "token-secret" not in html
+    assert "Select a valid choice" in html
+    count = manage(stack, "shell", "-c", """
+from accounts.models import ApiToken
+print(ApiToken.objects.filter(user__username="admin").count())
+""").stdout.split()[-1]  # fmt: skip
+    assert count == "0"
+
+    status, html = browser.post("/admin/accounts/apitoken/add/", {**add, "user": staffer})
+    secret = re.search(r'id="token-secret"[^>]*value="(tk_[^"]+)"', html).group(1)
+    status, me, _ = request(stack, "/api/me/", token=secret)
+    assert status == 200 and me["username"] == "staffer"
+    assert request(stack, "/api/symbols/DOGE-USD/", token=secret)[0] == 403
+
+
+def from_address(
+    stack: RealStack, path: str, *, source: str, headers: dict | None = None
+) -> tuple[int, dict]:
+    """Status and JSON body of a GET sent from the local address ``source``."""
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", stack.port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        conn.request("GET", path, headers={"Accept": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_health_tells_anyone_its_verdict_and_staff_or_loopback_its_report(stack):
+    """issue 20, finding 6: with WS_REQUIRE_AUTH=1 anyone read the restricted symbols,
+    hosts, pids and errors in /api/health/."""
+    # Loopback (what /metrics admits): the full report; 503, as no feed runs here.
+    status, body = from_address(stack, "/api/health/", source="127.0.0.1")
+    assert status == 503 and "DOGE-USD" in body["feed"] and body["problems"], body
+    # Another address: the verdict alone. 127.0.0.2 is no proxy uvicorn trusts, so its
+    # X-Forwarded-For is not believed; a forged loopback address changes nothing.
+    brief = (503, {"status": "degraded"})
+    bob, staffer = issue(stack, "bob"), issue(stack, "staffer")
+    for headers in ({}, {"X-Forwarded-For": "127.0.0.1"}, {"Authorization": f"Bearer {bob}"}):
+        assert from_address(stack, "/api/health/", source="127.0.0.2", headers=headers) == brief
+    # Through a proxy it trusts (loopback), the client's own address is the one judged.
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    assert from_address(stack, "/api/health/", source="127.0.0.1", headers=forwarded) == brief
+    # Staff, from anywhere: the report.
+    status, body = from_address(
+        stack, "/api/health/", source="127.0.0.2", headers={"Authorization": f"Bearer {staffer}"}
+    )
+    assert status == 503 and "DOGE-USD" in body["feed"], body
+    # The liveness probes stay open to all, and say nothing of symbols.
+    status, body = from_address(stack, "/healthz", source="127.0.0.2")
+    assert status == 200 and body["status"] == "ok"

@@ -50,7 +50,7 @@ def user_with_token(name: str, *, groups=(), perms=()) -> tuple[User, str]:
         user.groups.add(Group.objects.get_or_create(name=g)[0])
     for p in perms:
         user.user_permissions.add(Permission.objects.get(codename=p))
-    return user, issue_token(user=user).secret
+    return user, issue_token(user=user, by=user).secret
 
 
 async def identity_of(secret: str) -> Identity:

@@ -287,7 +287,7 @@ async def _user_with_token(username: str) -> str:
 
     def make() -> str:
         user = get_user_model().objects.create_user(username, password="x-unused-x")
-        return issue_token(user=user).secret
+        return issue_token(user=user, by=user).secret
 
     return await sync_to_async(make)()
 

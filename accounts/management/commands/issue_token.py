@@ -1,9 +1,16 @@
-"""manage.py issue_token USERNAME [--name NAME] [--expires-days N]: prints the token last."""
+"""manage.py issue_token USERNAME [--name NAME] [--expires-days N]: prints the token last.
+
+An operator's tool: it issues for any user, as accounts.services.OPERATOR. Whoever can
+run it holds the deployment's settings (database, SECRET_KEY) and could run
+``createsuperuser`` or ``manage.py shell`` too, so an acting-user option (``--as``)
+would be a check that its only users can step round; the admin, reachable from the
+network, is where the rule on who may issue for whom matters (accounts.services).
+"""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.services import issue_token
+from accounts.services import OPERATOR, issue_token
 
 
 def positive_days(value: str) -> float:
@@ -40,7 +47,7 @@ class Command(BaseCommand):
             )
         if not user.is_active:
             raise CommandError(f"user {username!r} is inactive: a token of theirs would not work")
-        issued = issue_token(user=user, name=name, expires_days=expires_days)
+        issued = issue_token(user=user, by=OPERATOR, name=name, expires_days=expires_days)
         expires = issued.token.expires.isoformat() if issued.token.expires else "never"
         self.stderr.write(
             f"Token {issued.token.prefix}… for {username} (name: {name or '-'}, "
