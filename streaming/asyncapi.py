@@ -569,8 +569,10 @@ def build_document(server_url: str | None = None) -> dict[str, Any]:
                             "properties": {
                                 "Origin": {
                                     "type": "string",
-                                    "description": "Must name one of ALLOWED_HOSTS (any "
-                                    "port); otherwise the handshake is refused with 403.",
+                                    "description": "The page's origin, scheme, host and "
+                                    "port: the server's own (http(s)://<Host>) or one of "
+                                    "CSRF_TRUSTED_ORIGINS; otherwise the handshake is "
+                                    "refused with 403.",
                                 },
                                 "Authorization": {
                                     "type": "string",

@@ -17,6 +17,8 @@ from tickerproject.asgi import application
 pytestmark = pytest.mark.usefixtures("async_symbols", "clean_redis", "close_hub")
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+# The server's own origin is the Host the handshake names (streaming/origin.py).
+HOST = (b"host", b"127.0.0.1:8000")
 
 
 def draft(symbol: str = "BTC-USD", price: float = 100.0) -> TickDraft:
@@ -30,7 +32,7 @@ async def publish(*drafts: TickDraft) -> list:
 class Client:
     """A WebsocketCommunicator with JSON helpers."""
 
-    def __init__(self, headers=(ORIGIN,)) -> None:
+    def __init__(self, headers=(ORIGIN, HOST)) -> None:
         self.comm = WebsocketCommunicator(application, "/ws/prices/", headers=list(headers))
 
     async def __aenter__(self) -> "Client":
@@ -371,27 +373,61 @@ def test_the_default_symbol_limit_is_50():
 
 
 @pytest.mark.parametrize(
-    "headers",
+    "origin",
     [
-        [(b"origin", b"http://evil.example.com")],
-        [(b"origin", b"http://127.0.0.1.evil.com:8000")],
-        [],
+        b"http://evil.example.com",
+        b"http://127.0.0.1.evil.com:8000",
+        None,
+        b"null",
+        # The right host is not enough: scheme and port count too (issue 20).
+        b"http://127.0.0.1:18555",
+        b"http://127.0.0.1",
+        b"ftp://127.0.0.1:8000",
+        b"ftp://127.0.0.1",
+        b"https://127.0.0.1:8000",
+        b"http://localhost:1",
+        b"http://localhost:8000",
     ],
 )
-async def test_foreign_or_missing_origin_is_refused(headers):
+async def test_a_foreign_or_missing_origin_is_refused(origin):
+    headers = [HOST] + ([(b"origin", origin)] if origin is not None else [])
     comm = WebsocketCommunicator(application, "/ws/prices/", headers=headers)
     connected, _ = await comm.connect()
     assert not connected
     await comm.disconnect()
 
 
-async def test_localhost_origin_is_accepted():
-    comm = WebsocketCommunicator(
-        application, "/ws/prices/", headers=[(b"origin", b"http://localhost:8000")]
-    )
+async def accepted(*headers) -> bool:
+    comm = WebsocketCommunicator(application, "/ws/prices/", headers=list(headers))
     connected, _ = await comm.connect()
-    assert connected
     await comm.disconnect()
+    return connected
+
+
+async def test_the_servers_own_origin_is_accepted_by_the_host_it_was_reached_at():
+    assert await accepted(ORIGIN, HOST)
+    assert await accepted((b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000"))
+    # Two Origin headers are no origin at all.
+    assert not await accepted(ORIGIN, ORIGIN, HOST)
+    # A Host outside ALLOWED_HOSTS does not make its own origin good.
+    assert not await accepted(
+        (b"origin", b"http://evil.example.com"), (b"host", b"evil.example.com")
+    )
+
+
+async def test_csrf_trusted_origins_and_a_tls_proxy_are_honoured(settings):
+    trusted = (b"origin", b"https://ticker.example.com")
+    assert not await accepted(trusted, HOST)
+    settings.CSRF_TRUSTED_ORIGINS = ["https://ticker.example.com", "https://*.example.org"]
+    assert await accepted(trusted, HOST)
+    assert await accepted((b"origin", b"https://app.example.org"), HOST)
+    assert not await accepted((b"origin", b"http://ticker.example.com"), HOST)
+    # Behind a proxy that terminates TLS and says so, the page was https://<Host>.
+    https_page = (b"origin", b"https://127.0.0.1:8000")
+    assert not await accepted(https_page, HOST, (b"x-forwarded-proto", b"https"))
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert await accepted(https_page, HOST, (b"x-forwarded-proto", b"https"))
+    assert not await accepted(ORIGIN, HOST, (b"x-forwarded-proto", b"https"))
 
 
 async def test_snapshot_size_is_chosen_per_subscribe():

@@ -190,6 +190,7 @@ def test_fuzz_parser_frames(text):
 # --- the consumer, through the real ASGI app
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")
 REPLY_TYPES = {"subscribed", "unsubscribed", "subscriptions", "pong", "snapshot", "error",
                "tick", "ticks", "reset", "authenticated"}  # fmt: skip
 CONSUMER_CODES = CODES
@@ -269,7 +270,7 @@ class Session:
 
 
 async def run_session(frames: list, *, list_every: int = 4) -> None:
-    comm = WebsocketCommunicator(application(), "/ws/prices/", headers=[ORIGIN])
+    comm = WebsocketCommunicator(application(), "/ws/prices/", headers=[ORIGIN, HOST])
     comm.scope["client"] = ("10.200.0.1", 4000)
     connected, _ = await comm.connect(timeout=5)
     assert connected

@@ -25,6 +25,7 @@ from streaming.protocol import ErrorCode, ProtocolError
 from tickerproject.asgi import application
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")
 
 
 class Clock:
@@ -167,7 +168,7 @@ def test_a_quota_follows_what_its_connection_holds_and_its_user(settings):
 # --- through the ASGI app
 
 
-def communicator(client=("10.1.2.3", 5555), headers=(ORIGIN,)) -> WebsocketCommunicator:
+def communicator(client=("10.1.2.3", 5555), headers=(ORIGIN, HOST)) -> WebsocketCommunicator:
     comm = WebsocketCommunicator(application, "/ws/prices/", headers=list(headers))
     # The app task has not run yet: it sees the address.
     comm.scope["client"] = client
@@ -306,7 +307,10 @@ async def test_a_user_holds_at_most_its_limit_across_its_connections():
         return first
 
     with override_settings(WS_MAX_SUBSCRIPTIONS_PER_USER=3):
-        a, b = communicator(headers=(ORIGIN, bearer)), communicator(headers=(ORIGIN, bearer))
+        a, b = (
+            communicator(headers=(ORIGIN, HOST, bearer)),
+            communicator(headers=(ORIGIN, HOST, bearer)),
+        )
         anon = communicator()
         for c in (a, b, anon):
             assert (await c.connect())[0]

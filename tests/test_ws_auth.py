@@ -10,7 +10,7 @@ import time
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.realstack import real_stack
 
@@ -97,6 +97,32 @@ async def closed_with(ws, timeout: float = 15.0) -> int:
 
 async def send(ws, **command) -> None:
     await ws.send(json.dumps(command))
+
+
+async def test_only_the_sites_own_origin_may_open_the_socket(stack):
+    """Scheme, host and port all count (streaming/origin.py): a page on another port of
+    the same host, another scheme, or another name of it is refused at the handshake,
+    even with a valid token."""
+    secret, _ = make_token(stack, "origins")
+    port = stack.http_url.rsplit(":", 1)[1]
+    other = "18555" if port != "18555" else "18556"
+    foreign = [
+        f"http://127.0.0.1:{other}",
+        "ftp://127.0.0.1",
+        f"ftp://127.0.0.1:{port}",
+        f"https://127.0.0.1:{port}",
+        "http://localhost:1",
+        f"http://localhost:{port}",
+        "null",
+    ]
+    for origin in foreign:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(stack.ws_url, origin=origin, additional_headers=bearer(secret)):
+                pass
+        assert refused.value.response.status_code == 403, origin
+    async with connect(stack.ws_url, origin=stack.origin, additional_headers=bearer(secret)) as ws:
+        await send(ws, action="ping", id=1)
+        assert (await recv(ws))["type"] == "pong"
 
 
 async def test_an_anonymous_client_is_closed_4401_on_any_other_command_than_auth(stack):

@@ -9,10 +9,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from streaming.auth import WebSocketAuthMiddleware  # noqa: E402
 from streaming.limits import ConnectionLimits  # noqa: E402
+from streaming.origin import SameOriginValidator  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 from tickerproject.bodylimit import BodyLimit  # noqa: E402
 
@@ -22,7 +22,8 @@ application = ProtocolTypeRouter(
         "http": BodyLimit(django_asgi_app),
         # Outermost, so it counts every WebSocket and holds the server's own send.
         "websocket": ConnectionLimits(
-            AllowedHostsOriginValidator(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            # The full Origin (scheme, host, port), as Django's CSRF check has it.
+            SameOriginValidator(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
         ),
     }
 )
