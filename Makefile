@@ -51,18 +51,14 @@ test-js:
 	@command -v $(NODE) >/dev/null || { echo "The JS unit tests need Node.js >= 18: run 'apt-get install nodejs' as root" >&2; exit 1; }
 	$(NODE) --test tests/js/*.test.mjs
 
-# The suite in three parts: most of it in TEST_WORKERS processes (a test file per process at
-# a time, so a file's shared stack stays in one); then the tests marked `serial` (they assert
-# timings or load figures, tests/conftest.py lists them) alone; then the `browser` tests in a
-# process of their own. A test process that had run sync Playwright was twice followed by an
-# in-process feed test waiting forever with every thread idle (tests/conftest.py); no other
-# process has hung, so Playwright gets its own. Exit code 5 is "nothing selected", for a
-# PYTEST_ARGS that picks tests of some parts only.
+# The suite in three parts (scripts/test-suite.sh): most of it in TEST_WORKERS processes with
+# the browser tests beside it in a process of their own, then the tests marked `serial`
+# (they assert timings or load figures, tests/conftest.py lists them) alone. PYTEST_ARGS is
+# passed to every part.
 TEST_WORKERS ?= 2
+export TEST_WORKERS PYTEST_ARGS
 test: install lint chromium nginx prometheus test-js
-	$(BIN)/python -m tickerproject.stack test -- $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial and not browser" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/python -m tickerproject.stack test -- $(BIN)/python -m pytest -m "serial and not browser" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/python -m tickerproject.stack test -- $(BIN)/python -m pytest -m browser $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	scripts/test-suite.sh
 
 # Load-test a running stack (default: the local one); e.g. make loadtest ARGS="--clients 1000".
 loadtest: install

@@ -125,3 +125,16 @@ async def test_a_joined_feed_whose_ring_is_current_serves_snapshots_without_redi
     with mock.patch.object(feed_module, "_extend", wraps=feed_module._extend) as extend:
         await feed.read(joined_at=time.monotonic())
     assert extend.await_count == 1
+
+
+async def test_a_read_newer_than_the_delivered_ticks_leaves_them_to_be_delivered():
+    await publish_n("ADA-USD", 4)
+    feed = SymbolFeed("ADA-USD", size=10)
+    feed.joined = True
+    feed.deliver(2, '{"seq":2}', 0)  # the hub is behind: 3 and 4 are on their way
+    snap = await feed.read(joined_at=time.monotonic())
+    # Only this read's subscribers have 3 and 4: the feed still delivers them.
+    assert (snap.last_seq, feed.last_seq) == (4, 2)
+    # A later subscriber gets them live too: the ring serves it, without Redis.
+    with mock.patch("streaming.feed.redis_for", side_effect=AssertionError("no read")):
+        assert await feed.read(joined_at=time.monotonic()) is snap
