@@ -245,7 +245,7 @@ def test_watchlist_needs_a_user_even_when_the_api_is_open():
 
 def test_a_session_writes_the_watchlist_only_with_its_csrf_token(alice):
     client = Client(enforce_csrf_checks=True)
-    assert client.login(username="alice", password=PASSWORD)
+    client.force_login(alice)  # a signed-in session (axes wants a request to log in)
     assert client.get("/api/me/").json()["authenticated_by"] == "session"
     refused = client.put(
         "/api/me/watchlist", {"symbols": ["AAPL"]}, content_type="application/json"

@@ -283,3 +283,151 @@ def test_health_tells_anyone_its_verdict_and_staff_or_loopback_its_report(stack)
     # The liveness probes stay open to all, and say nothing of symbols.
     status, body = from_address(stack, "/healthz", source="127.0.0.2")
     assert status == 200 and body["status"] == "ok"
+
+
+# --- Sign-in throttling (django-axes, accounts/throttle.py) and password rules: real
+# logins over real sockets, each client from its own loopback address (127.0.1.x; uvicorn
+# trusts X-Forwarded-For from 127.0.0.1 only, so each is its own client address).
+
+THROTTLED = """
+from django.contrib.auth.models import User
+for name in ("carol", "dave", "erin"):
+    User.objects.create_user(name, password={password!r}, is_staff=name == "erin")
+User.objects.create_superuser("root2", password={password!r})
+"""
+LIMIT = 5  # LOGIN_FAILURE_LIMIT's default
+
+
+class FormClient:
+    """One browser at one client address: a login page's cookie and form, then a POST."""
+
+    def __init__(self, stack: RealStack, source: str) -> None:
+        self.stack, self.source = stack, source
+        self.cookies: dict[str, str] = {}
+
+    def send(self, method: str, path: str, fields: dict | None = None) -> tuple[int, str]:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.stack.port, timeout=10, source_address=(self.source, 0)
+        )
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        body = None
+        if fields is not None:
+            body = urllib.parse.urlencode(fields)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            for header in response.headers.get_all("Set-Cookie") or ():
+                name, _, rest = header.partition("=")
+                self.cookies[name] = rest.split(";", 1)[0]
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
+    def sign_in(self, path: str, username: str, password: str) -> tuple[int, str]:
+        """GET the login page at ``path``, then POST the form: 302 signed in, 200 refused,
+        429 locked out."""
+        status, html = self.send("GET", path)
+        assert status == 200, html[:500]
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+        fields = {"username": username, "password": password, "csrfmiddlewaretoken": token}
+        return self.send("POST", path, {**fields, "next": "/"})
+
+
+@pytest.fixture(scope="module")
+def throttled_users(stack):
+    manage(stack, "shell", "-c", THROTTLED.format(password=PASSWORD))
+
+
+@pytest.fixture
+def throttling(stack, throttled_users):
+    """Every lock lifted after the test, as an operator would (`manage.py axes_reset`)."""
+    yield
+    manage(stack, "axes_reset")
+
+
+@pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
+def test_failed_sign_ins_lock_the_account_from_any_address_until_reset(stack, throttling, path):
+    """issue 20, finding 5: 40 wrong passwords in 16 s all answered 200, then the right
+    one signed in; on the admin's login too."""
+    account = "carol" if path == "/accounts/login/" else "erin"
+    for i in range(LIMIT - 1):
+        status, html = FormClient(stack, f"127.0.1.{10 + i}").sign_in(path, account, "wrong")
+        assert status == 200, (i, html[:500])
+    # The LIMIT-th failure, from yet another address, locks the account ...
+    status, html = FormClient(stack, "127.0.1.20").sign_in(path, account, "wrong")
+    assert status == 429 and "Too many sign-in attempts" in html, html[:500]
+    assert "Try again in 15 minutes" in html
+    # ... everywhere: the right password from a fresh address is refused as well.
+    status, html = FormClient(stack, "127.0.1.21").sign_in(path, account, PASSWORD)
+    assert status == 429, html[:500]
+    # Another account from that address is not affected.
+    status, _ = FormClient(stack, "127.0.1.21").sign_in(path, "root2", PASSWORD)
+    assert status == 302
+
+    # The documented reset lifts it.
+    manage(stack, "axes_reset_username", account)
+    status, _ = FormClient(stack, "127.0.1.21").sign_in(path, account, PASSWORD)
+    assert status == 302
+
+
+def test_failed_sign_ins_lock_the_address_out_for_every_account(stack, throttling):
+    client = FormClient(stack, "127.0.1.30")
+    # Guessing across accounts, known or not, is counted per address too.
+    for username in ("carol", "dave", "nobody", "root2", "someone")[: LIMIT - 1]:
+        assert client.sign_in("/accounts/login/", username, "wrong")[0] == 200
+    status, html = client.sign_in("/accounts/login/", "nobody-else", "wrong")
+    assert status == 429, html[:500]
+    # From there no account signs in, a right password included, nor on the admin.
+    assert client.sign_in("/accounts/login/", "dave", PASSWORD)[0] == 429
+    assert client.sign_in("/admin/login/", "root2", PASSWORD)[0] == 429
+    # Another address is not affected.
+    assert FormClient(stack, "127.0.1.31").sign_in("/accounts/login/", "dave", PASSWORD)[0] == 302
+
+    manage(stack, "axes_reset_ip", "127.0.1.30")
+    assert client.sign_in("/accounts/login/", "dave", PASSWORD)[0] == 302
+
+
+def test_signing_in_to_ones_own_account_clears_no_count(stack, throttling):
+    """An attacker who holds an account signs in to it between guesses: were a success to
+    clear its address's attempts, it would clear the guessed account's too."""
+    attacker = FormClient(stack, "127.0.1.40")
+    for _ in range(LIMIT - 1):
+        assert attacker.sign_in("/accounts/login/", "dave", "wrong")[0] == 200
+    assert attacker.sign_in("/accounts/login/", "root2", PASSWORD)[0] == 302
+    # dave's LIMIT-th failure, from anywhere, still locks dave.
+    assert FormClient(stack, "127.0.1.41").sign_in("/accounts/login/", "dave", "wrong")[0] == 429
+
+
+def test_passwords_set_in_the_admin_must_pass_the_validators(stack, throttled_users):
+    """Django's validators (AUTH_PASSWORD_VALIDATORS): length, common, numeric, similar."""
+    admin = FormClient(stack, "127.0.1.50")
+    assert admin.sign_in("/admin/login/", "root2", PASSWORD)[0] == 302
+    _, form = admin.send("GET", "/admin/auth/user/add/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+
+    def add(username: str, password: str) -> tuple[int, str]:
+        return admin.send(
+            "POST",
+            "/admin/auth/user/add/",
+            {
+                "csrfmiddlewaretoken": token,
+                "username": username,
+                "usable_password": "true",
+                "password1": password,
+                "password2": password,
+                "_save": "Save",
+            },
+        )
+
+    refusals = {
+        "short1x": "too short",
+        "password1234": "too common",
+        "9081726354": "entirely numeric",
+        "frankiefrank": "too similar",
+    }
+    for password, why in refusals.items():
+        status, html = add("frankiefrank", password)
+        assert status == 200 and why in html, (password, html[-3000:])
+    status, _ = add("frankiefrank", "plum-ladder-orbit-9")
+    assert status == 302

@@ -288,7 +288,7 @@ async def test_the_relay_writes_an_alert_to_its_users_connections_only(user, clo
 def api_client(transactional_db, django_user_model, symbols):
     django_user_model.objects.create_user("bob", password="pw")
     client = Client(enforce_csrf_checks=True)
-    client.login(username="bob", password="pw")
+    client.force_login(django_user_model.objects.get(username="bob"))
     client.get("/")  # sets the CSRF cookie
     return client
 

@@ -1,6 +1,7 @@
 """Django settings, read from the environment (see the configuration table in README.md)."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -81,6 +82,8 @@ INSTALLED_APPS = [
     "frontend",
     "loadtest",
     "ops",
+    # Counts failed sign-ins and locks them out (accounts/throttle.py).
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -95,6 +98,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as axes asks: turns a locked-out sign-in into its page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 # Content-Security-Policy on every page (django-csp): scripts, styles, images, fonts and
@@ -307,6 +312,41 @@ ENTITLEMENT_RECHECK_SECONDS = env_float("ENTITLEMENT_RECHECK_SECONDS", 2.0, mini
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
+# Passwords set through a form (the admin, `createsuperuser`, `changepassword`) must pass
+# Django's four checks; PASSWORD_MIN_LENGTH sets the first.
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
+    },
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("PASSWORD_MIN_LENGTH", 10, minimum=8)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Sign-in throttling (django-axes; accounts/throttle.py, README "Users and tokens"):
+# LOGIN_FAILURE_LIMIT failed sign-ins for one account, or from one client address, lock
+# that account or address out of both login pages (the site's and the admin's) for
+# LOGIN_LOCKOUT_MINUTES after the last failure, a right password included.
+# `manage.py axes_reset_username NAME` / `axes_reset_ip ADDR` / `axes_reset` lift it.
+AUTHENTICATION_BACKENDS = [
+    # First: it refuses a locked-out attempt before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_LOCKOUT_MINUTES", 15.0, minimum=0.1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success clears nothing: it would clear its address's attempts, and with them those of
+# an account guessed from there by someone signing in to their own account between guesses.
+AXES_RESET_ON_SUCCESS = False
+AXES_CLIENT_IP_CALLABLE = "accounts.throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.throttle.locked_out"
+# Failures are what is counted; a row per successful sign-in would only grow.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no banner in every process's log
 
 # --- Limits (streaming.limits; docs/protocol.md, "Limits"): what one client can make a
 # web process do. Commands: a token bucket per connection; past it commands are dropped
