@@ -1,7 +1,10 @@
 """Price alerts on the REST API: /api/alerts/ (a ninja Router mounted by tickerproject.urls).
 
 Always authenticated (a Bearer token, or a session with X-CSRFToken on unsafe methods):
-alerts are per user, and a user sees and edits only their own.
+alerts are per user, and a user sees and edits only their own. An alert on a symbol its
+owner may no longer see cannot be set or edited (403, as for any read of that symbol);
+the server switches it off with ``off_reason: "forbidden"`` (alerts.services), and it
+may still be read and deleted.
 """
 
 import json
@@ -69,6 +72,10 @@ class AlertOut(Schema):
     repeat: bool
     note: str
     active: bool = Field(description="False once a one-shot alert fired, or switched off.")
+    off_reason: Literal["forbidden"] | None = Field(
+        description="'forbidden': the server switched it off because you may no longer see "
+        "its symbol; it cannot be edited until the right is back. Null otherwise."
+    )
     fired_count: int
     last_fired: int | None = Field(description="Epoch ms (UTC); null: never fired.")
     created: int
@@ -111,6 +118,7 @@ def _out(alert: PriceAlert) -> dict:
         "repeat": alert.repeat,
         "note": alert.note,
         "active": alert.active,
+        "off_reason": alert.off_reason or None,
         "fired_count": alert.fired_count,
         "last_fired": _ms(alert.last_fired),
         "created": _ms(alert.created),
@@ -126,6 +134,11 @@ async def _check_symbol(request: HttpRequest, ticker: str) -> None:
     """404 for an unknown or inactive symbol, 403 for one the caller may not see."""
     if await quotes.active_symbol(ticker=ticker) is None:
         raise UnknownSymbol(ticker)
+    await _check_entitled(request, ticker)
+
+
+async def _check_entitled(request: HttpRequest, ticker: str) -> None:
+    """403 for a symbol the caller may not see (markets.entitlements)."""
     forbidden = await sync_to_async(forbidden_tickers)(user=request.auth, tickers=[ticker])
     if forbidden:
         raise ForbiddenSymbols(forbidden, signed_in=True)
@@ -206,11 +219,13 @@ async def get_alert(request: HttpRequest, alert_id: AlertId):
 )
 async def update_alert(request: HttpRequest, alert_id: AlertId, body: AlertPatch):
     """Change an alert. A new direction or price, or switching it on, re-arms it from the
-    symbol's last tick."""
+    symbol's last tick. 403 while the caller may not see its symbol: a new level would
+    tell them where the price is."""
     if not isinstance(json.loads(request.body or b"{}"), dict):
         # All its fields are optional, so ninja would take any JSON value as "no change".
         raise HttpError(422, "the body must be a JSON object")
     alert = await sync_to_async(_own)(request, alert_id)
+    await _check_entitled(request, alert.symbol)
     changes = body.dict(exclude_unset=True, exclude_none=True)
     if "price" in changes:
         changes["price"] = _decimal(changes["price"])

@@ -47,5 +47,7 @@ def channel_event(event: AlertEvent) -> dict:
     return {
         "type": ALERT_EVENT_TYPE,
         "user_id": event.user_id,
+        # The relay checks the connection's right to it before writing (streaming.alerts).
+        "symbol": event.symbol,
         "text": json.dumps(alert_message(event)),
     }

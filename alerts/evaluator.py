@@ -30,6 +30,18 @@ the cursor moved and rolls back, and a crash before the commit leaves everything
 was, so the batch is judged again from the same state. Either way each crossing is
 stored once. The unique (alert, epoch, seq) constraint on events is a second fence.
 
+**Rights.** An alert fires only while its owner may see its symbol
+(markets.entitlements), or a revoked user would go on learning a restricted symbol's
+prices through their alerts. Judging itself reads no rights (it runs per batch of ticks);
+a batch that fires events on a restricted symbol checks the owners' rights as the
+database has them inside the transaction that stores the events, after the cursor's
+write (on SQLite that write holds the lock, so a revocation commits either before the
+check or after the events), and the alerts of owners who lost the right are switched off
+instead (alerts.services, ``off_reason = "forbidden"``), the batch judged again without
+them. Every ENTITLEMENT_RECHECK_SECONDS the evaluator also switches off every active
+alert whose owner lost the right (``switch_off_unentitled``), so the dashboard says so
+without waiting for a crossing.
+
 **Delivery.** After the commit, each event goes to its user's channel-layer group
 (alerts.delivery); web processes relay it to the user's open dashboards as an ``alert``
 message (streaming.alerts). Delivery is at most once: an event whose send fails, or
@@ -47,13 +59,16 @@ from collections.abc import Callable
 import redis
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from markets import keys as market_keys
+from markets.entitlements import unentitled
 from markets.redis import by_shard, sync_redis_for
 from markets.ticks import Tick
 
+from . import services
 from .delivery import channel_event, user_group_name
 from .keys import evaluator_lease_key
 from .models import AlertEvent, EvaluatorCursor, PriceAlert
@@ -131,6 +146,8 @@ class Evaluator:
         # when the ticks since changed nothing, and when the cursor was last stored.
         self.positions: dict[str, tuple[str, int]] = {}
         self.checkpointed: dict[str, float] = {}
+        self.switched_off = 0  # alerts switched off for a lost right
+        self._swept_at = float("-inf")
 
     # --- what to read
 
@@ -198,6 +215,9 @@ class Evaluator:
     def step(self, *, block_ms: int = 500) -> int:
         """Read what the cursors have not judged yet (waiting up to ``block_ms`` for it),
         judge it, and return how many alerts fired."""
+        if time.monotonic() - self._swept_at >= settings.ENTITLEMENT_RECHECK_SECONDS:
+            self.switched_off += services.switch_off_unentitled()
+            self._swept_at = time.monotonic()
         symbols = self.watched_symbols()
         self.idle = not symbols
         if not symbols:
@@ -262,6 +282,8 @@ class Evaluator:
                     ).update(last_seq=ticks[-1].seq, updated=timezone.now())
                     if moved != 1:
                         raise Conflict
+                    if events:
+                        events, changed = self._entitled(symbol, epoch, ticks, events, changed)
                     for alert in changed:
                         # Written only if the user did not edit it meanwhile (``updated``
                         # is its version): an edit re-arms it from the price at that moment.
@@ -289,8 +311,30 @@ class Evaluator:
             self.deliver(events)
         return len(events)
 
+    def _entitled(
+        self,
+        symbol: str,
+        epoch: str,
+        ticks: list[Tick],
+        events: list[AlertEvent],
+        changed: list[PriceAlert],
+    ) -> tuple[list[AlertEvent], list[PriceAlert]]:
+        """``events`` and ``changed`` without the alerts of owners who may not see
+        ``symbol`` now, which are switched off ("Rights"). Called in the transaction."""
+        owners = get_user_model()._default_manager.in_bulk({e.user_id for e in events})
+        refused = {
+            user_id for user_id, _ in unentitled((owner, symbol) for owner in owners.values())
+        }
+        refused |= {e.user_id for e in events} - set(owners)
+        if not refused:
+            return events, changed
+        self.switched_off += services.switch_off_forbidden(
+            PriceAlert.objects.filter(symbol=symbol, user_id__in=refused)
+        )
+        return self._judge(symbol, epoch, ticks, skip_users=refused)
+
     def _judge(
-        self, symbol: str, epoch: str, ticks: list[Tick]
+        self, symbol: str, epoch: str, ticks: list[Tick], *, skip_users: set[int] = frozenset()
     ) -> tuple[list[AlertEvent], list[PriceAlert]]:
         """The events ``ticks`` fire and the alerts whose state they change (nothing stored).
 
@@ -301,7 +345,10 @@ class Evaluator:
         now = timezone.now()
         events: list[AlertEvent] = []
         changed: list[PriceAlert] = []
-        for alert in PriceAlert.objects.filter(symbol=symbol, active=True).order_by("id"):
+        alerts = PriceAlert.objects.filter(symbol=symbol, active=True).exclude(
+            user_id__in=skip_users
+        )
+        for alert in alerts.order_by("id"):
             threshold = float(alert.price)
             armed_after = alert.armed_after_seq if alert.epoch == epoch else 0
             before = (alert.last_side, alert.active, alert.fired_count)

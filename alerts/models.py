@@ -15,6 +15,13 @@ class Direction(models.TextChoices):
     BELOW = "below", "crosses below"
 
 
+class OffReason(models.TextChoices):
+    # Switched off by the server because its owner may no longer see its symbol
+    # (alerts.services.switch_off_unentitled); its owner may delete it, or switch it on
+    # again once the right is back.
+    FORBIDDEN = "forbidden", "its owner may no longer see the symbol"
+
+
 class PriceAlert(models.Model):
     """One alert. A crossing is judged tick by tick (alerts.evaluator, "Crossing")."""
 
@@ -29,6 +36,12 @@ class PriceAlert(models.Model):
     )
     note = models.CharField(max_length=200, blank=True)
     active = models.BooleanField(default=True)
+    off_reason = models.CharField(
+        max_length=16,
+        blank=True,
+        choices=OffReason.choices,
+        help_text="Why the server switched it off; empty otherwise.",
+    )
     # Evaluator state. Ticks with seq <= armed_after_seq (in ``epoch``) are never judged
     # against this alert: it was created or edited after them.
     armed_after_seq = models.BigIntegerField(default=0)
@@ -69,6 +82,8 @@ class AlertEvent(models.Model):
 
     class Meta:
         ordering = ["-fired_at", "-id"]
+        # The retention's age cut (alerts.retention).
+        indexes = [models.Index(fields=["fired_at"], name="alert_event_fired_at")]
         constraints = [
             # A backstop to the cursor's compare-and-set: one event per alert and tick.
             models.UniqueConstraint(fields=["alert", "epoch", "seq"], name="alert_event_once")

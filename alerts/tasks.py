@@ -7,6 +7,9 @@ evaluator lease (alerts.evaluator.EvaluatorLease) lets one judge ticks while the
 stand by, so a dead worker's role moves to another within ALERT_EVALUATOR_LEASE_SECONDS,
 and a warm shutdown releases the lease at once.
 
+Beat also sends ``prune_alert_history`` every ALERT_HISTORY_PRUNE_SECONDS: the
+fired-alert history's retention (alerts.retention).
+
 Why a long-running loop rather than a beat task every second: XREAD BLOCK wakes on the
 crossing tick itself, so an alert reaches the dashboard milliseconds after the tick
 instead of up to a beat period (plus a task's dispatch) later, and the cursor state
@@ -21,6 +24,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from .evaluator import run_evaluator_blocking
+from .retention import prune_history
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +82,12 @@ def _wait_for_evaluator(**kwargs) -> None:
 def run_evaluator(self) -> bool:
     """Beat sends this every ALERT_SUPERVISE_SECONDS: make sure this worker's loop runs."""
     return ensure_evaluator_running(self.request.hostname)
+
+
+@shared_task(name="alerts.tasks.prune_alert_history", ignore_result=True)
+def prune_alert_history() -> int:
+    """Beat sends this every ALERT_HISTORY_PRUNE_SECONDS: the history's retention."""
+    deleted = prune_history()
+    if deleted:
+        logger.info("alerts: pruned %d fired alert(s) from the history", deleted)
+    return deleted

@@ -7,7 +7,7 @@ is synchronous: async callers run it in a thread and cache the result for a few
 seconds (streaming.rights), which bounds how late a revoked right takes effect.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
@@ -71,6 +71,27 @@ def rights_of(user: AbstractBaseUser | None) -> Rights:
         group_ids=frozenset(fresh.groups.values_list("id", flat=True)),
         permissions=frozenset(fresh.get_all_permissions()),
     )
+
+
+def unentitled(
+    pairs: Iterable[tuple[AbstractBaseUser, str]],
+    *,
+    restricted: Mapping[str, Restriction] | None = None,
+) -> set[tuple[int, str]]:
+    """Those (user, ticker) pairs whose user may not see the ticker now, as (user pk,
+    ticker): the restrictions read once (unless given) and each user's rights once."""
+    restricted = restrictions() if restricted is None else restricted
+    rights: dict[int, Rights] = {}
+    out: set[tuple[int, str]] = set()
+    for user, ticker in pairs:
+        restriction = restricted.get(ticker)
+        if restriction is None:
+            continue
+        if user.pk not in rights:
+            rights[user.pk] = rights_of(user)
+        if not rights[user.pk].allows(restriction):
+            out.add((user.pk, ticker))
+    return out
 
 
 def forbidden_tickers(*, user: AbstractBaseUser | None, tickers: Iterable[str]) -> list[str]:

@@ -11,6 +11,11 @@ nothing: the relay starts with the first signed-in one.
 protocol of streaming.consumer plus these hooks, kept here so the hot path's modules
 stay as they are. A connection joins when it opens with a session or token, or when
 an ``auth`` command names its user; it leaves when it ends.
+
+An alert is written to a connection only if its user may see the alert's symbol, by the
+guard's check (streaming.guard, the one a subscribe passes): the evaluator fires no
+alert for an owner without the right (alerts.evaluator, "Rights"), and this keeps an
+event fired just before a revocation from reaching a socket after it.
 """
 
 import asyncio
@@ -26,6 +31,7 @@ from alerts.delivery import ALERT_EVENT_TYPE, user_group_name
 from .connection import Connection
 from .consumer import PriceStreamConsumer
 from .faults import FaultLog
+from .guard import local_guard
 from .loops import PerLoop
 from .protocol import Command
 
@@ -43,6 +49,7 @@ class AlertRelay:
         self.channel: str | None = None
         self.users: dict[int, set[Connection]] = defaultdict(set)
         self.delivered = 0
+        self.refused = 0  # alerts not written: the connection's user lost the right
         self.faults = FaultLog(logger)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -100,13 +107,26 @@ class AlertRelay:
                 await self._rejoin()
                 continue
             if event.get("type") == ALERT_EVENT_TYPE:
-                self._deliver(event)
+                await self._deliver(event)
             if time.monotonic() - self._renewed_at > settings.CHANNEL_GROUP_RENEW_SECONDS:
                 await self._rejoin()
 
-    def _deliver(self, event: dict) -> None:
+    async def _deliver(self, event: dict) -> None:
+        symbol = event.get("symbol")
         for conn in list(self.users.get(event.get("user_id"), ())):
-            if conn.close_code is None:
+            if conn.close_code is not None:
+                continue
+            try:
+                refused = bool(symbol) and bool(
+                    await local_guard().forbidden(conn.identity, [symbol])
+                )
+            except Exception as exc:
+                # Rights unknown (the database away): not written; the history has it.
+                self.faults.report("alert-rights", "alert rights check failed: %s", exc)
+                refused = True
+            if refused:
+                self.refused += 1
+            elif conn.close_code is None:
                 conn.outbox.put_frame(event["text"])
                 self.delivered += 1
 
@@ -134,13 +154,12 @@ async def close_local_relay() -> None:
 class PriceStreamWithAlerts(PriceStreamConsumer):
     """The price protocol, plus the ``alert`` messages of the connection's user."""
 
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            conn = getattr(self, "conn", None)
-            if conn is not None:
-                local_relay().detach(conn)
+    def ended(self, failed: bool) -> None:
+        """Called when the consumer ends: its user's alerts are no longer sent here."""
+        super().ended(failed)
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            local_relay().detach(conn)
 
     async def connect(self) -> None:
         await super().connect()

@@ -376,3 +376,110 @@ async def test_unchanged_ticks_are_not_stored_yet_never_read_twice(user):
     more = await publish(100.0)
     assert await run(ev) == 1
     assert [e.seq for e in await events()] == more
+
+
+# --- rights (issue 20, finding 1) and retention (finding 7)
+
+
+async def restrict(symbol: str, *members) -> object:
+    """``symbol`` restricted to a new group "pro" holding ``members``."""
+    from django.contrib.auth.models import Group
+
+    from markets.models import Symbol
+
+    def run():
+        pro, _ = Group.objects.get_or_create(name="pro")
+        Symbol.objects.filter(ticker=symbol).update(required_group=pro)
+        for member in members:
+            member.groups.add(pro)
+        return pro
+
+    return await sync_to_async(run)()
+
+
+async def test_an_owner_who_lost_the_right_gets_no_event_and_the_alert_is_switched_off(
+    user, async_symbols, settings
+):
+    pro = await restrict(SYMBOL, user)
+    await publish(99.0)
+    alert = await make_alert(user, "above", 100.0, repeat=True)
+    recorder = Recorder()
+    ev = evaluator(recorder)
+    await publish(100.0)
+    assert await run(ev) == 1
+    await sync_to_async(user.groups.remove)(pro)
+    # No sweep in between: the check as the events are stored is what holds.
+    settings.ENTITLEMENT_RECHECK_SECONDS = 3600
+    await publish(99.0, 100.0, 99.0, 101.0)
+    assert await run(ev) == 0
+    assert len(await events()) == 1 and len(recorder.sent) == 1
+    alert = await reload(alert)
+    assert (alert.active, alert.off_reason, alert.fired_count) == (False, "forbidden", 1)
+    assert ev.switched_off == 1
+
+
+async def test_the_sweep_switches_off_alerts_whose_owner_lost_the_right(
+    user, async_symbols, django_user_model
+):
+    pro = await restrict(SYMBOL, user)
+    keeper = await sync_to_async(django_user_model.objects.create_user)("keeper")
+    await sync_to_async(keeper.groups.add)(pro)
+    await publish(99.0)
+    lost = await make_alert(user, "above", 100.0)
+    kept = await make_alert(keeper, "above", 100.0)
+    public = await make_alert(user, "above", 100.0, symbol="ETH-USD")
+    await sync_to_async(user.groups.remove)(pro)
+    assert await sync_to_async(services.switch_off_unentitled)() == 1
+    assert ((await reload(lost)).active, lost.off_reason) == (False, "forbidden")
+    assert (await reload(kept)).active and (await reload(public)).active
+    # The right is back: switching it on again clears the reason and re-arms it.
+    await sync_to_async(user.groups.add)(pro)
+    last = await _last_tick(SYMBOL)
+    lost = await sync_to_async(services.update_alert)(lost, changes={"active": True}, last=last)
+    assert (lost.active, lost.off_reason) == (True, "")
+
+
+def test_patching_an_alert_on_a_symbol_the_caller_lost_is_403(api_client, django_user_model):
+    from django.contrib.auth.models import Group
+
+    from markets.models import Symbol
+
+    c = api_client
+    body = {"symbol": "ETH-USD", "direction": "above", "price": 1}
+    made = c.post("/api/alerts/", json.dumps(body), content_type="application/json", **csrf(c))
+    alert_id = made.json()["id"]
+    Symbol.objects.filter(ticker="ETH-USD").update(required_group=Group.objects.create(name="x"))
+    patch = json.dumps({"price": 2})
+    r = c.patch(f"/api/alerts/{alert_id}", patch, content_type="application/json", **csrf(c))
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    assert c.get(f"/api/alerts/{alert_id}").json()["price"] == 1
+    assert c.delete(f"/api/alerts/{alert_id}", **csrf(c)).status_code == 204
+
+
+async def test_the_history_keeps_what_is_young_and_each_users_newest(user, django_user_model):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from alerts.retention import prune_history
+
+    other = await sync_to_async(django_user_model.objects.create_user)("other")
+
+    def make(owner, n):
+        return AlertEvent.objects.bulk_create(
+            AlertEvent(user=owner, symbol=SYMBOL, direction="above", threshold=1, price=2,
+                       seq=i, tick_ts=0)
+            for i in range(n)
+        )  # fmt: skip
+
+    mine = await sync_to_async(make)(user, 12)
+    theirs = await sync_to_async(make)(other, 3)
+    old = [e.pk for e in mine[-2:]]  # the newest ids, yet fired long ago
+    await sync_to_async(AlertEvent.objects.filter(pk__in=old).update)(
+        fired_at=timezone.now() - timedelta(days=2)
+    )
+    deleted = await sync_to_async(prune_history)(days=1, per_user=5)
+    assert deleted == 2 + 5
+    left = {e.pk for e in await events()}
+    assert left == {e.pk for e in mine[5:10]} | {e.pk for e in theirs}
+    assert await sync_to_async(prune_history)(days=0, per_user=0) == 0

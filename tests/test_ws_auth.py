@@ -17,6 +17,7 @@ from tests.realstack import real_stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 RECHECK = 0.5
+HISTORY_MAX = 20
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,10 @@ def stack(tmp_path_factory):
         AUTH_TIMEOUT_SECONDS="1",
         ENTITLEMENT_RECHECK_SECONDS=str(RECHECK),
         SYMBOLS_CACHE_SECONDS=str(RECHECK),
+        # The alert history's retention, enforced by beat every second here.
+        ALERT_HISTORY_DAYS="1",
+        ALERT_HISTORY_MAX_PER_USER=str(HISTORY_MAX),
+        ALERT_HISTORY_PRUNE_SECONDS="1",
     ) as s:
         yield s
 
@@ -265,3 +270,144 @@ async def test_a_session_cookie_authenticates_and_logging_out_closes_with_4403(s
             f"SessionStore({key!r}).delete()",
         )
         assert await closed_with(ws) == 4403
+
+
+def rest(stack, method: str, path: str, secret: str, body=None) -> tuple[int, object]:
+    """Status and JSON body of one REST call with a Bearer token."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {secret}", "Accept": "application/json"}
+    data = None
+    if body is not None:
+        data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+    req = urllib.request.Request(stack.http_url + path, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+async def alerts_until(ws, done, timeout: float = 30.0) -> list[dict]:
+    """The alert messages ``ws`` receives until ``done(those so far)`` holds."""
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not done(got):
+        msg = await recv(ws, max(0.1, deadline - time.monotonic()))
+        if msg["type"] == "alert":
+            got.append(msg)
+    return got
+
+
+async def test_alerts_on_a_symbol_whose_right_was_taken_neither_fire_nor_reach_a_socket(
+    stack, tmp_path
+):
+    """issue 20, finding 1: after losing the right to a symbol, a user's open socket still
+    got its alerts (with the price), the history grew, and PATCH could move the level."""
+    # SOL-USD, restricted to "metals", plays 100 and 102 in turn (a replay looped): an
+    # alert above 101 that repeats fires at every other tick, for every owner alike.
+    played = tmp_path / "sol.csv"
+    rows = [f"{1_700_000_000_000 + 100 * i},SOL-USD,{100 + 2 * (i % 2)},1" for i in range(40)]
+    played.write_text("ts,symbol,price,size\n" + "\n".join(rows) + "\n")
+    shell(
+        stack,
+        "from django.contrib.auth.models import Group, User\n"
+        "from markets.models import Symbol\n"
+        "g, _ = Group.objects.get_or_create(name='metals')\n"
+        "Symbol.objects.filter(ticker='SOL-USD').update(required_group=g,"
+        f" source='replay', source_options={{'file': {str(played)!r}, 'loop': True}})\n"
+        "for name in ('goldbug', 'carol'):\n"
+        "    User.objects.get_or_create(username=name)[0].groups.add(g)\n",
+    )
+    (goldbug, _), (carol, _) = make_token(stack, "goldbug"), make_token(stack, "carol")
+    rule = {"symbol": "SOL-USD", "direction": "above", "price": 101, "repeat": True}
+    ids = {}
+    for name, secret in (("goldbug", goldbug), ("carol", carol)):
+        status, made = await asyncio.to_thread(rest, stack, "POST", "/api/alerts/", secret, rule)
+        assert status == 201, made
+        ids[name] = made["id"]
+    mine = {"additional_headers": bearer(goldbug)}
+    theirs = {"additional_headers": bearer(carol)}
+    async with (
+        connect(stack.ws_url, origin=stack.origin, **mine) as ws,
+        connect(stack.ws_url, origin=stack.origin, **theirs) as other,
+    ):
+        # While entitled, goldbug's alert reaches the open socket.
+        (first,) = await alerts_until(ws, lambda got: got, timeout=40)
+        assert first["symbol"] == "SOL-USD" and first["price"] == 102
+        boundary = int(
+            shell(
+                stack,
+                "from django.contrib.auth.models import Group, User\n"
+                "from alerts.models import AlertEvent\n"
+                "User.objects.get(username='goldbug').groups.remove("
+                "Group.objects.get(name='metals'))\n"
+                "print(AlertEvent.objects.order_by('-pk').values_list('pk', flat=True)[0])",
+            ).split()[-1]
+        )
+        # carol's identical alert goes on firing: the level was crossed after the revocation.
+        await alerts_until(
+            other, lambda got: sum(a["event_id"] > boundary for a in got) >= 2, timeout=30
+        )
+        # Editing it would tell goldbug where the price is: 403, as a new alert is.
+        path = f"/api/alerts/{ids['goldbug']}"
+        status, body = await asyncio.to_thread(rest, stack, "PATCH", path, goldbug, {"price": 99})
+        assert status == 403 and body["code"] == "forbidden", body
+        status, _ = await asyncio.to_thread(rest, stack, "POST", "/api/alerts/", goldbug, rule)
+        assert status == 403
+        # Switched off, and the reason shown (the evaluator's sweep).
+        deadline = time.monotonic() + 15
+        while True:
+            _, alert = await asyncio.to_thread(rest, stack, "GET", path, goldbug)
+            if alert["off_reason"] == "forbidden" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert (alert["active"], alert["off_reason"], alert["price"]) == (False, "forbidden", 101)
+        # Nothing fired for goldbug after the revocation reached this socket, nor is in
+        # the history; what was fired before stays (the price was theirs to see then).
+        late = []
+        try:
+            while True:
+                msg = await recv(ws, 1.0)
+                late += [msg] if msg["type"] == "alert" and msg["event_id"] > boundary else []
+        except TimeoutError:
+            pass
+        assert late == []
+        _, history = await asyncio.to_thread(
+            rest, stack, "GET", "/api/alerts/history?limit=500", goldbug
+        )
+        assert history and all(e["event_id"] <= boundary for e in history)
+        # Deleting it is still theirs to do.
+        assert (await asyncio.to_thread(rest, stack, "DELETE", path, goldbug))[0] == 204
+
+
+async def test_the_alert_history_is_pruned_by_age_and_per_user_count(stack):
+    """issue 20, finding 7: fired alerts were never deleted. Beat's task keeps each user's
+    newest ALERT_HISTORY_MAX_PER_USER younger than ALERT_HISTORY_DAYS."""
+    secret, _ = make_token(stack, "keeper")
+    made = shell(
+        stack,
+        USER.format(name="keeper") + "from datetime import timedelta\n"
+        "from django.utils import timezone\n"
+        "from alerts.models import AlertEvent\n"
+        "made = AlertEvent.objects.bulk_create(AlertEvent(user=user, symbol='BTC-USD',"
+        " direction='above', threshold=1, price=2, seq=i, tick_ts=0) for i in range(30))\n"
+        "old = [e.pk for e in made[-3:]]\n"  # the newest ids, fired two days ago
+        "AlertEvent.objects.filter(pk__in=old).update("
+        "fired_at=timezone.now() - timedelta(days=2))\n"
+        "print(*[e.pk for e in made])",
+    ).split()
+    made = [int(pk) for pk in made[-30:]]
+    expected = sorted(made[27 - HISTORY_MAX : 27], reverse=True)
+    deadline = time.monotonic() + 20
+    while True:
+        _, history = await asyncio.to_thread(
+            rest, stack, "GET", "/api/alerts/history?limit=500", secret
+        )
+        kept = [e["event_id"] for e in history]
+        if kept == expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert kept == expected, (len(kept), kept[:5])

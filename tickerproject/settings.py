@@ -394,6 +394,17 @@ CELERY_BEAT_SCHEDULE["supervise-alerts"] = {
     "schedule": ALERT_SUPERVISE_SECONDS,
     "options": {"expires": ALERT_SUPERVISE_SECONDS},
 }
+# Fired-alert history (alerts.retention): events older than ALERT_HISTORY_DAYS, and each
+# user's beyond their newest ALERT_HISTORY_MAX_PER_USER, are deleted by a beat task every
+# ALERT_HISTORY_PRUNE_SECONDS. 0 turns that limit off.
+ALERT_HISTORY_DAYS = env_float("ALERT_HISTORY_DAYS", 30.0, minimum=0.0)
+ALERT_HISTORY_MAX_PER_USER = env_int("ALERT_HISTORY_MAX_PER_USER", 1000, minimum=0)
+ALERT_HISTORY_PRUNE_SECONDS = env_float("ALERT_HISTORY_PRUNE_SECONDS", 3600.0, minimum=1.0)
+CELERY_BEAT_SCHEDULE["prune-alert-history"] = {
+    "task": "alerts.tasks.prune_alert_history",
+    "schedule": ALERT_HISTORY_PRUNE_SECONDS,
+    "options": {"expires": ALERT_HISTORY_PRUNE_SECONDS},
+}
 
 # --- Operations (telemetry/, ops/; docs/operations.md).
 # /metrics answers these client addresses (CIDRs) and any request with

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { AlertsClient, AlertsError, describeAlert } from "../../frontend/static/frontend/alerts-client.js";
+import { AlertsClient, AlertsError, describeAlert, offReasonText } from "../../frontend/static/frontend/alerts-client.js";
 import { PriceStreamClient } from "../../frontend/static/frontend/protocol-client.js";
 import { FakeClock, fakeWebSocketClass } from "./fakes.mjs";
 
@@ -51,4 +51,10 @@ test("the stream client emits an alert message as an 'alert' event", () => {
   const message = { type: "alert", event_id: 3, alert_id: 1, symbol: "BTC-USD", direction: "above", threshold: 100, price: 100.5, seq: 9, ts: 5, fired_at: 6 };
   ws.serverSend(message);
   assert.deepEqual(got, [message]);
+});
+
+test("an alert the server switched off for a lost right says so; others say nothing", () => {
+  assert.match(offReasonText({ symbol: "XAU-USD", off_reason: "forbidden" }), /no longer have access to XAU-USD/);
+  assert.equal(offReasonText({ symbol: "XAU-USD", off_reason: null }), null);
+  assert.equal(offReasonText({ symbol: "XAU-USD" }), null);
 });

@@ -74,3 +74,13 @@ export class AlertsClient {
 export function describeAlert({ symbol, direction, price, threshold }, formatPrice = String) {
   return `${symbol} crosses ${direction === "below" ? "below" : "above"} ${formatPrice(threshold ?? price)}`;
 }
+
+/**
+ * Why the server switched an alert off, as the panel says it; null when it did not.
+ * "forbidden": its owner may no longer see the symbol (a right taken away); the alert
+ * never fires and cannot be edited until the right is back, only deleted.
+ */
+export function offReasonText({ symbol, off_reason: reason }) {
+  if (reason === "forbidden") return `Switched off: you no longer have access to ${symbol}. Delete it, or switch it on once access is back.`;
+  return null;
+}

@@ -2,7 +2,7 @@
 // direction, on/off, delete) and the history of fired ones. It only draws and reports
 // what the user did; app.js talks to the server (AlertsClient).
 
-import { describeAlert } from "./alerts-client.js";
+import { describeAlert, offReasonText } from "./alerts-client.js";
 
 const $new = (tag, props = {}, ...children) => {
   const el = document.createElement(tag);
@@ -104,10 +104,18 @@ export class AlertsView {
     });
     const active = $new("input", { className: "alert-edit-active", type: "checkbox", checked: alert.active, "aria-label": `Alert ${alert.id} on` });
     const fired = alert.fired_count ? ` · fired ${alert.fired_count}×` : "";
+    // Switched off by the server (a right taken away): the server refuses edits (403)
+    // while it lasts, so only the on switch (to try again once access is back) and
+    // delete are offered.
+    const why = offReasonText(alert);
+    if (why) {
+      direction.disabled = true;
+      price.disabled = true;
+    }
     return $new(
       "li",
       {
-        className: `alert-item${alert.active ? "" : " off"}`,
+        className: `alert-item${alert.active ? "" : " off"}${why ? " forbidden" : ""}`,
         // What the server holds, to tell an edit in progress (editOf).
         dataset: {
           alertId: String(alert.id), price: String(alert.price), direction: alert.direction,
@@ -121,6 +129,7 @@ export class AlertsView {
       $new("button", { type: "button", className: "alert-save" }, "Save"),
       $new("button", { type: "button", className: "alert-delete", title: "Delete alert", "aria-label": `Delete alert ${alert.id}` }, "×"),
       $new("span", { className: "alert-meta" }, `${alert.repeat ? "every crossing" : "once"}${fired}`),
+      ...(why ? [$new("span", { className: "alert-off-reason", role: "note" }, why)] : []),
     );
   }
 
