@@ -114,10 +114,13 @@ class RealStack:
         """The Procfile's command for ``entry`` (found on this virtualenv's PATH)."""
         return shlex.split(procfile()[entry])
 
-    def start_web(self, name: str = "web", port: int | None = None) -> subprocess.Popen:
+    def start_web(
+        self, name: str = "web", port: int | None = None, *, wait: bool = True
+    ) -> subprocess.Popen:
         """The ASGI server ASGI_SERVER names (uvicorn by default), as `make run` starts it.
 
-        A second web server of the same stack takes another ``name`` and ``port``.
+        A second web server of the same stack takes another ``name`` and ``port``. With
+        ``wait=False`` it returns at once; wait_for_web() then waits for it to listen.
         """
         port = self.port if port is None else port
         proc = self._spawn(
@@ -125,8 +128,27 @@ class RealStack:
             self.procfile_argv("web"),
             extra_env={"HOST": "127.0.0.1", "PORT": str(port)},
         )
-        wait_for_port(port, timeout=20)
+        if wait:
+            self.wait_for_web(name, port)
         return proc
+
+    def wait_for_web(self, name: str = "web", port: int | None = None) -> None:
+        """Block until web server ``name`` listens; fail at once, with its log, if it exits."""
+        port = self.port if port is None else port
+        # A deadline, not an expected time: under load a start-up's imports take seconds.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                wait_for_port(port, timeout=1)
+                return
+            except TimeoutError:
+                proc = self.procs.get(name)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen:
         return self._spawn(
@@ -204,10 +226,13 @@ def real_stack(workdir: Path, *, workers: int = 1, **env: str) -> Iterator[RealS
     stack = RealStack(workdir, **env)
     stack.prepare_database()
     try:
-        stack.start_web()
+        # Every process starts at once and the web server is waited for last: their
+        # start-ups are mostly imports, which overlap on a machine with more than one core.
+        stack.start_web(wait=False)
         for i in range(workers):
             stack.start_worker(f"worker{i + 1}")
         stack.start_beat()
+        stack.wait_for_web()
         yield stack
     finally:
         stack.stop_all()
