@@ -3,6 +3,11 @@
 A tiny receive buffer makes the stall reach the server quickly, as a phone on a bad
 link or a hung program would. read_to_close() later reads whatever the server left
 and returns the close code it sent, if any; ``ended`` says how the connection ended.
+
+``mss`` announces that TCP segment size, as a client across a network does (Ethernet:
+1460). Left unset, loopback's 64 KiB segments let Linux autotune the server's send buffer
+to ~2.6 MB for this one connection (its size follows segments x congestion window), about
+30 s of 22 symbols at 50 ticks/s before the server can see the stall; at 1460, ~75 kB.
 """
 
 import asyncio
@@ -16,10 +21,12 @@ from websockets.uri import parse_uri
 
 
 class StalledClient:
-    def __init__(self, url: str, origin: str) -> None:
+    def __init__(self, url: str, origin: str, *, mss: int | None = None) -> None:
         self.protocol = ClientProtocol(parse_uri(url), origin=Origin(origin), max_size=None)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if mss is not None:  # set before connecting: the SYN announces it
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
         self.sock.setblocking(False)
         self.port = parse_uri(url).port
         self.frames: list[str] = []
