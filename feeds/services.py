@@ -324,6 +324,7 @@ async def run_feed(
     publisher_task = loop.create_task(publish_forever(), name="feed publisher")
     started = loop.time()
     next_refresh = next_renew = next_poll = next_flush = started
+    stood_by = False
     try:
         while not stop.is_set():
             now = loop.time()
@@ -341,6 +342,12 @@ async def run_feed(
                     if refreshed and not running and not standby:
                         logger.info("feed %s: every symbol has a producer; exiting", stats.token)
                         break
+                    if refreshed and not running and not stood_by:
+                        # Once: from here on it takes free leases every poll.
+                        stood_by = True
+                        logger.info(
+                            "feed %s: every symbol has a producer; standing by", stats.token
+                        )
                 if now >= next_renew:
                     next_renew = now + renew_every
                     held = set(await leases.renew(list(running)))
