@@ -586,6 +586,7 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
     for kind in args.servers:
         server = start_server(kind, args, out)
         try:
+            load = os.getloadavg()
             report, sampler = run_harness(
                 server=server, args=args, out=out, label=f"{kind}-idle", extra=[]
             )
@@ -623,6 +624,7 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
                 ),
                 "held_s": round(held[-1].t - held[0].t, 1),
                 "server_cpu_idle": sampler.cpu_share("measure", "closing"),
+                "loadavg_before": [round(x, 2) for x in load],
             }
             rows.append(row)
         finally:
@@ -631,14 +633,15 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict:
     print()
     print(
         f"{'server':<10} {'conns':>6} {'failed':>6} {'closed':>6} {'RSS before':>11} "
-        f"{'RSS held':>9} {'KB/conn':>8} {'drift MB':>9} {'held s':>7}  server CPU while idle"
+        f"{'RSS held':>9} {'KB/conn':>8} {'drift MB':>9} {'held s':>7} {'load':>5}  "
+        "server CPU while idle"
     )
     for r in rows:
         print(
             f"{r['server']:<10} {r['connections']:>6} {r['failed']:>6} {r['closed_early']:>6} "
             f"{r['rss_before_mb']:>10.1f}M {r['rss_held_mb']:>8.1f}M "
-            f"{r['kb_per_connection'] or 0:>8.1f} {r['drift_mb']:>9.2f} {r['held_s']:>7.1f}  "
-            f"{r['server_cpu_idle']}"
+            f"{r['kb_per_connection'] or 0:>8.1f} {r['drift_mb']:>9.2f} {r['held_s']:>7.1f} "
+            f"{r['loadavg_before'][0]:>5.2f}  {r['server_cpu_idle']}"
         )
     return {"mode": "idle", "rows": rows}
 
