@@ -12,6 +12,7 @@ seconds, so a revoked token, a deactivated user or a logged-out session ends the
 connection (4403) within that time.
 """
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from importlib import import_module
@@ -113,13 +114,20 @@ def needs_lookup(scope: dict) -> bool:
 class WebSocketAuthMiddleware:
     """Sets ``scope["identity"]`` and ``scope["user"]`` for the consumer."""
 
+    # A plain callable returning the inner application's awaitable (asgiref reads this
+    # flag): a connection with nothing to look up holds no frame of this middleware
+    # for its whole life (benchmarks/RESULTS.md, round 11).
+    _asgi_single_callable = True
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+    def __call__(self, scope: dict, receive: Any, send: Any) -> Awaitable[Any]:
         """Called once per connection, before the consumer."""
-        identity = (
-            await database_sync_to_async(identify)(scope) if needs_lookup(scope) else ANONYMOUS
-        )
-        scope = dict(scope, identity=identity, user=identity.user)
-        return await self.inner(scope, receive, send)
+        if needs_lookup(scope):
+            return self._identified(scope, receive, send)
+        return self.inner(dict(scope, identity=ANONYMOUS, user=ANONYMOUS.user), receive, send)
+
+    async def _identified(self, scope: dict, receive: Any, send: Any) -> Any:
+        identity = await database_sync_to_async(identify)(scope)
+        return await self.inner(dict(scope, identity=identity, user=identity.user), receive, send)

@@ -39,6 +39,12 @@ REGROUP_TRIES = 40
 class Connection:
     """What one client holds: subscriptions by symbol, and the frames waiting for it."""
 
+    # One per connection, idle ones included: no instance dict (round 11).
+    __slots__ = (
+        "_close", "_closer", "_regroup_handle", "close_code", "guard", "hub", "identity",
+        "outbox", "subs",
+    )  # fmt: skip
+
     def __init__(
         self,
         *,

@@ -1,11 +1,13 @@
 """PriceStreamConsumer: the WebSocket end of the price protocol (docs/protocol.md)."""
 
 import asyncio
+import functools
 import logging
 import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -45,21 +47,53 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
     opened_at: float | None = None
     peer_close_code: int | None = None
 
+    @classmethod
+    def as_asgi(cls, **initkwargs):
+        """channels' as_asgi, but a plain function returning the consumer's coroutine:
+        no frame of it is held for the connection's life."""
+
+        def app(scope, receive, send):
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls
+        app.consumer_initkwargs = initkwargs
+        app._asgi_single_callable = True  # for asgiref, which cannot tell from the signature
+        functools.update_wrapper(app, cls, updated=())
+        return app
+
     async def __call__(self, scope, receive, send) -> None:
+        """Called once per connection: its events, one at a time, until it ends.
+
+        AsyncConsumer.__call__ without a channel layer, in one task: channels'
+        await_many_dispatch ran each receive in a task of its own, under asyncio.wait,
+        and every idle connection held that task, its context and its waits (about
+        2 KB; benchmarks/RESULTS.md, round 11).
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         failed = True
         try:
-            await super().__call__(scope, receive, send)
+            try:
+                while True:
+                    await self.dispatch(await receive())
+            except StopConsumer:
+                pass
             failed = False
         finally:
-            self._closed(failed)
-            # However the consumer ends (even by a bug), no tick is queued for it again.
-            conn = getattr(self, "conn", None)
-            if conn is not None:
-                conn.detach()
-            if self.limiter is not None:
-                self.limiter.cancel()
-            if self.quota is not None:
-                self.quota.release()
+            self.ended(failed)
+
+    def ended(self, failed: bool) -> None:
+        """Called when the consumer ends, however it ends (even by a bug)."""
+        self._closed(failed)
+        # No tick is queued for it again.
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.detach()
+        if self.limiter is not None:
+            self.limiter.cancel()
+        if self.quota is not None:
+            self.quota.release()
 
     def _closed(self, failed: bool) -> None:
         """The lifecycle line and metrics of a connection that was opened."""

@@ -228,6 +228,8 @@ SLOT_KEY = "ticker.limits"
 class Slot:
     """One admitted WebSocket: the server's own send and transport, to close hard."""
 
+    __slots__ = ("dropped", "send", "server", "transport")  # one per connection
+
     def __init__(self, send: Callable[[dict], Awaitable[None]]) -> None:
         self.send = send
         # uvicorn passes its protocol's bound send: that protocol holds the transport.

@@ -33,7 +33,6 @@ import itertools
 import threading
 import time
 import types
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -71,6 +70,10 @@ class _Slot:
         self.due_ms = 0.0  # when max_rate lets the next tick of this symbol out
 
 
+def _nobody(_arg: object) -> None:
+    """Called for an outbox's on_close or on_gone when nobody listens."""
+
+
 def with_skipped(text: str, skipped: int) -> str:
     """The tick JSON ``text`` with ``"skipped": skipped`` added."""
     return f'{text[:-1]},"skipped":{skipped}}}' if skipped else text
@@ -82,6 +85,15 @@ def ticks_frame(texts: list[str]) -> str:
 
 class Outbox:
     """Frames waiting for one socket; see the module docstring for the rules."""
+
+    # One per connection, idle ones included: no instance dict, and nothing allocated
+    # before it is needed (benchmarks/RESULTS.md, round 11).
+    __slots__ = (
+        "_due_slots", "_held", "_held_ts", "_last_batch_ms", "_queue", "_queued_frames",
+        "_queued_oldest_ts", "_scheduled", "_send", "_slots", "_task", "_write",
+        "_writing_oldest_ts", "batch_ms", "clock", "closing", "dropped_stale", "live_bytes",
+        "max_age_ms", "max_bytes", "on_close", "on_gone", "ready",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -96,7 +108,9 @@ class Outbox:
         # None: one frame per tick. Otherwise the batching window (0 = none, but ticks
         # that waited together still share a frame).
         self.batch_ms: int | None = None
-        self._queue: deque[str] = deque()
+        # A list, not a deque: only appended to and taken whole, and an empty deque
+        # allocates a block of 64 slots (760 bytes) for every idle connection.
+        self._queue: list[str] = []
         # Written "at once" during a delivery round, in order: texts and their ts (0 for
         # a frame). Two flat lists cleared in place: no tuple or list per tick, which the
         # garbage collector would have to walk (a full collection is a pause for all).
@@ -112,10 +126,12 @@ class Outbox:
         self.closing = False
         # Called (soon, not during the fan-out) with the close code once the connection
         # must end: CloseCode.SLOW_CONSUMER, or 1011 when delivering to it failed.
-        self.on_close: Callable[[int], None] = lambda code: None
+        self.on_close: Callable[[int], None] = _nobody
         # Called (soon) when writing to the socket raised: the client is gone.
-        self.on_gone: Callable[[BaseException], None] = lambda exc: None
-        self.ready = asyncio.Event()
+        self.on_gone: Callable[[BaseException], None] = _nobody
+        # Set when something is put while the writer waits for a rate-limited slot;
+        # made by the writer the first time it waits.
+        self.ready: asyncio.Event | None = None
         self._send: Callable[[str], Coroutine[Any, Any, None]] | None = None
         # The server's write without a coroutine (streaming.extensions), if it has one.
         self._write: Write | None = None
@@ -253,7 +269,8 @@ class Outbox:
 
     def _wake(self) -> None:
         if self._task is not None:
-            self.ready.set()
+            if self.ready is not None:
+                self.ready.set()  # (none yet: the writer has never waited, nothing to wake)
         elif self._send is not None:
             if self.batch_ms:
                 if not self._scheduled:
@@ -432,10 +449,13 @@ class Outbox:
                     continue
                 if next_due is None:
                     return  # idle: the next frame is written at once again
-                self.ready.clear()
-                timer = loop.call_later(max(0.0, (next_due - self.clock()) / 1000), self.ready.set)
+                if self.ready is None:
+                    self.ready = asyncio.Event()
+                ready = self.ready
+                ready.clear()
+                timer = loop.call_later(max(0.0, (next_due - self.clock()) / 1000), ready.set)
                 try:
-                    await self.ready.wait()
+                    await ready.wait()
                 finally:
                     timer.cancel()
         except asyncio.CancelledError:
@@ -482,8 +502,7 @@ class Outbox:
         if self._queued_oldest_ts and now - self._queued_oldest_ts > self.max_age_ms:
             self._close(SLOW_CONSUMER)
             return [], None
-        items = list(self._queue)
-        self._queue.clear()
+        items, self._queue = self._queue, []
         frames = self._queued_frames
         self._queued_frames = 0
         self._writing_oldest_ts = self._queued_oldest_ts

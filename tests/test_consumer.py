@@ -1,5 +1,6 @@
 """Protocol tests for PriceStreamConsumer over the real ASGI app and the Redis channel layer."""
 
+import asyncio
 import json
 from unittest import mock
 
@@ -87,6 +88,24 @@ async def test_subscribe_answers_and_sends_a_snapshot_per_new_symbol():
         assert await c.nothing()
         await c.send({"action": "list", "id": 3})
         assert await c.recv() == {"type": "subscriptions", "id": 3, "symbols": ["AAPL", "BTC-USD"]}
+
+
+async def test_an_idle_connection_holds_one_task_its_own():
+    # channels' await_many_dispatch ran each receive in a task of its own: two a
+    # connection, with their contexts and waits (benchmarks/RESULTS.md, round 11).
+    async with Client() as first:
+        await first.assert_alive()  # what a process starts once (the guard) is running
+        before = len(asyncio.all_tasks())
+        clients = [Client() for _ in range(5)]
+        for c in clients:
+            await c.__aenter__()
+        try:
+            for c in clients:
+                await c.assert_alive()
+            assert len(asyncio.all_tasks()) - before == 5  # the communicators' own
+        finally:
+            for c in clients:
+                await c.__aexit__()
 
 
 async def test_ping_answers_pong_with_epoch_ms_and_echoes_id():

@@ -16,7 +16,13 @@ from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 from tickerproject import serve, uvicorn_ws
-from tickerproject.uvicorn_ws import SLICE_BYTES, PacedWebSocketsProtocol, text_frame
+from tickerproject.uvicorn_ws import (
+    SLICE_BYTES,
+    Flag,
+    Inbox,
+    PacedWebSocketsProtocol,
+    text_frame,
+)
 
 
 class Transport(asyncio.Transport):
@@ -105,6 +111,55 @@ async def test_a_command_from_a_client_that_keeps_up_is_parsed_at_once():
     assert (await asyncio.wait_for(proto.receive(), 5))["text"] == '{"action":"ping"}'
     assert not transport.paused
     proto.connection_lost(None)
+
+
+async def test_once_accepted_the_handshake_is_let_go_and_frames_still_flow():
+    proto, transport, client = await open_connection()
+    # Nothing reads the handshake's request or response again; the scope keeps its headers.
+    assert proto.request is None and proto.response is None
+    assert (b"host", b"127.0.0.1:8000") in [(k.lower(), v) for k, v in proto.scope["headers"]]
+    client.send_text(b'{"action":"ping"}')
+    proto.data_received(b"".join(client.data_to_send()))
+    assert (await asyncio.wait_for(proto.receive(), 5))["text"] == '{"action":"ping"}'
+    client.events_received()  # the handshake's response
+    answered = len(transport.written)
+    await proto.send({"type": "websocket.send", "text": "pong"})
+    await asyncio.sleep(0)  # the end of the loop turn: written
+    client.receive_data(bytes(transport.written[answered:]))
+    assert [e.data for e in client.events_received()] == [b"pong"]
+    proto.connection_lost(None)
+
+
+async def test_the_inbox_hands_each_event_to_one_getter_in_order():
+    inbox = Inbox()
+    first = asyncio.ensure_future(inbox.get())
+    second = asyncio.ensure_future(inbox.get())
+    gone = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    gone.cancel()  # a getter cancelled while waiting strands no one
+    inbox.put_nowait("a")
+    inbox.put_nowait("b")
+    assert sorted(await asyncio.wait_for(asyncio.gather(first, second), 5)) == ["a", "b"]
+    assert gone.cancelled() and inbox.empty() and inbox.qsize() == 0
+    inbox.put_nowait("c")
+    assert inbox.qsize() == 1 and await inbox.get() == "c"
+
+
+async def test_the_flag_is_an_event_whose_waiters_all_wake():
+    flag = Flag()
+    assert isinstance(flag, asyncio.Event) and not flag.is_set()
+    waiters = [asyncio.ensure_future(flag.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    flag.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [True, True, True]
+    assert await flag.wait()  # set: at once
+    flag.clear()
+    late = asyncio.ensure_future(flag.wait())
+    await asyncio.sleep(0)
+    assert not late.done()
+    flag.set()
+    assert await asyncio.wait_for(late, 5)
 
 
 async def test_after_the_servers_close_the_backlog_is_parsed_a_slice_per_turn_until_the_close():

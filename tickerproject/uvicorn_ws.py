@@ -159,12 +159,93 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class Inbox:
+    """The ASGI events waiting for the app: what uvicorn uses of an asyncio.Queue.
+
+    An asyncio.Queue allocates four deques (its items, getters, putters, and its
+    ``join`` event's waiters), about 3 KB that every idle connection held for a queue
+    that rarely holds more than one event (benchmarks/RESULTS.md, round 11).
+    """
+
+    __slots__ = ("_items", "_waiters")
+
+    def __init__(self) -> None:
+        self._items: list = []
+        self._waiters: list[asyncio.Future] | None = None  # getters waiting, if any
+
+    def put_nowait(self, item) -> None:
+        self._items.append(item)
+        if self._waiters:
+            # Every getter checks again: one woken but cancelled cannot strand the rest.
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def get(self):
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class Flag(asyncio.Event):
+    """An asyncio.Event without a deque of waiters made for each (about 750 bytes a
+    connection); its waiters, when there are any, are a list. Still an asyncio.Event
+    for those who check (streaming.limits)."""
+
+    def __init__(self) -> None:  # not Event's: every method is this class's own
+        self._value = False
+        self._waiters: list[asyncio.Future] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            for waiter in self._waiters or ():
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            self._waiters.remove(waiter)
+
+
 class PacedWebSocketsProtocol(WebSocketsSansIOProtocol):
     """WebSocketsSansIOProtocol that parses a slice at a time, as the app reads, and
     writes a loop turn's frames at once."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # What an idle connection holds, made lighter (benchmarks/conn_memory.py).
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()
+        self.writable.set()
         self._unparsed = bytearray()
         # How long a client has, once the server sent its close, to read up to it and
         # answer; then its connection is reset (uvicorn's own is 10 s, then a close()).
@@ -243,6 +324,15 @@ class PacedWebSocketsProtocol(WebSocketsSansIOProtocol):
                 raise ClientDisconnected()  # the server closed it (keepalive): gone
         elif kind == "websocket.close" and self._open():
             self.close_now(message.get("code", 1000), message.get("reason") or "")
+            return
+        elif kind == "websocket.accept":
+            await super().send(message)
+            if self.handshake_complete:
+                # Answered: nothing reads the handshake's headers again (the scope has its
+                # own copy), and they were a few KB held for the connection's life. The
+                # request is emptied too: websockets' parser keeps it in its frame.
+                self.request.headers.clear()
+                self.request = self.response = None
             return
         return await super().send(message)
 
