@@ -115,18 +115,19 @@ class RealStack:
         return shlex.split(procfile()[entry])
 
     def start_web(
-        self, name: str = "web", port: int | None = None, *, wait: bool = True
+        self, name: str = "web", port: int | None = None, *, wait: bool = True, **env: str
     ) -> subprocess.Popen:
         """The ASGI server ASGI_SERVER names (uvicorn by default), as `make run` starts it.
 
-        A second web server of the same stack takes another ``name`` and ``port``. With
-        ``wait=False`` it returns at once; wait_for_web() then waits for it to listen.
+        A second web server of the same stack takes another ``name`` and ``port``, and
+        ``env`` on top of the stack's (ASGI_SERVER="daphne", say). With ``wait=False``
+        it returns at once; wait_for_web() then waits for it to listen.
         """
         port = self.port if port is None else port
         proc = self._spawn(
             name,
             self.procfile_argv("web"),
-            extra_env={"HOST": "127.0.0.1", "PORT": str(port)},
+            extra_env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
         )
         if wait:
             self.wait_for_web(name, port)

@@ -12,16 +12,36 @@ import redis
 from websockets.asyncio.client import connect
 
 from tests.realstack import real_stack
+from tickerproject.stack import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+RATE = 10
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The file's one stack: two workers and beat, served by uvicorn on the stack's port
+    and by daphne on another. The failover test, which kills a worker, runs last."""
+    with real_stack(tmp_path_factory.mktemp("stack"), workers=2, TICK_RATE=str(RATE)) as stack:
+        stack.daphne_port = free_port()
+        stack.start_web("daphne", stack.daphne_port, ASGI_SERVER="daphne")
+        yield stack
+
+
+def server_url(stack, server: str) -> tuple[str, str]:
+    """The WebSocket URL and Origin of the stack's ``server``."""
+    port = stack.port if server == "uvicorn" else stack.daphne_port
+    return f"ws://127.0.0.1:{port}/ws/prices/", f"http://127.0.0.1:{port}"
 
 
 async def recv_json(ws, timeout: float = 10.0) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
-async def request(ws, command: dict, expect: str) -> dict:
-    """Send a command and return the answer of type ``expect``, skipping ticks."""
+async def request(ws, command: dict, expect: str, ticks: list | None = None) -> dict:
+    """Send a command and return the answer of type ``expect``; the ticks that come
+    before it are added to ``ticks`` (a collect_ticks window may end just before one)."""
     await ws.send(json.dumps(command))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -29,13 +49,16 @@ async def request(ws, command: dict, expect: str) -> dict:
         if msg["type"] == expect and msg.get("id") == command.get("id"):
             return msg
         assert msg["type"] in ("tick", "snapshot"), msg
+        if msg["type"] == "tick" and ticks is not None:
+            ticks.append(msg)
     raise AssertionError(f"no {expect} answer")
 
 
-async def collect_ticks(ws, seconds: float) -> list[dict]:
+async def collect_ticks(ws, seconds: float, until=None) -> list[dict]:
+    """The ticks received for ``seconds``, or until ``until(ticks)`` holds."""
     ticks = []
     deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
+    while (left := deadline - time.monotonic()) > 0 and not (until and until(ticks)):
         try:
             raw = await asyncio.wait_for(ws.recv(), left)
         except TimeoutError:
@@ -74,82 +97,86 @@ async def wait_for_first_tick(ws, timeout: float = 30.0) -> dict:
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "daphne"])
-async def test_ticks_reach_a_websocket_client_with_contiguous_seq(tmp_path, server):
-    rate = 10
-    with real_stack(tmp_path, TICK_RATE=str(rate), ASGI_SERVER=server) as stack:
-        async with connect(stack.ws_url, origin=stack.origin) as ws:
-            answer = await request(
-                ws, {"action": "subscribe", "symbols": ["BTC-USD", "AAPL"], "id": 1}, "subscribed"
-            )
-            assert answer["symbols"] == ["BTC-USD", "AAPL"]
-            snapshots = await read_snapshots(ws, ["BTC-USD", "AAPL"])
-            first = await wait_for_first_tick(ws)
-            window = 5.0
-            ticks = await collect_ticks(ws, window)
-            assert ticks[0]["seq"] == first["seq"] + 1 or ticks[0]["symbol"] != first["symbol"]
-            # Each symbol's live stream continues exactly where its snapshot ended.
-            for symbol, snap in snapshots.items():
-                live = [t for t in [first, *ticks] if t["symbol"] == symbol]
-                assert snap == [] or live[0]["seq"] == snap[-1]["seq"] + 1
+async def test_ticks_reach_a_websocket_client_with_contiguous_seq(stack, server):
+    rate = RATE
+    url, origin = server_url(stack, server)
+    async with connect(url, origin=origin) as ws:
+        answer = await request(
+            ws, {"action": "subscribe", "symbols": ["BTC-USD", "AAPL"], "id": 1}, "subscribed"
+        )
+        assert answer["symbols"] == ["BTC-USD", "AAPL"]
+        snapshots = await read_snapshots(ws, ["BTC-USD", "AAPL"])
+        first = await wait_for_first_tick(ws)
+        window = 5.0
+        ticks = await collect_ticks(ws, window)
+        assert ticks[0]["seq"] == first["seq"] + 1 or ticks[0]["symbol"] != first["symbol"]
+        # Each symbol's live stream continues exactly where its snapshot ended.
+        for symbol, snap in snapshots.items():
+            live = [t for t in [first, *ticks] if t["symbol"] == symbol]
+            assert snap == [] or live[0]["seq"] == snap[-1]["seq"] + 1
 
-            assert {t["symbol"] for t in ticks} == {"BTC-USD", "AAPL"}
-            assert_contiguous(ticks)
-            for t in ticks:
-                assert set(t) - {"_received_ms"} == {
-                    "type", "symbol", "seq", "ts", "price", "bid", "ask", "size"
-                }  # fmt: skip
-                assert t["bid"] <= t["price"] <= t["ask"]
-            per_second = len(ticks) / window
-            # Two symbols at 10/s each; allow for the window edges and a loaded machine.
-            assert 0.7 * 2 * rate <= per_second <= 1.15 * 2 * rate, per_second
-            latencies = sorted(t["_received_ms"] - t["ts"] for t in ticks)
-            p50 = statistics.median(latencies)
-            p99 = latencies[int(0.99 * (len(latencies) - 1))]
-            print(f"\nE2E {server} TICK_RATE={rate}: {per_second:.1f} ticks/s for 2 symbols, "
-                  f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms")  # fmt: skip
+        assert {t["symbol"] for t in ticks} == {"BTC-USD", "AAPL"}
+        assert_contiguous(ticks)
+        for t in ticks:
+            assert set(t) - {"_received_ms"} == {
+                "type", "symbol", "seq", "ts", "price", "bid", "ask", "size"
+            }  # fmt: skip
+            assert t["bid"] <= t["price"] <= t["ask"]
+        per_second = len(ticks) / window
+        # Two symbols at 10/s each; allow for the window edges and a loaded machine.
+        assert 0.7 * 2 * rate <= per_second <= 1.15 * 2 * rate, per_second
+        latencies = sorted(t["_received_ms"] - t["ts"] for t in ticks)
+        p50 = statistics.median(latencies)
+        p99 = latencies[int(0.99 * (len(latencies) - 1))]
+        print(f"\nE2E {server} TICK_RATE={rate}: {per_second:.1f} ticks/s for 2 symbols, "
+              f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms")  # fmt: skip
 
-            answer = await request(
-                ws, {"action": "unsubscribe", "symbols": ["AAPL"], "id": 2}, "unsubscribed"
-            )
-            assert answer["symbols"] == ["AAPL"]
-            after = await collect_ticks(ws, 2.0)
-            assert after, "BTC-USD ticks stopped too"
-            assert {t["symbol"] for t in after} == {"BTC-USD"}
-            assert_contiguous(ticks + after)
+        answer = await request(
+            ws, {"action": "unsubscribe", "symbols": ["AAPL"], "id": 2}, "unsubscribed", ticks
+        )
+        assert answer["symbols"] == ["AAPL"]
+        after = await collect_ticks(ws, 2.0)
+        assert after, "BTC-USD ticks stopped too"
+        assert {t["symbol"] for t in after} == {"BTC-USD"}
+        assert_contiguous(ticks + after)
 
 
-async def test_two_workers_never_both_produce_a_symbol_and_failover_keeps_seq(tmp_path):
-    rate = 5
-    with real_stack(tmp_path, workers=2, TICK_RATE=str(rate)) as stack:
-        async with connect(stack.ws_url, origin=stack.origin) as ws:
-            symbols = ["BTC-USD", "ETH-USD", "EUR-USD", "MSFT"]
-            await request(ws, {"action": "subscribe", "symbols": symbols}, "subscribed")
-            await wait_for_first_tick(ws)
-            # Beat sends run_feed every second to either worker: both get some.
-            window = 6.0
-            before = await collect_ticks(ws, window)
-            assert_contiguous(before)
-            for symbol in symbols:
-                count = sum(t["symbol"] == symbol for t in before)
-                # Two producers of one symbol would double the rate.
-                assert count <= rate * window * 1.15 + 2, (symbol, count)
-                assert count >= rate * window * 0.6, (symbol, count)
+async def test_two_workers_never_both_produce_a_symbol_and_failover_keeps_seq(stack):
+    rate = RATE
+    async with connect(stack.ws_url, origin=stack.origin) as ws:
+        symbols = ["BTC-USD", "ETH-USD", "EUR-USD", "MSFT"]
+        await request(ws, {"action": "subscribe", "symbols": symbols}, "subscribed")
+        await wait_for_first_tick(ws)
+        # Beat sends run_feed every second to either worker: both get some.
+        window = 6.0
+        before = await collect_ticks(ws, window)
+        assert_contiguous(before)
+        for symbol in symbols:
+            count = sum(t["symbol"] == symbol for t in before)
+            # Two producers of one symbol would double the rate.
+            assert count <= rate * window * 1.15 + 2, (symbol, count)
+            assert count >= rate * window * 0.6, (symbol, count)
 
-            r = redis.Redis.from_url(stack.env["REDIS_URL"])
-            owners = {s: r.get(f"{stack.prefix}:lease:{s}").decode().split(":")[1] for s in symbols}
-            r.close()
-            pids = {
-                name: str(p.pid) for name, p in stack.procs.items() if name.startswith("worker")
-            }
-            assert set(owners.values()) <= set(pids.values()), (owners, pids)
+        r = redis.Redis.from_url(stack.env["REDIS_URL"])
+        owners = {s: r.get(f"{stack.prefix}:lease:{s}").decode().split(":")[1] for s in symbols}
+        r.close()
+        pids = {name: str(p.pid) for name, p in stack.procs.items() if name.startswith("worker")}
+        assert set(owners.values()) <= set(pids.values()), (owners, pids)
 
-            # Kill the producer outright: its leases lapse and the other worker takes over.
-            victim = next(name for name, pid in pids.items() if pid in owners.values())
-            os.kill(stack.procs[victim].pid, signal.SIGKILL)
-            stack.stop(victim)
-            after = await collect_ticks(ws, 10.0)
-            assert after, "no ticks after failover"
-            # seq carries on from the same Redis counter: no reset, no duplicate, no gap.
-            assert_contiguous(before + after)
-            survivors = [n for n in pids if n != victim]
-            assert "now produces" in stack.log(survivors[0])
+        # Kill the producer outright: its leases lapse and the other worker takes over.
+        victim = next(name for name, pid in pids.items() if pid in owners.values())
+        killed_ms = time.time() * 1000
+        os.kill(stack.procs[victim].pid, signal.SIGKILL)
+        stack.stop(victim)
+
+        # Until every symbol has ticked twice since (the victim's own could not).
+        def produced_since(ticks: list[dict]) -> bool:
+            since = [t["symbol"] for t in ticks if t["ts"] > killed_ms]
+            return all(since.count(s) >= 2 for s in symbols)
+
+        after = await collect_ticks(ws, 15.0, until=produced_since)
+        assert produced_since(after), "no ticks of every symbol after failover"
+        # seq carries on from the same Redis counter: no reset, no duplicate, no gap.
+        assert_contiguous(before + after)
+        survivors = [n for n in pids if n != victim]
+        assert "now produces" in stack.log(survivors[0])
