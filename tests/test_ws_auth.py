@@ -6,6 +6,7 @@ Users, tokens, groups and sessions are made in the stack's own database through
 
 import asyncio
 import json
+import signal
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.realstack import real_stack
+from tickerproject.stack import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -128,6 +130,24 @@ async def test_only_the_sites_own_origin_may_open_the_socket(stack):
     async with connect(stack.ws_url, origin=stack.origin, additional_headers=bearer(secret)) as ws:
         await send(ws, action="ping", id=1)
         assert (await recv(ws))["type"] == "pong"
+
+
+async def test_refused_handshakes_leave_nothing_running_in_the_server(stack):
+    """A refused handshake's app call ends with it: a web server that refused 50 stops at
+    once on SIGTERM. Channels' WebsocketDenier left a task waiting on the channel layer
+    per refusal, which the server waited for at shutdown without end (and held ~7 KB)."""
+    port = free_port()
+    web = stack.start_web(name="web-refusing", port=port)
+    url = f"ws://127.0.0.1:{port}/ws/prices/"
+    for _ in range(50):
+        with pytest.raises(InvalidStatus):
+            async with connect(url, origin="http://127.0.0.1:1"):
+                pass
+    web.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(web.wait), 10)
+    finally:
+        stack.stop("web-refusing", timeout=0.0)
 
 
 async def test_an_anonymous_client_is_closed_4401_on_any_other_command_than_auth(stack):
