@@ -113,7 +113,8 @@ def harness(stack, tmp_path, name: str, *, duration: float, options=()) -> dict:
 
 # A stalled client announces an Ethernet-sized TCP segment (tests/stalled.py): on
 # loopback's 64 KiB segments the kernel buffers ~2.6 MB for it before the server can see
-# the stall (32-35 s at 22 symbols x 50 Hz); at 1460 it is ~75 kB, about a second.
+# the stall (32-35 s at 22 symbols x 50 Hz); at 1460 it is ~75 kB, and the server closes
+# it about a second after it stalls (the tests print when), well inside a 6 s window.
 ETHERNET_MSS = 1460
 
 # The stalled clients below are read after the harness's window: they must still find
@@ -128,15 +129,15 @@ def stall_stack(tmp_path_factory):
         yield stack
 
 
-def web_clients(stack) -> int:
-    """How many client connections the web server holds."""
+def web_clients(stack) -> set[int]:
+    """The ports of the clients the web server holds connections of."""
     proc = psutil.Process(stack.procs["web"].pid)
-    return sum(
-        1
+    return {
+        c.raddr.port
         for p in [proc, *proc.children(recursive=True)]
         for c in p.net_connections("tcp")
         if c.raddr and c.laddr.port == stack.port
-    )
+    }
 
 
 async def harness_with_stalled(
@@ -149,19 +150,20 @@ async def harness_with_stalled(
     duration: float,
     options=(),
     **subscribe,
-) -> tuple[dict, float]:
+) -> tuple[dict, float, str]:
     """The harness's run, with ``stalled`` opened once its 50 clients are all connected.
 
     So the stalls, and the server's closing of them, fall inside the harness's window
     (it opens when the ramp ends). Returns the report and about how many seconds of that
-    window were left when the stalls began (the report's start is to the second).
+    window were left when the stalls began (the report's start is to the second), and
+    when the server closed them.
     """  # fmt: skip
-    before = web_clients(stack)
+    before = web_clients(stack)  # an earlier test's, maybe still closing
     deadline = time.monotonic() + 60
     run = asyncio.ensure_future(
         asyncio.to_thread(harness, stack, tmp_path, name, duration=duration, options=options)
     )
-    while web_clients(stack) < before + 50:
+    while len(web_clients(stack) - before) < 50:
         assert not run.done(), "the harness ended before its clients were all connected"
         assert time.monotonic() < deadline, "the harness's clients did not connect"
         await asyncio.sleep(0.05)
@@ -170,7 +172,18 @@ async def harness_with_stalled(
         await s.open_and_subscribe(symbols, **subscribe)
     report = await run
     window_end = datetime.fromisoformat(report["started_at"]).timestamp() + RAMP + duration
-    return report, window_end - stall_at
+    return report, window_end - stall_at, slow_closes_since(stack, stall_at)
+
+
+def slow_closes_since(stack, since: float) -> str:
+    """When the web server closed slow consumers, in seconds after ``since`` (a figure)."""
+    after = [
+        datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() - since
+        for line in stack.log("web").splitlines()
+        if "closing a slow consumer (4008)" in line
+    ]
+    after = [a for a in after if a >= 0]
+    return f"{min(after):.1f}-{max(after):.1f} s" if after else "none logged"
 
 
 async def test_stalled_clients_are_closed_with_4008_and_never_hold_up_the_others(
@@ -181,8 +194,8 @@ async def test_stalled_clients_are_closed_with_4008_and_never_hold_up_the_others
     baseline = await asyncio.to_thread(harness, stack, tmp_path, "baseline", duration=5)
     rss_before = web_rss(stack)
     stalled = [StalledClient(stack.ws_url, stack.origin, mss=ETHERNET_MSS) for _ in range(10)]
-    with_stalled, left = await harness_with_stalled(
-        stack, tmp_path, "stalled", stalled, SYMBOLS, duration=10
+    with_stalled, left, closed = await harness_with_stalled(
+        stack, tmp_path, "stalled", stalled, SYMBOLS, duration=6
     )
     rss_after = web_rss(stack)
     codes = [await s.read_to_close() for s in stalled]
@@ -190,7 +203,7 @@ async def test_stalled_clients_are_closed_with_4008_and_never_hold_up_the_others
     print(
         f"\nhealthy p99 {baseline['latency_ms']['p99']} ms before, "
         f"{with_stalled['latency_ms']['p99']} ms with 10 stalled clients (stalled with "
-        f"~{left:.0f} s of the window left); web RSS "
+        f"~{left:.0f} s of the window left, closed {closed} later); web RSS "
         f"{rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB; codes {codes}; delivered "
         f"{with_stalled['throughput']['delivered_ratio']}; slow closes "
         f"{baseline['connections']['slow_consumer_closes']}/{with_stalled['connections']['slow_consumer_closes']}"
@@ -218,8 +231,8 @@ async def test_batching_clients_share_frames_and_a_stalled_one_among_them_is_clo
     await wait_for_ticks(stack, SYMBOLS[:20])
     stalled = [StalledClient(stack.ws_url, stack.origin, mss=ETHERNET_MSS) for _ in range(10)]
     options = ["--batch-ms", "50", "--symbols-per-client", "20"]
-    run, left = await harness_with_stalled(
-        stack, tmp_path, "batched", stalled, SYMBOLS[:20], duration=10,
+    run, left, closed = await harness_with_stalled(
+        stack, tmp_path, "batched", stalled, SYMBOLS[:20], duration=6,
         options=options, batch_ms=50,
     )  # fmt: skip
     codes = [await s.read_to_close() for s in stalled]
@@ -228,7 +241,7 @@ async def test_batching_clients_share_frames_and_a_stalled_one_among_them_is_clo
         f"\nbatched p50/p99 {run['latency_ms']['p50']}/{run['latency_ms']['p99']} ms; "
         f"frames {run['throughput'].get('frames_per_s')}/s; delivered "
         f"{run['throughput']['delivered_ratio']}; stalled with ~{left:.0f} s of the window "
-        f"left, codes {codes}"
+        f"left, closed {closed} later, codes {codes}"
     )
     assert codes == [4008] * 10
     assert run["seq"]["gaps"] == run["seq"]["duplicates"] == run["seq"]["out_of_order"] == 0
