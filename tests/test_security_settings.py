@@ -176,7 +176,11 @@ def production(tmp_path_factory, database):
         SECRET_KEY=secrets.token_urlsafe(50),
         DATABASE_URL=database,
     )
+    # daphne too, on another port, for the request-body limit (started alongside uvicorn).
+    stack.daphne_port = free_port()
+    stack.start_web("daphne", stack.daphne_port, wait=False, ASGI_SERVER="daphne")
     stack.start_web()
+    stack.wait_for_web("daphne", stack.daphne_port)
     yield stack
     stack.stop_all()
 
@@ -291,7 +295,7 @@ def test_api_errors_never_show_settings(broken):
 
 def test_an_oversized_json_post_to_the_api_is_a_json_413(broken):
     """The review's 3 MiB JSON POST to the alerts API (with DEBUG on: a traceback)."""
-    answer, sent = post_body(broken, "/api/alerts/", 3 * 1024 * 1024, chunked=False)
+    answer, sent = post_body(broken.port, "/api/alerts/", 3 * 1024 * 1024, chunked=False)
     assert status_of(answer) == 413, answer[:300]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "body_too_large"
     assert sent < 3 * 1024 * 1024
@@ -302,13 +306,19 @@ def test_an_oversized_json_post_to_the_api_is_a_json_413(broken):
 BODY_LIMIT = 1024 * 1024  # DATA_UPLOAD_MAX_MEMORY_SIZE's default
 
 
-def post_body(stack: RealStack, path: str, total: int, *, chunked: bool) -> tuple[bytes, int]:
+def web_server(stack: RealStack, server: str) -> tuple[int, psutil.Process]:
+    """The port and process of the production stack's ``server`` (uvicorn or daphne)."""
+    if server == "daphne":
+        return stack.daphne_port, psutil.Process(stack.procs["daphne"].pid)
+    return stack.port, psutil.Process(stack.procs["web"].pid)
+
+
+def post_body(port: int, path: str, total: int, *, chunked: bool) -> tuple[bytes, int]:
     """POST ``total`` bytes to ``path`` over a raw socket, reading the answer meanwhile.
 
     Sends 64 KiB at a time through a small send buffer until all is sent, the server
     closes, or it stops reading for 10 s. Returns (the server's bytes, bytes sent).
     """
-    port = int(stack.http_url.rsplit(":", 1)[1])
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
     sock.settimeout(10)
@@ -352,28 +362,74 @@ def status_of(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
+SERVERS = pytest.mark.parametrize("server", ["uvicorn", "daphne"])
+
+
+@SERVERS
 @pytest.mark.parametrize(
     ("path", "chunked"),
     [("/api/health/", False), ("/api/health/", True), ("/accounts/login/", True)],
     ids=["content-length", "chunked", "chunked-form"],
 )
-def test_an_oversized_body_is_refused_413_before_it_is_read(production, path, chunked):
-    server = psutil.Process(production.procs["web"].pid)
-    rss_before = server.memory_info().rss
+def test_an_oversized_body_is_refused_413_before_it_is_read(production, server, path, chunked):
+    """uvicorn stops reading at the middleware's answer; daphne, which would read a whole
+    body before calling the application, answers from Twisted (tickerproject/daphne_body)."""
+    port, process = web_server(production, server)
+    rss_before = process.memory_info().rss
     total = 100 * 1024 * 1024
-    answer, sent = post_body(production, path, total, chunked=chunked)
+    answer, sent = post_body(port, path, total, chunked=chunked)
     assert status_of(answer) == 413, answer[:300]
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"connection: close" in head.lower()
-    assert json.loads(body)["code"] == "body_too_large"
+    assert json.loads(body) == {
+        "code": "body_too_large",
+        "message": f"the request body is larger than the server accepts ({BODY_LIMIT} bytes)",
+        "limit": BODY_LIMIT,
+    }
     # The server stopped reading at the limit (plus what sockets hold): of 100 MiB, the
     # client got at most a few through before the connection closed.
     assert sent < 16 * 1024 * 1024, sent
-    grown = server.memory_info().rss - rss_before
-    assert grown < 16 * 1024 * 1024, f"the server grew by {grown / 2**20:.1f} MiB"
+    grown = process.memory_info().rss - rss_before
+    assert grown < 8 * 1024 * 1024, f"the server grew by {grown / 2**20:.1f} MiB"
+    assert "Traceback" not in production.log("web" if server == "uvicorn" else "daphne")
 
 
-def test_a_body_within_the_limit_still_reaches_django(production):
-    answer, sent = post_body(production, "/api/health/", BODY_LIMIT // 2, chunked=True)
-    assert sent == BODY_LIMIT // 2
+@SERVERS
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_within_the_limit_still_reaches_django(production, server, chunked):
+    port, _ = web_server(production, server)
+    answer, sent = post_body(port, "/api/health/", BODY_LIMIT, chunked=chunked)
+    assert sent == BODY_LIMIT  # the limit itself is allowed
     assert status_of(answer) == 405  # Django's answer for a POST there, not the limit's
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` whole over a new connection; everything the server sends back."""
+    answer = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(request)
+            while data := sock.recv(65536):
+                answer.extend(data)
+        except OSError:
+            pass  # the server closed with some of the request unread
+    return bytes(answer)
+
+
+@SERVERS
+@pytest.mark.parametrize("shape", ["expect-continue", "chunked-whole"])
+def test_an_oversized_body_gets_one_answer_the_413(production, server, shape):
+    """A client waiting for "100 Continue" gets the 413 instead; a chunked body whose end
+    arrives with the chunk that passed the limit is refused, and never reaches Django."""
+    port, _ = web_server(production, server)
+    head = f"POST /api/health/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    if shape == "expect-continue":
+        request = f"{head}Expect: 100-continue\r\nContent-Length: {2 * BODY_LIMIT}\r\n\r\n"
+        request = request.encode()
+    else:
+        chunk = b"%x\r\n%s\r\n" % (1000, b"y" * 1000)
+        body = chunk * (BODY_LIMIT // 1000 + 2) + b"0\r\n\r\n"
+        request = f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + body
+    answer = exchange(port, request)
+    assert status_of(answer) == 413, answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:600]

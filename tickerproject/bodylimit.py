@@ -13,9 +13,10 @@ runs before Django on every route, under uvicorn and daphne alike:
 
 The answer is ``413`` with a JSON body in the API's error shape, and ``Connection:
 close``, so the server stops reading the rest. uvicorn reads a body only as fast as the
-application asks for it (64 KiB ahead); daphne reads a whole request before it calls
-the application, so in front of daphne the limit belongs to the reverse proxy too
-(deploy/nginx.conf's ``client_max_body_size``, the same 1 MiB).
+application asks for it (64 KiB ahead). daphne reads a whole request before it calls
+the application, so under daphne the same answer comes earlier, from Twisted's request
+as the body arrives (tickerproject/daphne_body.py); this middleware is then a second
+check. deploy/nginx.conf's ``client_max_body_size`` is the same 1 MiB.
 """
 
 import json
@@ -39,7 +40,8 @@ def declared_length(scope) -> int | None:
     return None
 
 
-async def refuse(send, limit: int) -> None:
+def refusal(limit: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The 413's headers and JSON body, here and from daphne (tickerproject/daphne_body.py)."""
     encoded = json.dumps(
         {
             "code": "body_too_large",
@@ -47,18 +49,18 @@ async def refuse(send, limit: int) -> None:
             "limit": limit,
         }
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(encoded)).encode()),
-                # The rest of the body is not wanted: the server closes instead of reading it.
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(encoded)).encode()),
+        # The rest of the body is not wanted: the server closes instead of reading it.
+        (b"connection", b"close"),
+    ]
+    return headers, encoded
+
+
+async def refuse(send, limit: int) -> None:
+    headers, encoded = refusal(limit)
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": encoded})
 
 

@@ -21,7 +21,10 @@ off, say) stops it before any server starts, and it hands the server the one fra
 limit, settings.WS_MAX_MESSAGE_BYTES: uvicorn and daphne refuse a bigger frame or
 message with close 1009 from its header, before its payload is read. A server that cannot
 do that is not offered: granian was removed for it (README, "Frame size"). It hands both
-the keepalive too (WS_PING_INTERVAL, WS_PING_TIMEOUT).
+the keepalive too (WS_PING_INTERVAL, WS_PING_TIMEOUT). The request-body limit
+(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) is an ASGI middleware (tickerproject/bodylimit.py),
+which uvicorn reaches before it reads a body; daphne, which reads a body before the
+application, is given requests that refuse one themselves (tickerproject/daphne_body.py).
 
 Logging is set up before anything else (LOG_FORMAT, LOG_LEVEL), and every server and
 Celery is handed the same configuration, so with LOG_FORMAT=json every line of every
@@ -95,9 +98,16 @@ def server_argv(
 
 
 def run_daphne(args: list[str]) -> None:
-    """daphne's own command line, in this process, with 1009 for an over-size frame."""
+    """daphne's own command line, in this process, with 1009 for an over-size frame and
+    413 for an over-size request body (before either is read)."""
     from daphne.cli import CommandLineInterface
     from daphne.server import Server
+
+    from tickerproject import daphne_body
+
+    # daphne would read a whole request body before the application (and its body limit)
+    # sees it; its requests refuse one over DATA_UPLOAD_MAX_MEMORY_SIZE as it arrives.
+    daphne_body.install()
 
     class FrameLimitServer(Server):
         def __init__(self, *args, action_logger=None, **kwargs):
