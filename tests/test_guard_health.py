@@ -51,7 +51,7 @@ class FakeConnection:
 
 async def watched_guard() -> tuple[Guard, FakeConnection]:
     user = await sync_to_async(User.objects.create)(username="watched")
-    secret = (await sync_to_async(issue_token)(user=user)).secret
+    secret = (await sync_to_async(issue_token)(user=user, by=user)).secret
     identity = await sync_to_async(identify_token)(secret)
     guard = Guard(interval=PERIOD)
     conn = FakeConnection(identity)
