@@ -253,10 +253,22 @@ async def test_batching_clients_share_frames_and_a_stalled_one_among_them_is_clo
     assert tp["frames_per_s"] <= 50 * (1000 / 50) * 1.05
 
 
-def held_ports(stack) -> set[int]:
-    """The client ports of the TCP connections the web process holds."""
-    proc = psutil.Process(stack.procs["web"].pid)
-    return {c.raddr.port for c in proc.net_connections("tcp") if c.raddr}
+class Web:
+    """One of a stack's web servers: its URLs, the connections it holds, its log."""
+
+    def __init__(self, stack, name: str = "web", port: int | None = None) -> None:
+        self.stack, self.name = stack, name
+        port = stack.port if port is None else port
+        self.ws_url = f"ws://127.0.0.1:{port}/ws/prices/"
+        self.origin = f"http://127.0.0.1:{port}"
+
+    def held_ports(self) -> set[int]:
+        """The client ports of the TCP connections the web process holds."""
+        proc = psutil.Process(self.stack.procs[self.name].pid)
+        return {c.raddr.port for c in proc.net_connections("tcp") if c.raddr}
+
+    def log(self) -> str:
+        return self.stack.log(self.name)
 
 
 def start_redis(port: int, workdir) -> subprocess.Popen:
@@ -299,42 +311,38 @@ QUICK_EXPIRY = {
 
 @pytest.fixture(scope="module")
 def own_redis_stack(tmp_path_factory):
-    """A uvicorn stack on a Redis of its own, with QUICK_EXPIRY's settings.
+    """A stack on a Redis of its own, with QUICK_EXPIRY's settings, served by uvicorn on
+    its port and by daphne (``stack.daphne``) on another.
 
-    The uvicorn keepalive test, the group-renewal test and the Redis-restart test share
-    it, in that order (the file's): the restart, which loses every key, comes last.
+    The keepalive tests (one per server), the group-renewal test and the Redis-restart
+    test share it, in that order (the file's): the restart, which loses every key, last.
     """
     workdir = tmp_path_factory.mktemp("own-redis")
     redis = OwnRedis(workdir)
     try:
         with real_stack(workdir, TICK_RATE="50", REDIS_URL=redis.url, **QUICK_EXPIRY) as stack:
+            port = free_port()
+            stack.start_web("daphne", port, ASGI_SERVER="daphne")
+            stack.daphne = Web(stack, "daphne", port)
             yield stack, redis
     finally:
         redis.kill()
 
 
-@pytest.fixture
-def keepalive_stack(server, request, tmp_path):
-    if server == "uvicorn":
-        yield request.getfixturevalue("own_redis_stack")[0]
-        return
-    with real_stack(tmp_path, TICK_RATE="50", ASGI_SERVER=server, **QUICK_EXPIRY) as stack:
-        yield stack
-
-
 @pytest.mark.parametrize("server", ["uvicorn", "daphne"])
 async def test_clients_stalled_past_the_keepalive_see_4008_or_a_dropped_connection(
-    keepalive_stack, server
+    own_redis_stack, server
 ):
     # Issue 19: stalled past the keepalive, a client found 1011 behind its backlog, its
     # 4008 stuck behind uvicorn's wait for a drain that never came, and the server held
     # the connection for as long as the client did not read. The stalled clients keep
     # loopback's segment size, so their kernel buffers are far from full when the
     # keepalive ends them: the keepalive closes them, not the outbox's bounds.
-    stack = keepalive_stack
-    await wait_for_ticks(stack, SYMBOLS)
-    readers = [StalledClient(stack.ws_url, stack.origin) for _ in range(5)]
-    never = [StalledClient(stack.ws_url, stack.origin) for _ in range(5)]
+    stack, _ = own_redis_stack
+    web = Web(stack) if server == "uvicorn" else stack.daphne
+    await wait_for_ticks(web, SYMBOLS)
+    readers = [StalledClient(web.ws_url, web.origin) for _ in range(5)]
+    never = [StalledClient(web.ws_url, web.origin) for _ in range(5)]
     for s in readers + never:
         await s.open_and_subscribe(SYMBOLS)
     stalled_at = time.monotonic()
@@ -344,11 +352,11 @@ async def test_clients_stalled_past_the_keepalive_see_4008_or_a_dropped_connecti
     # Those that never read: the server lets go of their connections, bounded in time.
     ports = {s.local_port for s in never}
     deadline = time.monotonic() + 2 + CLOSE_TIMEOUT + 15
-    while held := ports & held_ports(stack):
+    while held := ports & web.held_ports():
         assert time.monotonic() < deadline, f"the server still holds {len(held)} of them"
         await asyncio.sleep(0.2)
     never_codes = [await s.read_to_close(timeout=10) for s in never]
-    web_log = stack.log("web")
+    web_log = web.log()
 
     print(
         f"\n{server}: read after {read_after:.1f} s: codes {codes}, ended "
