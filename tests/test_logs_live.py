@@ -140,7 +140,8 @@ def test_celery_lines_are_records(json_logs):
     assert any(r["message"].endswith(" ready.") for r in worker)
     # The banners' facts, once each (the launcher starts both with --quiet).
     started = messages(json_logs, "worker", "tickerproject.celery")
-    assert len(started) == 1 and "tasks alerts.tasks.run_evaluator" in started[0], started
+    assert len(started) == 1 and ", tasks " in started[0], started
+    assert "feeds.tasks.run_feed" in started[0].split(", tasks ", 1)[1], started
     assert any(
         m.startswith("beat: broker") for m in messages(json_logs, "beat", "tickerproject.celery")
     )
