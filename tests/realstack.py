@@ -222,18 +222,29 @@ def _copy_sqlite(source: Path, target: Path) -> None:
 
 
 @contextmanager
-def real_stack(workdir: Path, *, workers: int = 1, **env: str) -> Iterator[RealStack]:
-    """Database, daphne, ``workers`` Celery workers and beat; all stopped on exit."""
+def real_stack(
+    workdir: Path, *, workers: int = 1, daphne: bool = False, **env: str
+) -> Iterator[RealStack]:
+    """Database, the web server, ``workers`` Celery workers and beat; all stopped on exit.
+
+    With ``daphne``, also a daphne web server (process "daphne") on ``stack.daphne_port``,
+    beside the ASGI_SERVER one on ``stack.port``: one stack serves tests of both.
+    """
     stack = RealStack(workdir, **env)
     stack.prepare_database()
     try:
-        # Every process starts at once and the web server is waited for last: their
+        # Every process starts at once and the web servers are waited for last: their
         # start-ups are mostly imports, which overlap on a machine with more than one core.
         stack.start_web(wait=False)
+        if daphne:
+            stack.daphne_port = free_port()
+            stack.start_web("daphne", stack.daphne_port, wait=False, ASGI_SERVER="daphne")
         for i in range(workers):
             stack.start_worker(f"worker{i + 1}")
         stack.start_beat()
         stack.wait_for_web()
+        if daphne:
+            stack.wait_for_web("daphne", stack.daphne_port)
         yield stack
     finally:
         stack.stop_all()

@@ -320,10 +320,10 @@ def own_redis_stack(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("own-redis")
     redis = OwnRedis(workdir)
     try:
-        with real_stack(workdir, TICK_RATE="50", REDIS_URL=redis.url, **QUICK_EXPIRY) as stack:
-            port = free_port()
-            stack.start_web("daphne", port, ASGI_SERVER="daphne")
-            stack.daphne = Web(stack, "daphne", port)
+        with real_stack(
+            workdir, daphne=True, TICK_RATE="50", REDIS_URL=redis.url, **QUICK_EXPIRY
+        ) as stack:
+            stack.daphne = Web(stack, "daphne", stack.daphne_port)
             yield stack, redis
     finally:
         redis.kill()

@@ -12,7 +12,6 @@ import redis
 from websockets.asyncio.client import connect
 
 from tests.realstack import real_stack
-from tickerproject.stack import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,9 +22,8 @@ RATE = 10
 def stack(tmp_path_factory):
     """The file's one stack: two workers and beat, served by uvicorn on the stack's port
     and by daphne on another. The failover test, which kills a worker, runs last."""
-    with real_stack(tmp_path_factory.mktemp("stack"), workers=2, TICK_RATE=str(RATE)) as stack:
-        stack.daphne_port = free_port()
-        stack.start_web("daphne", stack.daphne_port, ASGI_SERVER="daphne")
+    workdir = tmp_path_factory.mktemp("stack")
+    with real_stack(workdir, workers=2, daphne=True, TICK_RATE=str(RATE)) as stack:
         yield stack
 
 
