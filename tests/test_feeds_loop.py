@@ -117,6 +117,14 @@ async def test_counters_reach_redis_feeds_list_and_health(feed, settings):
         await fake.wait_for_clients()
         for _ in range(3):
             await fake.tick()
+
+        async def first_three_published():
+            return len(await all_ticks("ETH-USD")) >= 3
+
+        # The drop is a TCP reset, which discards what the client has not read yet, and the
+        # fake and the feed share this loop: wait until the feed has them. Dropping at once
+        # raced the feed's reads (a fresh-clone run waited 15 s for a report of 6 in vain).
+        await wait_until(first_three_published, what="the first three ticks")
         await fake.skip("ETHUSDT", trades=2)
         await fake.drop()
         await fake.wait_for_clients()
