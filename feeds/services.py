@@ -169,6 +169,11 @@ async def run_feed(
     reading: asyncio.Future | None = None  # a symbol-table read still on its way
     running: dict[str, Running] = {}
     configs: dict[str, SymbolConfig] = {}
+    # Whether an acquire round has ever run to its end. Until then holding nothing means
+    # nothing: a round that failed half-way (Redis away) took no lease, yet the symbol
+    # table was read, and the loop used to take that for "another producer has it all"
+    # and return at once, without a word (issue 22).
+    settled = False
     # The source label of ticker_ticks_published_total (telemetry.metrics).
     publisher.source_of = lambda s: running[s].config.source if s in running else ""
     faults = KindLog(logger, f"feed {stats.token}")
@@ -205,11 +210,13 @@ async def run_feed(
             start(symbol, last[symbol].price if symbol in last else None)
 
     async def take_free_leases() -> None:
+        nonlocal settled
         taken = await leases.acquire([s for s in configs if s not in running])
         if taken:
             stats.acquired.update(taken)
             logger.info("feed %s now produces %s", stats.token, ", ".join(sorted(taken)))
             await start_all(taken)
+        settled = bool(configs)
 
     def drop(symbols: set[str], why: str) -> None:
         for symbol in symbols:
@@ -353,8 +360,9 @@ async def run_feed(
                     held = set(await leases.renew(list(running)))
                     drop(set(running) - held, "lease lost (renewal found another owner)")
                     # Holding nothing means another producer has it all, once the symbol
-                    # table has been read at all.
-                    if not running and not standby and configs:
+                    # table has been read and a whole acquire round has run over it.
+                    if not running and not standby and configs and settled:
+                        logger.info("feed %s: every symbol has a producer; exiting", stats.token)
                         break
                 if now >= next_poll:
                     next_poll = now + poll_every

@@ -254,3 +254,38 @@ async def test_a_slow_symbol_table_read_does_not_hold_the_feed_loop(monkeypatch,
     answer.set()
     stats = await asyncio.wait_for(feed, 30)
     assert stats.acquired and stats.ticks > 0  # the late answer was used
+
+
+@pytest.mark.usefixtures("async_symbols")
+async def test_a_failed_first_acquire_round_is_retried_not_taken_for_holding_nothing(
+    monkeypatch,
+):
+    """Issue 22's silent exit: the first lease round fails half-way (Redis away for one
+    call) after the symbol table was read. The loop used to take "holding nothing" for
+    "another producer has it all" and return 0.5 s later with no tick and no log line."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from feeds.lease import SymbolLeases
+
+    real_acquire = SymbolLeases.acquire
+    failed = []
+
+    async def acquire_failing_once(self, symbols):
+        if not failed:
+            failed.append(True)
+            raise RedisConnectionError("injected: the first acquire round")
+        return await real_acquire(self, symbols)
+
+    monkeypatch.setattr(SymbolLeases, "acquire", acquire_failing_once)
+    stop = threading.Event()
+    task = asyncio.create_task(run_feed(stop=stop, tick_rate=10, lease_seconds=2))
+
+    async def published():
+        assert not task.done(), f"run_feed returned: {task.result()}"
+        return len(await all_ticks("BTC-USD")) >= 3
+
+    try:
+        await wait_until(published, what="ticks after the failed round")
+    finally:
+        await stop_feeds(stop, [task])
+    assert failed and task.result().ticks > 0
