@@ -7,6 +7,8 @@ from typing import Any
 
 from django.conf import settings
 
+from markets.book import DEFAULT_DEPTH
+from markets.book import MAX_DEPTH as MAX_BOOK_DEPTH
 from markets.symbols import is_valid_symbol
 
 # The one limit, owned by settings: tickerproject/serve.py gives the ASGI server the same.
@@ -41,6 +43,16 @@ class Mode(StrEnum):
 
     ALL = "all"  # every tick, in seq order, gap-free; 4008 when the client falls behind
     LATEST = "latest"  # only the newest tick per symbol; skipped ones are counted
+
+
+class Stream(StrEnum):
+    """What a subscription to a symbol carries (issue 21)."""
+
+    TICKS = "ticks"  # trades/prices: tick, ticks, snapshot (every client before streams)
+    BOOK = "book"  # the order book: a book snapshot, then conflated book_update
+
+
+DEFAULT_STREAMS = (Stream.TICKS,)
 
 
 class ErrorCode(StrEnum):
@@ -101,8 +113,18 @@ MAX_DEPTH = 4
 COMMON_FIELDS = frozenset({"action", "id"})
 FIELDS = {
     "subscribe": COMMON_FIELDS
-    | {"symbols", "since", "epochs", "batch_ms", "mode", "max_rate", "snapshot"},
-    "unsubscribe": COMMON_FIELDS | {"symbols"},
+    | {
+        "symbols",
+        "since",
+        "epochs",
+        "batch_ms",
+        "mode",
+        "max_rate",
+        "snapshot",
+        "streams",
+        "depth",
+    },
+    "unsubscribe": COMMON_FIELDS | {"symbols", "streams"},
     "list": COMMON_FIELDS,
     "ping": COMMON_FIELDS,
     "auth": COMMON_FIELDS | {"token"},
@@ -168,6 +190,9 @@ class Command:
     mode: Mode = Mode.ALL
     max_rate: float | None = None
     snapshot: int = MAX_SNAPSHOT
+    # subscribe and unsubscribe: which streams of the symbols; subscribe: the book's depth.
+    streams: tuple[Stream, ...] = DEFAULT_STREAMS
+    depth: int = DEFAULT_DEPTH
     # auth only: the API token's secret.
     token: str = ""
 
@@ -242,17 +267,26 @@ def parse_command(raw: Any, *, symbol_limit: int) -> Command:
             id=id,
         )
     if action == "unsubscribe":
-        return Command(action, id, _parse_symbols(raw, id=id, limit=symbol_limit))
+        symbols = _parse_symbols(raw, id=id, limit=symbol_limit)
+        return Command(action, id, symbols, streams=_parse_streams(raw, id=id))
     if action == "subscribe":
         symbols = _parse_symbols(raw, id=id, limit=symbol_limit)
+        streams = _parse_streams(raw, id=id)
+        since = _parse_symbol_map(raw, "since", symbols, id=id, kind=int)
+        if since and Stream.TICKS not in streams:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, "'since' needs \"ticks\" in 'streams'", id=id
+            )
         return Command(
             action,
             id,
             symbols,
-            since=_parse_symbol_map(raw, "since", symbols, id=id, kind=int),
+            since=since,
             epochs=_parse_symbol_map(raw, "epochs", symbols, id=id, kind=str),
             batch_ms=_parse_batch_ms(raw, id=id),
-            **_parse_delivery(raw, id=id),
+            streams=streams,
+            depth=_parse_depth(raw, streams, id=id),
+            **_parse_delivery(raw, streams, id=id),
         )
     if action == "auth":
         token = raw.get("token")
@@ -310,7 +344,45 @@ def _parse_batch_ms(raw: dict, *, id: Any) -> int | None:
     return value
 
 
-def _parse_delivery(raw: dict, *, id: Any) -> dict[str, Any]:
+def _parse_streams(raw: dict, *, id: Any) -> tuple[Stream, ...]:
+    """``streams``: a non-empty list of known stream names, in the order given, once each."""
+    value = raw.get("streams")
+    if value is None:
+        return DEFAULT_STREAMS
+    known = [s.value for s in Stream]
+    if not isinstance(value, list) or not value or len(value) > len(known) * 2:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"'streams' must be a non-empty list of {' and '.join(map(repr, known))}",
+            id=id,
+        )
+    unknown = [s for s in value if s not in known]
+    if unknown:
+        shown = [s[:20] if isinstance(s, str) else type(s).__name__ for s in unknown[:3]]
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"unknown stream(s) {shown!r}; streams are {', '.join(known)}",
+            id=id,
+        )
+    return tuple(Stream(s) for s in dict.fromkeys(value))
+
+
+def _parse_depth(raw: dict, streams: tuple[Stream, ...], *, id: Any) -> int:
+    value = raw.get("depth")
+    if value is None:
+        return DEFAULT_DEPTH
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BOOK_DEPTH:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"'depth' must be an integer from 1 to {MAX_BOOK_DEPTH}",
+            id=id,
+        )
+    if Stream.BOOK not in streams:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'depth' needs \"book\" in 'streams'", id=id)
+    return value
+
+
+def _parse_delivery(raw: dict, streams: tuple[Stream, ...], *, id: Any) -> dict[str, Any]:
     """``mode``, ``max_rate`` and ``snapshot`` of a subscribe command."""
     mode = raw.get("mode", Mode.ALL.value)
     if mode not in (Mode.ALL.value, Mode.LATEST.value):
@@ -327,8 +399,13 @@ def _parse_delivery(raw: dict, *, id: Any) -> dict[str, Any]:
                 f"'max_rate' must be a number above 0 and at most {MAX_RATE:g}",
                 id=id,
             )
-        if mode != Mode.LATEST:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, '\'max_rate\' needs "mode": "latest"', id=id)
+        if mode != Mode.LATEST and Stream.BOOK not in streams:
+            # Books conflate whatever the mode: max_rate spaces their updates.
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                '\'max_rate\' needs "mode": "latest" or "book" in \'streams\'',
+                id=id,
+            )
     snapshot = raw.get("snapshot", MAX_SNAPSHOT)
     if (
         isinstance(snapshot, bool)
