@@ -3,9 +3,12 @@
 // It owns the one WebSocket: connecting, reconnecting with exponential backoff
 // and jitter, resubscribing (with `since`/`epochs` so a server that keeps
 // history replays what was missed), subscription bookkeeping, and per-symbol
-// seq tracking. It knows nothing about the DOM: rendering code listens to its
-// events. Everything that touches the outside world (WebSocket class, timers,
+// seq tracking, and the order books it was asked to watch (one BookReplica per
+// symbol, checked by prev_seq and checksum; resubscribed on a fault). It knows nothing
+// about the DOM: rendering code listens to its events. Everything that touches the outside world (WebSocket class, timers,
 // clock, randomness) is injectable so node's test runner can drive it.
+
+import { BookReplica } from "./order-book.js";
 
 export const State = Object.freeze({
   CONNECTING: "connecting",
@@ -113,8 +116,14 @@ export class PriceStreamClient {
     this._lastSeq = new Map(); // symbol -> last seq delivered to listeners
     this._epochs = new Map(); // symbol -> epoch string from the last snapshot
     this._seenOnConnection = new Set(); // symbols with a tick/snapshot on this connection
+    // symbol -> {depth, maxRate, replica, failures, timer}: the order books watched
+    this._books = new Map();
 
-    this.stats = { ticks: 0, frames: 0, duplicates: 0, gaps: 0, reconnects: 0, lastPongRttMs: null };
+    this.stats = {
+      ticks: 0, frames: 0, duplicates: 0, gaps: 0, reconnects: 0, lastPongRttMs: null,
+      // Order books: frames applied, and resubscriptions after a fault (by fault).
+      bookSnapshots: 0, bookUpdates: 0, bookResyncs: 0, bookFaults: {},
+    };
   }
 
   // --- events -------------------------------------------------------------
@@ -192,6 +201,7 @@ export class PriceStreamClient {
     this._ws = null;
     this._confirmed.clear();
     this._pending.clear();
+    for (const entry of this._books.values()) this._unsyncBook(entry);
     if (ws) {
       try {
         ws.close(1000, "client stopped");
@@ -273,12 +283,15 @@ export class PriceStreamClient {
     this._lastMessageAt = this._now();
     this._setState(State.LIVE);
     if (this._wanted.size) this._sendSubscribe([...this._wanted]);
+    // Books are state, not history: a new connection gets fresh snapshots (no `since`).
+    for (const symbol of this._books.keys()) this._sendBookSubscribe(symbol);
     this._startHeartbeat();
   }
 
   _onClose({ code = null, reason = "", wasClean = false }) {
     this._ws = null;
     this._stopHeartbeat();
+    for (const entry of this._books.values()) this._unsyncBook(entry);
     this._confirmed.clear();
     this._pending.clear();
     this._emit("close", { code, reason, wasClean });
@@ -373,18 +386,119 @@ export class PriceStreamClient {
   /** Drop symbols from the wanted set and forget their seqs; sends unsubscribe if connected. */
   unsubscribe(symbols) {
     const gone = [];
+    let books = false;
     for (const symbol of symbols) {
       if (this._wanted.delete(symbol)) {
         gone.push(symbol);
         this._lastSeq.delete(symbol);
         this._epochs.delete(symbol);
         this._seenOnConnection.delete(symbol);
+        books = this._dropBook(symbol) || books;
       }
     }
     if (gone.length && this._isOpen()) {
-      this._send({ action: "unsubscribe", symbols: gone }, { symbols: gone });
+      // Unsubscribe takes the ticks stream by default; a watched book goes with them.
+      const command = { action: "unsubscribe", symbols: gone };
+      if (books) command.streams = ["ticks", "book"];
+      this._send(command, { symbols: gone });
     }
     return gone;
+  }
+
+  // --- order books ----------------------------------------------------------
+
+  /**
+   * Watch `symbol`'s order book: its best `depth` levels per side (1 to 50), updates at
+   * most `maxRate` per second (the server conflates the rest). The client keeps the book
+   * (book(symbol)), checks every frame's prev_seq and checksum, and resubscribes the book
+   * stream on a fault. Watching again with other options resubscribes.
+   */
+  watchBook(symbol, { depth = 10, maxRate = null } = {}) {
+    const known = this._books.get(symbol);
+    if (known && known.depth === depth && known.maxRate === maxRate) return false;
+    if (known) this.unwatchBook(symbol);
+    this._books.set(symbol, { depth, maxRate, replica: new BookReplica(symbol), failures: 0, timer: null });
+    if (this._isOpen()) this._sendBookSubscribe(symbol);
+    return true;
+  }
+
+  /** Stop watching `symbol`'s book (its ticks, if wanted, go on). */
+  unwatchBook(symbol) {
+    if (!this._dropBook(symbol)) return false;
+    if (this._isOpen()) this._send({ action: "unsubscribe", symbols: [symbol], streams: ["book"] }, { symbols: [symbol], book: true });
+    return true;
+  }
+
+  /** The BookReplica of a watched symbol (its `synced` says whether it holds a checked book), or null. */
+  book(symbol) {
+    return this._books.get(symbol)?.replica ?? null;
+  }
+
+  get bookSymbols() {
+    return [...this._books.keys()];
+  }
+
+  _dropBook(symbol) {
+    const entry = this._books.get(symbol);
+    if (!entry) return false;
+    if (entry.timer !== null) this._timers.clearTimeout(entry.timer);
+    this._books.delete(symbol);
+    return true;
+  }
+
+  _unsyncBook(entry) {
+    entry.replica.unsync();
+    if (entry.timer !== null) this._timers.clearTimeout(entry.timer);
+    entry.timer = null;
+  }
+
+  _sendBookSubscribe(symbol) {
+    const entry = this._books.get(symbol);
+    // The ticks stream too when they are wanted: held already, it is answered without a
+    // second snapshot (docs/protocol.md), so the symbol's tick series is not disturbed.
+    const streams = this._wanted.has(symbol) ? ["ticks", "book"] : ["book"];
+    const command = { action: "subscribe", symbols: [symbol], streams, depth: entry.depth };
+    if (entry.maxRate !== null && entry.maxRate !== undefined) command.max_rate = entry.maxRate;
+    return this._send(command, { symbols: [symbol], book: true, unsettled: new Set([symbol]) });
+  }
+
+  _onBookFrame(msg) {
+    const entry = typeof msg.symbol === "string" ? this._books.get(msg.symbol) : undefined;
+    if (!entry) return; // in flight when the book was unwatched
+    const snapshot = msg.type === "book";
+    const result = snapshot ? entry.replica.applySnapshot(msg) : entry.replica.applyUpdate(msg);
+    if (result.ok) {
+      if (snapshot) this.stats.bookSnapshots += 1;
+      else {
+        this.stats.bookUpdates += 1;
+        entry.failures = 0; // a checked update: the book is sound again
+      }
+      this._emit("book", { symbol: msg.symbol, replica: entry.replica, snapshot });
+    } else if (result.fault) {
+      this._resyncBook(msg.symbol, entry, result.fault);
+    }
+  }
+
+  /** A missed update or a book that is not the server's: ask for a fresh snapshot.
+   *  Right away the first time; again and again only with backoff (a server whose
+   *  frames never check out must not be asked in a tight loop). */
+  _resyncBook(symbol, entry, fault) {
+    this.stats.bookResyncs += 1;
+    this.stats.bookFaults[fault] = (this.stats.bookFaults[fault] ?? 0) + 1;
+    const delayMs = entry.failures === 0
+      ? 0
+      : backoffDelay(entry.failures - 1, { baseMs: this._baseDelayMs, maxMs: this._maxDelayMs, random: this._random });
+    entry.failures += 1;
+    this._emit("bookResync", { symbol, fault, delayMs });
+    if (entry.timer !== null || !this._isOpen()) return;
+    const resubscribe = () => {
+      entry.timer = null;
+      if (this._books.get(symbol) !== entry || !this._isOpen()) return;
+      this._send({ action: "unsubscribe", symbols: [symbol], streams: ["book"] }, { symbols: [symbol], book: true });
+      this._sendBookSubscribe(symbol);
+    };
+    if (delayMs === 0) resubscribe();
+    else entry.timer = this._timers.setTimeout(resubscribe, delayMs);
   }
 
   /** Ask the server for a pong; the round trip lands in stats.lastPongRttMs. */
@@ -473,6 +587,10 @@ export class PriceStreamClient {
         // One of the signed-in user's price alerts fired (docs/protocol.md, "alert").
         this._emit("alert", msg);
         break;
+      case "book":
+      case "book_update":
+        this._onBookFrame(msg);
+        break;
       default:
         // Unknown types come from a newer server; ignoring them keeps this client working.
         break;
@@ -501,7 +619,10 @@ export class PriceStreamClient {
 
   _onUnsubscribed(msg) {
     const symbols = Array.isArray(msg.symbols) ? msg.symbols.filter((s) => typeof s === "string") : [];
-    if (msg.id !== null && msg.id !== undefined) this._pending.delete(msg.id);
+    const request = msg.id !== null && msg.id !== undefined ? this._pending.get(msg.id) : undefined;
+    if (request) this._pending.delete(msg.id);
+    // The answer to dropping only a book: the ticks stay subscribed.
+    if (request?.book) return;
     for (const symbol of symbols) this._confirmed.delete(symbol);
     const reason = typeof msg.reason === "string" ? msg.reason : null;
     if (reason) {
@@ -513,6 +634,7 @@ export class PriceStreamClient {
   }
 
   _forget(symbol) {
+    this._dropBook(symbol);
     this._wanted.delete(symbol);
     this._confirmed.delete(symbol);
     this._lastSeq.delete(symbol);
@@ -584,7 +706,13 @@ export class PriceStreamClient {
       symbols: Array.isArray(msg.symbols) ? msg.symbols : [],
       action: request?.action ?? null,
     };
-    if (request?.action === "subscribe" && (error.code === "forbidden" || error.code === "unknown_symbol")) {
+    if (request?.book && request.action === "subscribe") {
+      // The book could not be subscribed (say, a server without books answers
+      // bad_request): the symbol's ticks are another matter, so nothing is forgotten.
+      this._pending.delete(msg.id);
+      const entry = this._books.get(request.symbols[0]);
+      if (entry) this._emit("bookRefused", { symbol: request.symbols[0], code: error.code, message: error.message });
+    } else if (request?.action === "subscribe" && (error.code === "forbidden" || error.code === "unknown_symbol")) {
       // Per-symbol refusals: the rest of the command was served (or is refused in
       // another error with the same id), so only these symbols go.
       const rejected = error.symbols.filter((s) => this._wanted.has(s));
