@@ -8,7 +8,9 @@ import { AlertsClient, describeAlert } from "./alerts-client.js";
 import { AlertsView } from "./alerts-view.js";
 import { CandleHistory } from "./candle-history.js";
 import { ChartView } from "./chart-view.js";
+import { DepthChartView } from "./depth-chart.js";
 import { decimalsForTickSize, formatChange, formatPct, formatPrice, formatVolume } from "./format.js";
+import { LadderView, noBookText } from "./ladder-view.js";
 import { MarketStore } from "./market-store.js";
 import {
   CHART_MODES, MAX_WATCHLIST, loadPreferences, loadSort, savePreferences, saveSort, withServerWatchlist,
@@ -17,6 +19,7 @@ import { PriceStreamClient, State } from "./protocol-client.js";
 import { SearchBox } from "./search-box.js";
 import { ServerWatchlist } from "./server-watchlist.js";
 import { SourceStatusPoller, sourceMark } from "./source-status.js";
+import { TapeView } from "./trade-tape.js";
 import { moveSelection, nextSort, sortSymbols } from "./watchlist-sort.js";
 import { WatchlistView } from "./watchlist-view.js";
 
@@ -27,6 +30,12 @@ const ALERT_TOAST_MS = 12000;
 const MAX_TOASTS = 4;
 // A sorted watchlist re-sorts this often, so rows do not jump with every tick.
 const RESORT_MS = 1000;
+// The selected symbol's order book: 20 levels a side (the ladder shows the best 10, the
+// depth chart all 20), at most 10 updates a second. A screen shows a new frame 60 times a
+// second, but a ladder changing faster than ~10 times a second cannot be read, and each
+// depth chart redraw costs Plotly a few ms; the server conflates the rest (docs/protocol.md).
+const BOOK_DEPTH = 20;
+const BOOK_MAX_RATE = 10;
 
 const $ = (id) => document.getElementById(id);
 
@@ -103,6 +112,17 @@ class Dashboard {
       onRemove: (symbol) => this.removeSymbol(symbol),
     });
     this.chart = new ChartView($("chart"), { Plotly: window.Plotly, onHover: (point) => this._renderReadout(point) });
+    // The selected symbol's market depth: order book ladder, depth chart, trade tape.
+    this.ladder = new LadderView({
+      root: $("ladder"), asks: $("ladder-asks"), bids: $("ladder-bids"),
+      spread: $("ladder-spread"), mid: $("ladder-mid"), note: $("ladder-note"),
+    });
+    this.depthChart = new DepthChartView($("depth-chart"), { Plotly: window.Plotly });
+    this.tape = new TapeView($("tape-rows"), $("tape-empty"));
+    this.bookSymbol = null; // the symbol whose book the client watches
+    this.bookRefused = new Map(); // symbol -> why the server would not serve its book
+    this.bookDirty = true;
+    this.tapeDirty = true;
     // Candle history from the REST API for 1m and longer, and each symbol's session.
     this.history = new CandleHistory();
     this._loading = new Set();
@@ -179,14 +199,37 @@ class Dashboard {
     });
     c.on("snapshot", ({ symbol, ticks }) => {
       this.store.applySnapshot(symbol, ticks, performance.now());
-      if (symbol === this.prefs.selected) this.chart.rebuild();
+      if (symbol === this.prefs.selected) {
+        this.chart.rebuild();
+        this.tapeDirty = true;
+      }
       this._requestFrame();
+    });
+    c.on("book", ({ symbol }) => {
+      if (symbol !== this.prefs.selected) return;
+      this.bookRefused.delete(symbol);
+      this.bookDirty = true;
+      this._requestFrame();
+    });
+    c.on("bookResync", ({ symbol, fault }) => {
+      // Counted in client.stats.bookResyncs; the fresh snapshot redraws the book.
+      console.info(`dashboard: order book of ${symbol} resubscribed (${fault})`);
+    });
+    c.on("bookRefused", ({ symbol, message, code }) => {
+      this.bookRefused.set(symbol, message || code);
+      if (symbol === this.prefs.selected) {
+        this.bookDirty = true;
+        this._requestFrame();
+      }
     });
     c.on("reset", ({ symbol }) => {
       // The server's history for it restarted: drop ours, the snapshot rebuilds it,
       // and the candle history and session are read again.
       this.store.reset(symbol);
-      if (symbol === this.prefs.selected) this.chart.rebuild();
+      if (symbol === this.prefs.selected) {
+        this.chart.rebuild();
+        this.tapeDirty = true;
+      }
       this._loadSession(symbol);
       if (symbol === this.prefs.selected) this._loadHistory(symbol, this.prefs.mode);
       this._requestFrame();
@@ -382,8 +425,9 @@ class Dashboard {
     this.subscribedAt[symbol] = performance.now();
     this.watchlist.setSymbols(this._ordered());
     this._renderEmptyState();
-    this.select(symbol);
+    // Ticks first: selecting watches the book, which then joins the ticks held.
     this.client.subscribe([symbol]);
+    this.select(symbol);
     this._loadSession(symbol);
   }
 
@@ -417,10 +461,22 @@ class Dashboard {
     });
     this._renderHeader();
     this._renderReadout(null);
+    this._watchBook(this.prefs.selected);
     this.alerts?.prefill(this.prefs.selected, this.store.get(symbol)?.last?.price ?? null);
     if (symbol) this._loadHistory(symbol, this.prefs.mode);
     this._save();
     this._requestFrame();
+  }
+
+  /** Watch the order book of `symbol` (and no other): the ladder, depth chart and tape show it. */
+  _watchBook(symbol) {
+    if (this.bookSymbol && this.bookSymbol !== symbol) this.client.unwatchBook(this.bookSymbol);
+    this.bookSymbol = symbol;
+    if (symbol) this.client.watchBook(symbol, { depth: BOOK_DEPTH, maxRate: BOOK_MAX_RATE });
+    this.depthChart.show(symbol ? this.client.book(symbol) : null, { decimals: this.meta.get(symbol)?.decimals });
+    this.tape.clear();
+    this.bookDirty = true;
+    this.tapeDirty = true;
   }
 
   setMode(mode) {
@@ -489,7 +545,40 @@ class Dashboard {
       if (!this._hovering) this._renderReadout(null);
     }
     const chartOwesWork = this.chart.flush();
-    if (chartOwesWork || this.watchlist.owesWork) this._requestFrame();
+    // Market depth: each of the three redraws at most once here, and only when it changed.
+    if (this.bookDirty) {
+      this.bookDirty = false;
+      this._renderBook();
+    }
+    const depthOwesWork = this.depthChart.flush();
+    if (this.tapeDirty || dirty.has(this.prefs.selected)) {
+      this.tapeDirty = false;
+      const symbol = this.prefs.selected;
+      this.tape.render(this.store.get(symbol)?.ticks ?? [], { decimals: this.meta.get(symbol)?.decimals });
+    }
+    if (chartOwesWork || depthOwesWork || this.watchlist.owesWork) this._requestFrame();
+  }
+
+  /** The ladder (or why there is none) and whether the depth chart has anything to show. */
+  _renderBook() {
+    const symbol = this.prefs.selected;
+    const replica = symbol ? this.client.book(symbol) : null;
+    const refused = symbol ? this.bookRefused.get(symbol) : undefined;
+    let none = null;
+    if (!symbol) {
+      this.ladder.message("Select a symbol to see its order book.");
+    } else if (refused) {
+      none = noBookText(symbol, refused);
+      this.ladder.message(none, { state: "none" });
+    } else if (!replica || replica.version === 0) {
+      this.ladder.message(`Loading the order book of ${symbol}…`, { state: "loading" });
+    } else {
+      this.ladder.render(replica);
+      if (!replica.available) none = noBookText(symbol, replica.reason);
+    }
+    $("depth-chart").hidden = none !== null;
+    $("depth-note").hidden = none === null;
+    $("depth-note").textContent = none ?? "";
   }
 
   _renderHeader() {
