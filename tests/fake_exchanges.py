@@ -13,6 +13,17 @@ They speak the message shapes of the exchanges' public documentation:
   ``{"code", "msg", "id"}``; ping frames the client must answer; a connection limit in
   time (24 h there, configurable here).
 
+Both also keep a true order book per product (``FakeBook``) that they mutate and stream:
+
+- Coinbase's ``level2_batch`` channel: a ``snapshot`` of the whole book right after the
+  ``subscriptions`` reply, then ``l2update`` messages whose ``changes`` are
+  ``[side, price, size]`` (``buy``/``sell``, absolute sizes, "0" deletes).
+- Binance's diff depth stream ``<symbol>@depth@100ms`` (``depthUpdate`` events with the
+  first and final update ids ``U`` and ``u``) and its REST snapshot
+  ``GET /api/v3/depth?symbol=BTCUSDT&limit=N`` (``lastUpdateId``, ``bids``, ``asks``),
+  served over plain HTTP on the same port (``rest_url``). A test can skip update ids (a
+  gap nobody is told about), delay the snapshot, or freeze it at an older book.
+
 Tests drive them: send a ticker or a trade, skip numbers (a gap), drop every connection
 (an abrupt TCP close, or a clean close), send garbage, an oversized frame or an error,
 stream at a rate, or burst. Each runs in the caller's event loop (``async with``) or in
@@ -22,14 +33,17 @@ a thread of its own (``threaded()``), for tests whose stack runs in other proces
 import asyncio
 import contextlib
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 
 def _iso(ms: float) -> str:
@@ -38,6 +52,69 @@ def _iso(ms: float) -> str:
         .isoformat(timespec="microseconds")
         .replace("+00:00", "Z")
     )
+
+
+class FakeBook:
+    """An exchange's true order book: price string -> size string per side, never crossed.
+
+    Independent of markets.book on purpose: it is the oracle the sources' books are
+    checked against. ``change()`` makes random level changes around the touch (new
+    levels, new sizes, deletions, now and then a deletion of a level that is not there,
+    which Binance documents as normal), so the touch moves and levels enter and leave
+    any top-N window.
+    """
+
+    def __init__(
+        self, mid: float, *, tick: str = "0.01", levels: int = 30, decimals: int = 8, seed=0
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.tick = Decimal(tick)
+        self.levels = levels
+        self.price_places = Decimal(tick)
+        self.size_places = Decimal(1).scaleb(-decimals)
+        self.bids: dict[str, str] = {}
+        self.asks: dict[str, str] = {}
+        centre = Decimal(str(mid)).quantize(self.tick)
+        for i in range(1, levels + 1):
+            self.bids[self._price(centre - i * self.tick)] = self._size()
+            self.asks[self._price(centre + i * self.tick)] = self._size()
+
+    def _price(self, value: Decimal) -> str:
+        return f"{value.quantize(self.price_places):f}"
+
+    def _size(self) -> str:
+        return f"{(Decimal(self.rng.randint(1, 500_000)) / 100_000).quantize(self.size_places):f}"
+
+    def zero(self) -> str:
+        return f"{Decimal(0).quantize(self.size_places):f}"
+
+    def best(self) -> tuple[Decimal, Decimal]:
+        return max(map(Decimal, self.bids)), min(map(Decimal, self.asks))
+
+    def change(self) -> tuple[str, str, str]:
+        """One random level change, applied: (side "bid"/"ask", price, size; zero deletes)."""
+        best_bid, best_ask = self.best()
+        side = self.rng.choice(("bid", "ask"))
+        book = self.bids if side == "bid" else self.asks
+        # Anywhere from inside the spread (a better level) to a little past the far end.
+        k = self.rng.randint(1, self.levels + 5)
+        if side == "bid":
+            price = self._price(best_ask - k * self.tick)
+        else:
+            price = self._price(best_bid + k * self.tick)
+        roll = self.rng.random()
+        if roll < 0.3 and len(book) > 5:
+            size = self.zero()  # delete (a level that is not there: harmless, documented)
+            book.pop(price, None)
+        else:
+            size = self._size()
+            book[price] = size
+        return side, price, size
+
+    def top(self, limit: int | None = None) -> tuple[list[list[str]], list[list[str]]]:
+        bids = sorted(self.bids.items(), key=lambda kv: Decimal(kv[0]), reverse=True)
+        asks = sorted(self.asks.items(), key=lambda kv: Decimal(kv[0]))
+        return [list(x) for x in bids[:limit]], [list(x) for x in asks[:limit]]
 
 
 class FakeExchange:
@@ -56,9 +133,20 @@ class FakeExchange:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     async def start(self) -> "FakeExchange":
         self.loop = asyncio.get_running_loop()
-        self.server = await serve(self._handler, "127.0.0.1", 0, max_size=None, compression=None)
+        self.server = await serve(
+            self._handler,
+            "127.0.0.1",
+            0,
+            max_size=None,
+            compression=None,
+            process_request=self.process_request,
+        )
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -87,6 +175,10 @@ class FakeExchange:
 
     async def session(self, ws: ServerConnection) -> None:
         raise NotImplementedError
+
+    async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Called for each HTTP request before the handshake: a REST answer, or None."""
+        return None
 
     async def recv_json(self, ws: ServerConnection, timeout: float) -> dict | None:
         async with asyncio.timeout(timeout):
@@ -184,6 +276,12 @@ class FakeCoinbase(FakeExchange):
         self.subscribed: dict[ServerConnection, set[str]] = {}
         self.heartbeat_seconds = heartbeat_seconds
         self.sent_tickers = 0
+        # Coinbase quotes prices to the product's quote increment and sizes to 8 places.
+        self.books = {
+            p: FakeBook(price, seed=i) for i, (p, price) in enumerate(self.products.items())
+        }
+        self.level2: dict[ServerConnection, set[str]] = {}  # level2_batch subscribers
+        self.sent_l2updates = 0
 
     async def session(self, ws: ServerConnection) -> None:
         # "You are disconnected if no subscribe has been received within 5 seconds."
@@ -218,6 +316,11 @@ class FakeCoinbase(FakeExchange):
             )
         )
         self.subscribed[ws] = set(wanted)
+        if "level2_batch" in channels:
+            # "the first message is a snapshot of the book", then l2update messages.
+            for product in wanted:
+                await ws.send(json.dumps(self.snapshot_message(product)))
+            self.level2[ws] = set(wanted)
         self.clients.add(ws)
         beat = asyncio.get_running_loop().create_task(self._heartbeats(ws, wanted))
         try:
@@ -225,6 +328,7 @@ class FakeCoinbase(FakeExchange):
                 self.received.append(json.loads(raw))
         finally:
             beat.cancel()
+            self.level2.pop(ws, None)
 
     async def _heartbeats(self, ws: ServerConnection, products: list[str]) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -242,6 +346,36 @@ class FakeCoinbase(FakeExchange):
             "product_id": product,
             "time": _iso(time.time() * 1000),
         }
+
+    def snapshot_message(self, product: str) -> dict:
+        bids, asks = self.books[product].top()
+        return {"type": "snapshot", "product_id": product, "bids": bids, "asks": asks}
+
+    async def l2update(self, product: str = "BTC-USD", changes: int = 3) -> dict:
+        """``changes`` random level changes of the true book, sent as one l2update."""
+        book = self.books[product]
+        made = []
+        for _ in range(changes):
+            side, price, size = book.change()
+            made.append(["buy" if side == "bid" else "sell", price, size])
+        message = {
+            "type": "l2update",
+            "product_id": product,
+            "time": _iso(time.time() * 1000),
+            "changes": made,
+        }
+        text = json.dumps(message)
+        for ws, products in list(self.level2.items()):
+            if product in products:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(text)
+        self.sent_l2updates += 1
+        return message
+
+    def l2_unsent(self, product: str = "BTC-USD", changes: int = 5) -> None:
+        """The book changes and nobody is told (a lost batch; only a new snapshot heals it)."""
+        for _ in range(changes):
+            self.books[product].change()
 
     def ticker_message(self, product: str, price: float | None = None) -> dict:
         # The ticker channel carries only matches: the sequence moves on by more than one.
@@ -264,7 +398,7 @@ class FakeCoinbase(FakeExchange):
             "best_bid_size": "0.46688654",
             "best_ask": f"{price + 0.05:.2f}",
             "best_ask_size": "1.56637040",
-            "side": "buy",
+            "side": "buy" if self.trade_id[product] % 3 else "sell",  # the taker's side
             "time": _iso(time.time() * 1000),
             "trade_id": self.trade_id[product],
             "last_size": "0.0143",
@@ -314,6 +448,55 @@ class FakeBinance(FakeExchange):
         self.refuse_subscribe = False
         self.session_seconds = session_seconds  # Binance: 24 h; here, say, 1 s
         self.sent_trades = 0
+        # Order books: the true book per symbol, numbered by update_id (shared with the
+        # bookTicker's "u", as on Binance).
+        self.books = {
+            s: FakeBook(price, seed=i) for i, (s, price) in enumerate(self.symbols.items())
+        }
+        self.sent_depth = 0
+        self.rest_requests: list[str] = []  # the path and query of every REST request
+        self.rest_delay = 0.0  # seconds the snapshot takes to arrive (taken before the wait)
+        self.rest_status: int | None = None  # answer every snapshot request with this error
+        self.frozen: dict[str, tuple[int, tuple]] = {}  # symbol -> (lastUpdateId, top) served
+
+    async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == "/stream":
+            return None  # the WebSocket handshake
+        self.rest_requests.append(request.path)
+        if url.path != "/api/v3/depth":
+            return self._json(ws, 404, {"code": -1, "msg": "Not found"})
+        query = parse_qs(url.query)
+        symbol = (query.get("symbol") or [""])[0]
+        if symbol not in self.books:
+            return self._json(ws, 400, {"code": -1121, "msg": "Invalid symbol."})
+        limit = int((query.get("limit") or ["100"])[0])
+        # The snapshot is taken when the request arrives; the stream goes on meanwhile.
+        if symbol in self.frozen:
+            last_update_id, (bids, asks) = self.frozen[symbol]
+        else:
+            last_update_id, (bids, asks) = self.update_id[symbol], self.books[symbol].top()
+        if self.rest_delay:
+            await asyncio.sleep(self.rest_delay)
+        if self.rest_status is not None:
+            response = self._json(ws, self.rest_status, {"code": -1003, "msg": "Too many requests"})
+            response.headers["Retry-After"] = "1"
+            return response
+        body = {"lastUpdateId": last_update_id, "bids": bids[:limit], "asks": asks[:limit]}
+        return self._json(ws, 200, body)
+
+    @staticmethod
+    def _json(ws: ServerConnection, status: int, body: object) -> Response:
+        response = ws.respond(status, json.dumps(body))
+        response.headers["Content-Type"] = "application/json;charset=UTF-8"
+        return response
+
+    def freeze_snapshot(self, symbol: str = "BTCUSDT") -> None:
+        """The REST snapshot stays at the book as it is now (a lagging cache) until thawed."""
+        self.frozen[symbol] = (self.update_id[symbol], self.books[symbol].top())
+
+    def thaw_snapshot(self, symbol: str = "BTCUSDT") -> None:
+        self.frozen.pop(symbol, None)
 
     async def session(self, ws: ServerConnection) -> None:
         url = urlsplit(ws.request.path)
@@ -390,7 +573,7 @@ class FakeBinance(FakeExchange):
             "p": f"{price:.8f}",
             "q": "0.01200000",
             "T": now,
-            "m": True,
+            "m": self.trade_id[symbol] % 3 == 0,  # the buyer was the maker: a sell aggressor
             "M": True,
         }
         self.sent_trades += 1
@@ -418,6 +601,39 @@ class FakeBinance(FakeExchange):
 
     async def skip(self, symbol: str = "BTCUSDT", trades: int = 5) -> None:
         self.trade_id[symbol] += trades
+
+    def _depth_changes(self, symbol: str, changes: int) -> tuple[int, list, list]:
+        book = self.books[symbol]
+        first = self.update_id[symbol] + 1
+        bids: dict[str, str] = {}
+        asks: dict[str, str] = {}
+        for _ in range(changes):
+            side, price, size = book.change()
+            (bids if side == "bid" else asks)[price] = size  # the latest per price counts
+            self.update_id[symbol] += 1
+        return first, [list(x) for x in bids.items()], [list(x) for x in asks.items()]
+
+    async def depth(self, symbol: str = "BTCUSDT", changes: int = 3) -> dict:
+        """``changes`` level changes (one update id each) sent as one depthUpdate event."""
+        first, bids, asks = self._depth_changes(symbol, changes)
+        now = int(time.time() * 1000)
+        data = {
+            "e": "depthUpdate",
+            "E": now,
+            "s": symbol,
+            "U": first,
+            "u": self.update_id[symbol],
+            "b": bids,
+            "a": asks,
+        }
+        self.sent_depth += 1
+        for stream in (f"{symbol.lower()}@depth@100ms", f"{symbol.lower()}@depth"):
+            await self._send_event(stream, data)
+        return data
+
+    def skip_depth(self, symbol: str = "BTCUSDT", changes: int = 3) -> None:
+        """Update ids that no client is told about: the next event shows a gap."""
+        self._depth_changes(symbol, changes)
 
     async def server_shutdown(self) -> None:
         for symbol in self.symbols:
