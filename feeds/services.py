@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from redis.exceptions import RedisError
 
+from markets.books import BookPublisher
 from markets.history import latest_ticks
 from markets.keys import source_status_key
 from markets.models import Symbol
@@ -41,9 +42,10 @@ from markets.publishing import TickPublisher, now_ms
 from markets.redis import by_shard, close_redis_client, redis_for, shard_url
 from markets.ticks import TickDraft
 
+from .books import FeedBooks, publish_batch
 from .lease import SymbolLeases
 from .sources import Source, SourceContext, SymbolConfig, build_source
-from .sources.base import DOWN, ENDED, KindLog
+from .sources.base import DOWN, ENDED, BookDraft, KindLog
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +167,7 @@ async def run_feed(
     # Each lease on its symbol's host (markets.redis), where the publish script fences.
     leases = SymbolLeases(token=stats.token, ttl_seconds=lease_seconds)
     publisher = TickPublisher(lease_token=stats.token)
-    queue: asyncio.Queue[TickDraft] = asyncio.Queue(QUEUE_SIZE)
+    queue: asyncio.Queue[TickDraft | BookDraft] = asyncio.Queue(QUEUE_SIZE)
     reading: asyncio.Future | None = None  # a symbol-table read still on its way
     running: dict[str, Running] = {}
     configs: dict[str, SymbolConfig] = {}
@@ -177,6 +179,9 @@ async def run_feed(
     # The source label of ticker_ticks_published_total (telemetry.metrics).
     publisher.source_of = lambda s: running[s].config.source if s in running else ""
     faults = KindLog(logger, f"feed {stats.token}")
+    # Each owned symbol's authoritative order book, published as window diffs (issue 21).
+    books = FeedBooks(BookPublisher(lease_token=stats.token), log=faults)
+    books.publisher.source_of = publisher.source_of
     loop = asyncio.get_running_loop()
 
     async def run_source(source: Source) -> None:
@@ -195,10 +200,12 @@ async def run_feed(
             source.stats.last_error = f"cannot start {config.source}: {exc}"[:300]
         task = loop.create_task(run_source(source), name=f"feed source {symbol}")
         running[symbol] = Running(config, source, task, now_ms(), loop.time())
+        books.start(symbol, source)
         logger.info("feed %s: %s from %s", stats.token, symbol, config.source)
 
     def stop_source(symbol: str) -> None:
         entry = running.pop(symbol, None)
+        books.stop(symbol)
         if entry is not None:
             entry.task.cancel()
 
@@ -315,18 +322,17 @@ async def run_feed(
             if not batch:
                 continue
             try:
-                published = await publisher.publish(batch)
+                published, refused = await publish_batch(publisher, books, batch)
             except (RedisError, OSError) as exc:
                 faults.report("publish failed; those ticks were not published", repr(exc))
                 await asyncio.sleep(0.5)
                 continue
             stats.ticks += len(published)
-            done = {t.symbol for t in published}
             for tick in published:
                 if tick.symbol in running:
                     running[tick.symbol].published += 1
             # The publish script refuses symbols whose lease is not ours.
-            drop({d.symbol for d in batch} - done, "lease lost (the publish was refused)")
+            drop(refused, "lease lost (the publish was refused)")
 
     publisher_task = loop.create_task(publish_forever(), name="feed publisher")
     started = loop.time()

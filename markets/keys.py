@@ -52,3 +52,18 @@ def source_status_key(symbol: str) -> str:
     Read by ``manage.py feeds list`` and /api/health/ (markets.quotes.source_status).
     """
     return _key("source", symbol)
+
+
+def book_key(symbol: str) -> str:
+    """Hash of the symbol's current order book (markets.books): its top MAX_DEPTH levels.
+
+    Fields: epoch, seq, ts, bids and asks (JSON arrays of [price, size] strings),
+    available ("1"/"0") and reason (why there is no book). Written only by the fenced
+    book publish script.
+    """
+    return _key("book", symbol)
+
+
+def book_log_key(symbol: str) -> str:
+    """Stream of the book's recent updates in its current epoch; entry ids ``<seq>-0``."""
+    return _key("booklog", symbol)

@@ -31,7 +31,7 @@ UNFENCED_FOR_TESTS = "unfenced for tests"
 
 # KEYS per tick: seq, history, lease, epoch, candle clock, then one candle index per
 # interval. ARGV: token, maxlen, now_ms, interval count, per interval (length ms,
-# retention ms), then per tick ts, price, bid, ask, size.
+# retention ms), then per tick ts, price, bid, ask, size, side ("" when unknown).
 # Returns each tick's seq, or 0 where the lease is not ours. Only the token
 # UNFENCED_FOR_TESTS skips the lease check (an empty token is refused like any other
 # that does not hold the lease).
@@ -76,7 +76,7 @@ for i = 0, (#KEYS / stride) - 1 do
   local k = stride * i
   local seq_key, hist_key, lease_key, epoch_key, clock_key =
     KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4], KEYS[k+5]
-  local a = first_tick_arg + 5*i
+  local a = first_tick_arg + 6*i
   if token ~= 'unfenced for tests' and redis.call('GET', lease_key) ~= token then
     out[i+1] = 0
   else
@@ -86,9 +86,15 @@ for i = 0, (#KEYS / stride) - 1 do
       redis.call('DEL', hist_key)
       redis.call('SET', epoch_key, now)
     end
-    redis.call('XADD', hist_key, 'MAXLEN', '~', maxlen, seq .. '-0',
-      'ts', ARGV[a], 'price', ARGV[a+1], 'bid', ARGV[a+2], 'ask', ARGV[a+3],
-      'size', ARGV[a+4])
+    if ARGV[a+5] == '' then
+      redis.call('XADD', hist_key, 'MAXLEN', '~', maxlen, seq .. '-0',
+        'ts', ARGV[a], 'price', ARGV[a+1], 'bid', ARGV[a+2], 'ask', ARGV[a+3],
+        'size', ARGV[a+4])
+    else
+      redis.call('XADD', hist_key, 'MAXLEN', '~', maxlen, seq .. '-0',
+        'ts', ARGV[a], 'price', ARGV[a+1], 'bid', ARGV[a+2], 'ask', ARGV[a+3],
+        'size', ARGV[a+4], 'side', ARGV[a+5])
+    end
     -- Candles follow a per-symbol clock that never goes back: a tick stamped before
     -- the newest bucket joins that bucket, so a bucket with a newer one is final.
     local at = tonumber(ARGV[a])
@@ -171,7 +177,7 @@ class TickPublisher:
             for i, seq in zip(part, part_seqs, strict=True):
                 seqs[i] = int(seq)
         ticks = [
-            Tick(d.symbol, seq, ts, d.price, d.bid, d.ask, d.size)
+            Tick(d.symbol, seq, ts, d.price, d.bid, d.ask, d.size, d.side)
             for d, seq in zip(drafts, seqs, strict=True)
             if seq > 0
         ]
@@ -212,7 +218,7 @@ class TickPublisher:
                 keys.candle_clock_key(d.symbol),
                 *(keys.candle_index_key(d.symbol, name) for name in INTERVALS),
             ]
-            args += [ts, repr(d.price), repr(d.bid), repr(d.ask), repr(d.size)]
+            args += [ts, repr(d.price), repr(d.bid), repr(d.ask), repr(d.size), d.side or ""]
         return await self._script(keys=script_keys, args=args, client=redis_for(drafts[0].symbol))
 
     async def _send_in_order(self, group: str, events: list[dict]) -> None:

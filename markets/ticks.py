@@ -4,6 +4,9 @@ Protocol v1 sends each tick as::
 
     {"type": "tick", "symbol": "BTC-USD", "seq": 1042, "ts": 1764072000123,
      "price": 97000.5, "bid": 96999.5, "ask": 97001.0, "size": 0.25}
+
+and, when the source knows the aggressor of the trade, ``"side": "buy"`` or ``"sell"``
+(issue 21; absent otherwise, so every client of before is unchanged).
 """
 
 import json
@@ -12,6 +15,8 @@ from typing import Any
 
 # Fields of a tick as stored in Redis history and sent on the wire, in wire order.
 TICK_FIELDS = ("symbol", "seq", "ts", "price", "bid", "ask", "size")
+# The aggressor sides a tick may carry ("buy": a buyer took an ask; "sell": a seller hit a bid).
+SIDES = ("buy", "sell")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,7 @@ class TickDraft:
     bid: float
     ask: float
     size: float
+    side: str | None = None  # the aggressor, one of SIDES, when the source knows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +40,10 @@ class Tick:
     bid: float
     ask: float
     size: float
+    side: str | None = None
 
     def as_message(self) -> dict[str, Any]:
-        return {
+        message = {
             "type": "tick",
             "symbol": self.symbol,
             "seq": self.seq,
@@ -46,6 +53,9 @@ class Tick:
             "ask": self.ask,
             "size": self.size,
         }
+        if self.side:
+            message["side"] = self.side
+        return message
 
     def to_json(self) -> str:
         return json.dumps(self.as_message(), separators=(",", ":"))
@@ -68,4 +78,5 @@ class Tick:
             bid=float(get("bid")),
             ask=float(get("ask")),
             size=float(get("size")),
+            side=get("side") or None,
         )

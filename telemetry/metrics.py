@@ -50,6 +50,12 @@ TICKS_REFUSED = Counter(
     "Ticks the publish script refused because the producer no longer held the lease.",
     ["symbol"],
 )
+BOOK_MESSAGES = Counter(
+    "ticker_book_messages_published",
+    "Order-book messages published by producers (markets.books), by symbol, source and "
+    "kind (snapshot: a new epoch; update: the window diff of the producer's top 50).",
+    ["symbol", "source", "kind"],
+)
 TICKS_RECEIVED = Counter(
     "ticker_ticks_received",
     "Live ticks the web processes received from the channel layer (one per process).",

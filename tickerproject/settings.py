@@ -270,6 +270,11 @@ FEED_SEED = env_int("FEED_SEED", 0)
 # for a new one; renewed every third of it (docs/feeds.md, "Failover").
 FEED_LEASE_SECONDS = env_float("FEED_LEASE_SECONDS", 3.0, minimum=1.0)
 HISTORY_DEPTH = env_int("HISTORY_DEPTH", 10_000, minimum=100)
+# Order books (issue 21; docs/feeds.md, "Order books"): Redis keeps each symbol's current
+# top 50 and about this many of its latest updates, for web processes to catch up from.
+BOOK_LOG_DEPTH = env_int("BOOK_LOG_DEPTH", 1000, minimum=10)
+# Book updates per second of each simulated symbol; 0: as many as its ticks (TICK_RATE).
+SIM_BOOK_RATE = env_float("SIM_BOOK_RATE", 0.0, minimum=0.0)
 MAX_SYMBOLS_PER_CONNECTION = env_int("MAX_SYMBOLS_PER_CONNECTION", 50, minimum=1)
 # How stale a web process's set of subscribable (active) symbols may be.
 SYMBOLS_CACHE_SECONDS = env_float("SYMBOLS_CACHE_SECONDS", 2.0, minimum=0.0)

@@ -1,7 +1,8 @@
 """The one small interface every source of ticks implements, and what they share.
 
 A source turns one symbol's upstream (a simulator, a file, an exchange) into an async
-iterator of ``TickDraft``s, and keeps ``SourceStats`` counters while it runs. It never
+iterator of ``TickDraft``s, and of ``BookDraft``s when it keeps an order book
+(``has_book``), and keeps ``SourceStats`` counters while it runs. It never
 numbers ticks: the publisher (markets.publishing) does, so seq carries on when a symbol
 changes source or producer. The feed loop (feeds.services) runs one source per owned
 symbol, publishes what it yields and writes its counters to Redis every second.
@@ -12,11 +13,12 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from markets.book import Level
 from markets.ticks import TickDraft
 
 logger = logging.getLogger(__name__)
@@ -66,9 +68,32 @@ class SourceStats:
     errors: int = 0  # error replies from the exchange
     last_error: str = ""
     exchange_ms: int = 0  # upstream time of the last tick, epoch ms (0: none)
+    # Order books (issue 21). The feed loop counts book_updates, resyncs and crossed as it
+    # applies the source's BookDrafts (feeds.books); the source counts book_gaps, the
+    # breaks in the upstream book's numbering that made it sync again.
+    book_updates: int = 0  # BookDrafts applied to the symbol's book
+    resyncs: int = 0  # snapshot BookDrafts after the first: the book was synced again
+    book_gaps: int = 0  # upstream book updates missed (each followed by a resync)
+    crossed: int = 0  # times the book became crossed (best bid >= best ask)
 
     def as_fields(self) -> dict[str, str | int]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BookDraft:
+    """A change of the symbol's order book, as the source saw it.
+
+    ``snapshot=True`` replaces the whole book (the first sync, or a resync after a gap);
+    otherwise the levels are absolute sizes, "0" deleting a level, at any depth (the feed
+    loop keeps the whole book and publishes the window of its top MAX_DEPTH). Prices and
+    sizes are decimal strings exactly as the upstream gave them (markets.book).
+    """
+
+    symbol: str
+    bids: Sequence[Level]
+    asks: Sequence[Level]
+    snapshot: bool = False
 
 
 class KindLog:
@@ -138,6 +163,9 @@ class Source(abc.ABC):
     """One symbol's upstream. Subclasses set ``name`` and implement ``ticks``."""
 
     name: str = ""
+    # Whether the source yields BookDrafts. One that does not has no book: the feed loop
+    # publishes that once (available false, with no_book_reason()) when it starts it.
+    has_book: bool = False
 
     def __init__(self, config: SymbolConfig, context: SourceContext) -> None:
         self.config = config
@@ -148,12 +176,17 @@ class Source(abc.ABC):
     def symbol(self) -> str:
         return self.config.ticker
 
+    def no_book_reason(self) -> str:
+        """Why the symbol has no order book, for REST and subscribers (has_book False)."""
+        return f"the {self.name} source has no order book"
+
     @abc.abstractmethod
-    def ticks(self) -> AsyncIterator[TickDraft]:
+    def ticks(self) -> AsyncIterator[TickDraft | BookDraft]:
         """Yield drafts until cancelled, or return when the upstream has ended for good.
 
         Transient upstream failures (a dropped connection, a bad row) are handled inside,
-        counted in ``stats``; only a bug should make this raise.
+        counted in ``stats``; only a bug should make this raise. A source with
+        ``has_book`` also yields BookDrafts, a snapshot first.
         """
 
 
