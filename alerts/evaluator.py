@@ -65,7 +65,7 @@ from django.utils import timezone
 
 from markets import keys as market_keys
 from markets.entitlements import unentitled
-from markets.redis import by_shard, sync_redis_for
+from markets.redis import by_shard, new_sync_client, sync_redis_for
 from markets.ticks import Tick
 
 from . import services
@@ -94,7 +94,8 @@ def _text(value: bytes | str | None) -> str:
 
 
 def sync_redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=30, socket_connect_timeout=5)
+    """A client of REDIS_URL of the evaluator's own (markets.redis builds every client)."""
+    return new_sync_client()
 
 
 class Conflict(Exception):

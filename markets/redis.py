@@ -7,7 +7,11 @@ is the one way to reach a symbol's keys; ``redis_client()`` is the first host, f
 that belong to no symbol and for probes.
 
 Async clients are made per event loop (they cannot cross loops); sync clients (Celery
-tasks) once per process and host.
+tasks) once per process and host. A host may be a Sentinel-managed group (a
+``redis+sentinel://`` URL, markets.sentinel): its clients ask the sentinels for the primary
+on every connect, so they follow a failover. Every client here is built by this module,
+with the timeouts and retries the settings choose (REDIS_SOCKET_TIMEOUT,
+REDIS_CONNECT_TIMEOUT, REDIS_RETRIES).
 """
 
 import asyncio
@@ -18,6 +22,8 @@ from collections.abc import Iterable
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+
+from . import sentinel
 
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]]" = (
     weakref.WeakKeyDictionary()
@@ -59,17 +65,22 @@ def _async_client(url: str) -> aioredis.Redis:
         per_loop = _clients[loop] = {}
     client = per_loop.get(url)
     if client is None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            socket_timeout=settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0][
-                "socket_timeout"
-            ],
-            socket_connect_timeout=5,
+        options = dict(
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+            retry=sentinel.retry_policy(settings.REDIS_RETRIES),
             # Blocking: a burst waits for a free connection instead of failing with
             # redis-py 8's "Too many connections".
             max_connections=200,
             timeout=20,
         )
+        group = sentinel.parse(url)
+        if group is None:
+            pool = aioredis.BlockingConnectionPool.from_url(url, **options)
+        else:
+            pool = sentinel.async_pool(
+                group, sentinel_timeout=settings.REDIS_SENTINEL_TIMEOUT, **options
+            )
         client = per_loop[url] = aioredis.Redis.from_pool(pool)
     return client
 
@@ -97,14 +108,27 @@ def shard_groups(symbols: Iterable[str]) -> list[tuple[aioredis.Redis, list[str]
     return [(_async_client(url), group) for url, group in by_shard(symbols).items()]
 
 
+def new_sync_client(url: str | None = None) -> redis.Redis:
+    """A new synchronous client of ``url`` (REDIS_URL by default); its caller closes it."""
+    url = settings.REDIS_URL if url is None else url
+    options = dict(
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+        retry=sentinel.retry_policy(settings.REDIS_RETRIES, asynchronous=False),
+    )
+    group = sentinel.parse(url)
+    if group is None:
+        return redis.Redis.from_url(url, **options)
+    pool = sentinel.sync_pool(group, sentinel_timeout=settings.REDIS_SENTINEL_TIMEOUT, **options)
+    return redis.Redis.from_pool(pool)
+
+
 def sync_redis_for(symbol: str | None = None) -> redis.Redis:
     """A synchronous client of ``symbol``'s host (of REDIS_URL without one), per process."""
     url = settings.REDIS_URL if symbol is None else shard_url(symbol)
     client = _sync_clients.get(url)
     if client is None:
-        client = _sync_clients[url] = redis.Redis.from_url(
-            url, socket_timeout=30, socket_connect_timeout=5
-        )
+        client = _sync_clients[url] = new_sync_client(url)
     return client
 
 

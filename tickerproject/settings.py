@@ -6,6 +6,12 @@ from pathlib import Path
 
 import dj_database_url
 
+from markets.sentinel import celery_broker as celery_sentinel_broker
+from markets.sentinel import channel_host as redis_channel_host
+from markets.sentinel import parse as parse_sentinel_url
+from markets.sentinel import retry_policy as redis_retry_policy
+from markets.sentinel import split_urls
+from markets.sentinel import with_defaults as with_sentinel_passwords
 from telemetry.logs import logging_config
 
 from .env import env_bool, env_float, env_int, env_list, env_str, load_env_file
@@ -184,11 +190,36 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # Beyond one Redis: REDIS_SHARD_URLS lists several hosts. The channel layer shards its
 # groups across them, market data is sharded by symbol (markets.redis.shard_index);
 # the Celery broker and keys of no symbol stay on REDIS_URL (the first shard unless set).
-REDIS_SHARD_URLS = env_list("REDIS_SHARD_URLS", [])
-REDIS_URL = env_str(
-    "REDIS_URL", REDIS_SHARD_URLS[0] if REDIS_SHARD_URLS else "redis://127.0.0.1:6379/0"
-)
-REDIS_SHARD_URLS = REDIS_SHARD_URLS or [REDIS_URL]
+# Any of them may be a Sentinel-managed group, redis+sentinel://host:port,.../master[/db]
+# (markets/sentinel.py); REDIS_SENTINELS names REDIS_URL's group the short way.
+REDIS_SHARD_URLS = split_urls(env_str("REDIS_SHARD_URLS", ""))
+# Sentinel: the sentinels (host:port,host:port,...) and the name they monitor the primary
+# under. The data nodes' password (REDIS_PASSWORD) and the sentinels' own
+# (REDIS_SENTINEL_PASSWORD) apply to every redis+sentinel:// URL that names none.
+_SENTINELS = env_str("REDIS_SENTINELS", "")
+_REDIS_PASSWORD = env_str("REDIS_PASSWORD", "") or None
+_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "") or None
+if _SENTINELS:
+    if os.environ.get("REDIS_URL"):
+        raise ValueError("set REDIS_SENTINELS or REDIS_URL, not both")
+    REDIS_URL = f"redis+sentinel://{_SENTINELS}/{env_str('REDIS_SENTINEL_MASTER', 'mymaster')}/0"
+else:
+    REDIS_URL = env_str(
+        "REDIS_URL", REDIS_SHARD_URLS[0] if REDIS_SHARD_URLS else "redis://127.0.0.1:6379/0"
+    )
+
+
+def _redis_url(url: str) -> str:
+    # Parsed here, so a malformed one stops every process at start with its reason.
+    url = with_sentinel_passwords(
+        url, password=_REDIS_PASSWORD, sentinel_password=_SENTINEL_PASSWORD
+    )
+    parse_sentinel_url(url)
+    return url
+
+
+REDIS_URL = _redis_url(REDIS_URL)
+REDIS_SHARD_URLS = [_redis_url(url) for url in REDIS_SHARD_URLS] or [REDIS_URL]
 # Every key this deployment writes starts with this, so parallel runs can share one server.
 REDIS_PREFIX = env_str("REDIS_PREFIX", "ticker")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -198,12 +229,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     REDIS_PREFIX = f"{REDIS_PREFIX}-{os.environ.pop('PYTEST_XDIST_WORKER')}"
     os.environ["REDIS_PREFIX"] = REDIS_PREFIX
 
+# Timeouts and retries of every Redis client (markets.redis, the channel layer, Celery's
+# broker), chosen rather than left to the libraries (docs/deployment.md, "Redis Sentinel"):
+# redis-py 8 defaults socket_timeout to 5 s, which equals the core layer's 5 s BZPOPMIN
+# and closes idle consumers with 1011 (channels_redis#422); it must exceed it.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 30.0, minimum=10.0)
+REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+# A command that failed on its connection (dropped, refused, a demoted primary) is tried
+# again this many times, 20-250 ms apart (markets.sentinel.retry_policy); a timeout is not.
+REDIS_RETRIES = env_int("REDIS_RETRIES", 3, minimum=0)
+# How long one sentinel may take to say where the primary is before the next is asked.
+REDIS_SENTINEL_TIMEOUT = env_float("REDIS_SENTINEL_TIMEOUT", 1.0, minimum=0.05)
 _REDIS_HOST = {
-    "address": REDIS_URL,
-    # redis-py 8 defaults socket_timeout to 5 s, which equals the core layer's 5 s
-    # BZPOPMIN and closes idle consumers with 1011 (channels_redis#422).
-    "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0, minimum=10.0),
-    "socket_connect_timeout": 5,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+    "retry": redis_retry_policy(REDIS_RETRIES),
     # redis-py 8 caps a pool at 100 and raises past it; every group_add of a burst
     # of subscribers needs its own connection.
     "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
@@ -211,7 +251,8 @@ _REDIS_HOST = {
 # The channel layer's Redis hosts: REDIS_SHARD_URLS unless set (the fault tests put a
 # proxy in between). channels_redis shards groups across them by a hash of the name.
 _CHANNEL_HOSTS = [
-    {**_REDIS_HOST, "address": url} for url in env_list("CHANNEL_LAYER_REDIS_URL", REDIS_SHARD_URLS)
+    redis_channel_host(_redis_url(url), sentinel_timeout=REDIS_SENTINEL_TIMEOUT, **_REDIS_HOST)
+    for url in (split_urls(env_str("CHANNEL_LAYER_REDIS_URL", "")) or REDIS_SHARD_URLS)
 ]
 # channels_redis forgets a group member after this; streaming.hub renews well before.
 CHANNEL_GROUP_EXPIRY = env_int("CHANNEL_GROUP_EXPIRY", 86400, minimum=4)
@@ -247,8 +288,17 @@ else:
     raise ValueError(f"CHANNEL_LAYER={CHANNEL_LAYER!r}: use 'pubsub' or 'core'")
 
 # --- Celery
-CELERY_BROKER_URL = REDIS_URL
-CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
+# A Sentinel group's broker is kombu's sentinel:// transport (markets.sentinel.celery_broker);
+# results are ignored (CELERY_TASK_IGNORE_RESULT), so there is no result backend to set.
+CELERY_BROKER_URL, _BROKER_SENTINEL_OPTIONS = celery_sentinel_broker(
+    REDIS_URL, sentinel_timeout=REDIS_SENTINEL_TIMEOUT
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": f"{REDIS_PREFIX}:celery:",
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+    **_BROKER_SENTINEL_OPTIONS,
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = False

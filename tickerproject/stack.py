@@ -121,8 +121,9 @@ def run_stack() -> int:
 
     manager = Manager()
     data_dir = None
-    # REDIS_SHARD_URLS alone: REDIS_URL (the broker) is its first server, not an embedded one.
-    if not env.get("REDIS_URL") and not env.get("REDIS_SHARD_URLS"):
+    # REDIS_SHARD_URLS alone: REDIS_URL (the broker) is its first server, not an embedded one;
+    # REDIS_SENTINELS: a Sentinel-managed group is REDIS_URL.
+    if not any(env.get(k) for k in ("REDIS_URL", "REDIS_SHARD_URLS", "REDIS_SENTINELS")):
         port = free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         data_dir = tempfile.mkdtemp(prefix="ticker-redis-")
