@@ -15,6 +15,8 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from markets.book import CHECKSUM_LEVELS, DEFAULT_DEPTH
+from markets.book import MAX_DEPTH as MAX_BOOK_DEPTH
 from markets.symbols import SYMBOL_MAX_LENGTH
 
 from .protocol import (
@@ -30,6 +32,7 @@ from .protocol import (
     PROTOCOL_VERSION,
     CloseCode,
     ErrorCode,
+    Stream,
 )
 
 PATH = "/ws/prices/"
@@ -39,8 +42,9 @@ ERROR_CODES: dict[ErrorCode, str] = {
     ErrorCode.BAD_JSON: "The frame is not valid (strict) JSON.",
     ErrorCode.BAD_REQUEST: (
         "Not a JSON object; a missing, ill-typed or out-of-bounds field; a field the action "
-        "does not take; nesting deeper than 4; max_rate without mode latest; a since/epochs "
-        "key not in symbols; or a binary frame."
+        "does not take; nesting deeper than 4; max_rate without mode latest or the book "
+        "stream; an unknown stream; depth without the book stream; since without the ticks "
+        "stream; a since/epochs key not in symbols; or a binary frame."
     ),
     ErrorCode.UNKNOWN_ACTION: "action is not one of " + ", ".join(ACTIONS) + ".",
     ErrorCode.UNKNOWN_SYMBOL: (
@@ -144,7 +148,42 @@ def _schemas() -> dict[str, Any]:
         "ask": {"type": "number"},
         "size": {"type": "number", "minimum": 0},
     }
+    level = {
+        "type": "array",
+        # JSON Schema draft 7 (AsyncAPI 3.0's default): a tuple of two decimals.
+        "items": [_ref("Decimal"), _ref("Decimal")],
+        "additionalItems": False,
+        "minItems": 2,
+        "maxItems": 2,
+        "description": "[price, size]: decimal strings exactly as the source gave them.",
+    }
     return {
+        "Decimal": {
+            "type": "string",
+            "pattern": r"^[0-9]+(\.[0-9]+)?$",
+            "description": "A non-negative decimal as a string (no exponent, no sign).",
+            "examples": ["97000.50", "0"],
+        },
+        "BookLevel": level,
+        "BookSide": {
+            "type": "array",
+            "maxItems": MAX_BOOK_DEPTH,
+            "items": _ref("BookLevel"),
+        },
+        "Checksum": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 2**32 - 1,
+            "description": "Unsigned CRC32 of the UTF-8 string joining with ':' the first "
+            f"{CHECKSUM_LEVELS} levels of the client's book after applying this message, "
+            "interleaved b1p:b1s:a1p:a1s:b2p:... (where one side is shorter, only the other "
+            "side's pair for that level): OKX's books checksum.",
+        },
+        "Streams": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "enum": [str(s) for s in Stream]},
+        },
         "Symbol": {
             "type": "string",
             "pattern": f"^[A-Z0-9._-]{{1,{SYMBOL_MAX_LENGTH}}}$",
@@ -176,6 +215,12 @@ def _schemas() -> dict[str, Any]:
                     "minimum": 1,
                     "description": 'mode "latest" only: this tick replaced k others; '
                     "seq = previous seq + k + 1.",
+                },
+                "side": {
+                    "type": "string",
+                    "enum": ["buy", "sell"],
+                    "description": "The aggressor of the trade (buy: a buyer took an ask), "
+                    "only when the source knows it.",
                 },
             },
         ),
@@ -218,7 +263,22 @@ def _commands() -> dict[str, dict[str, Any]]:
                 "type": "number",
                 "exclusiveMinimum": 0,
                 "maximum": MAX_RATE,
-                "description": 'Only with mode "latest": at most this many ticks/s per symbol.',
+                "description": 'With mode "latest": at most this many ticks/s per symbol; with '
+                "the book stream (any mode): at most this many book_update/s per symbol.",
+            },
+            "streams": {
+                **_ref("Streams"),
+                "description": 'What to subscribe to: "ticks" (tick, ticks, snapshot) and/or '
+                '"book" (book, then book_update). Default ["ticks"].',
+                "default": ["ticks"],
+            },
+            "depth": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_BOOK_DEPTH,
+                "default": DEFAULT_DEPTH,
+                "description": "Book stream only: the client's book is exactly the top depth "
+                "levels per side.",
             },
             "batch_ms": {
                 "type": "integer",
@@ -228,7 +288,14 @@ def _commands() -> dict[str, dict[str, Any]]:
                 "timer). Applies to the whole connection.",
             },
         },
-        "unsubscribe": {"symbols": _ref("Symbols")},
+        "unsubscribe": {
+            "symbols": _ref("Symbols"),
+            "streams": {
+                **_ref("Streams"),
+                "description": 'Which streams to drop (default ["ticks"]).',
+                "default": ["ticks"],
+            },
+        },
         "list": {},
         "ping": {},
         "auth": {"token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_LENGTH}},
@@ -245,7 +312,14 @@ def _commands() -> dict[str, dict[str, Any]]:
         "Authorization header); answered by authenticated or error unauthorized.",
     }
     examples = {
-        "subscribe": {"action": "subscribe", "symbols": ["BTC-USD"], "id": 1, "batch_ms": 50},
+        "subscribe": {
+            "action": "subscribe",
+            "symbols": ["BTC-USD"],
+            "id": 1,
+            "batch_ms": 50,
+            "streams": ["ticks", "book"],
+            "depth": 10,
+        },
         "unsubscribe": {"action": "unsubscribe", "symbols": ["BTC-USD"], "id": 2},
         "list": {"action": "list", "id": 3},
         "ping": {"action": "ping", "id": 4},
@@ -332,6 +406,11 @@ def _server_messages() -> dict[str, dict[str, Any]]:
                     "type": _const("subscribed"),
                     "id": id_field,
                     "symbols": {"type": "array", "items": _ref("Symbol")},
+                    "streams": {
+                        **_ref("Streams"),
+                        "description": "Echoed when the command named streams other than "
+                        '["ticks"].',
+                    },
                 },
             ),
             {"type": "subscribed", "id": 1, "symbols": ["BTC-USD"]},
@@ -346,21 +425,118 @@ def _server_messages() -> dict[str, dict[str, Any]]:
                     "id": id_field,
                     "symbols": {"type": "array", "items": _ref("Symbol")},
                     "reason": {"type": "string", "enum": ["forbidden"]},
+                    "streams": {
+                        **_ref("Streams"),
+                        "description": "Echoed when the command named streams other than "
+                        '["ticks"]. A forbidden drop removes every stream.',
+                    },
                 },
             ),
             {"type": "unsubscribed", "id": None, "symbols": ["AAPL"], "reason": "forbidden"},
         ),
         "subscriptions": (
-            "The answer to list: the connection's symbols, sorted.",
+            "The answer to list: the connection's symbols (any stream), sorted; the streams "
+            "held per symbol, and the depth of each book held.",
             _obj(
                 ["type", "id", "symbols"],
                 {
                     "type": _const("subscriptions"),
                     "id": id_field,
                     "symbols": {"type": "array", "items": _ref("Symbol")},
+                    "streams": {
+                        "type": "object",
+                        "propertyNames": _ref("Symbol"),
+                        "additionalProperties": _ref("Streams"),
+                    },
+                    "depth": {
+                        "type": "object",
+                        "propertyNames": _ref("Symbol"),
+                        "additionalProperties": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_BOOK_DEPTH,
+                        },
+                    },
                 },
             ),
-            {"type": "subscriptions", "id": 3, "symbols": ["BTC-USD"]},
+            {
+                "type": "subscriptions",
+                "id": 3,
+                "symbols": ["BTC-USD"],
+                "streams": {"BTC-USD": ["ticks", "book"]},
+                "depth": {"BTC-USD": 10},
+            },
+        ),
+        "book": (
+            "A book snapshot: sent after subscribed for a newly subscribed book stream, and "
+            "again whenever the book cannot be continued (a new epoch). Replace what you "
+            "hold for the symbol.",
+            _obj(
+                ["type", "symbol", "seq", "epoch", "ts", "depth", "bids", "asks", "checksum"],
+                {
+                    "type": _const("book"),
+                    "symbol": _ref("Symbol"),
+                    "seq": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "The book's own counter (not the tick seq): the next "
+                        "book_update's prev_seq.",
+                    },
+                    "epoch": {"type": "string", "maxLength": MAX_EPOCH_LENGTH},
+                    "ts": {"type": "integer", "minimum": 0},
+                    "depth": {"type": "integer", "minimum": 1, "maximum": MAX_BOOK_DEPTH},
+                    "bids": {**_ref("BookSide"), "description": "Best (highest) first."},
+                    "asks": {**_ref("BookSide"), "description": "Best (lowest) first."},
+                    "checksum": _ref("Checksum"),
+                    "available": {
+                        "type": "boolean",
+                        "description": "false: the symbol's source has no book (no levels; "
+                        "see reason). A book that appears later comes as a new snapshot.",
+                    },
+                    "reason": {"type": "string"},
+                },
+            ),
+            {
+                "type": "book",
+                "symbol": "BTC-USD",
+                "seq": 5120,
+                "epoch": "1764072000000-1",
+                "ts": 1764072000123,
+                "depth": 10,
+                "bids": [["97000.50", "1.25"]],
+                "asks": [["97001.00", "0.40"]],
+                "checksum": 3316470081,
+                "available": True,
+            },
+        ),
+        "book_update": (
+            "Changes that take the client's book from prev_seq (the seq of the last book "
+            'message it received for the symbol) to seq: absolute sizes, "0" deletes; '
+            "levels entering or leaving the top depth included. Check prev_seq and the "
+            "checksum; on a mismatch, subscribe again.",
+            _obj(
+                ["type", "symbol", "seq", "prev_seq", "ts", "bids", "asks", "checksum"],
+                {
+                    "type": _const("book_update"),
+                    "symbol": _ref("Symbol"),
+                    "seq": {"type": "integer", "minimum": 1},
+                    "prev_seq": {"type": "integer", "minimum": 0},
+                    "ts": {"type": "integer", "minimum": 0},
+                    "bids": {**_ref("BookSide"), "description": "Highest first."},
+                    "asks": {**_ref("BookSide"), "description": "Lowest first."},
+                    "checksum": _ref("Checksum"),
+                },
+            ),
+            {
+                "type": "book_update",
+                "symbol": "BTC-USD",
+                "seq": 5123,
+                "prev_seq": 5120,
+                "ts": 1764072000456,
+                "bids": [["97000.50", "0"]],
+                "asks": [["97001.50", "2.00"]],
+                "checksum": 1834420012,
+            },
         ),
         "pong": (
             "The answer to ping, with the server's time (epoch ms).",
@@ -469,7 +645,16 @@ def _server_messages() -> dict[str, dict[str, Any]]:
 
 
 REPLIES = {
-    "subscribe": ["subscribed", "snapshot", "reset", "tick", "ticks", "error"],
+    "subscribe": [
+        "subscribed",
+        "snapshot",
+        "reset",
+        "tick",
+        "ticks",
+        "book",
+        "book_update",
+        "error",
+    ],
     "unsubscribe": ["unsubscribed", "error"],
     "list": ["subscriptions", "error"],
     "ping": ["pong", "error"],
@@ -510,6 +695,15 @@ def build_document(server_url: str | None = None) -> dict[str, Any]:
         "summary": "Ticks of the subscribed symbols as they are published, per the mode of "
         "each subscription; a reset and a fresh snapshot when a series cannot be continued.",
         "messages": [msg(n, "server.") for n in ("tick", "ticks", "snapshot", "reset")],
+    }
+    operations["deliverBooks"] = {
+        "action": "send",
+        "channel": {"$ref": channel},
+        "title": "Deliver books",
+        "summary": "Order books of the symbols subscribed with the book stream: a book "
+        "snapshot, then conflated book_update messages (at most max_rate a second, never "
+        "older than MAX_TICK_AGE_MS); a new book snapshot when continuity breaks.",
+        "messages": [msg(n, "server.") for n in ("book", "book_update")],
     }
     operations["dropSubscriptions"] = {
         "action": "send",

@@ -24,8 +24,8 @@ from .faults import FaultLog
 from .guard import Guard, local_guard
 from .hub import Hub, local_hub
 from .outbox import Outbox
-from .protocol import CloseCode, Command, ErrorCode, ProtocolError
-from .subscription import Subscription
+from .protocol import DEFAULT_STREAMS, CloseCode, Command, ErrorCode, ProtocolError, Stream
+from .subscription import BookSubscription, Subscription
 
 logger = logging.getLogger(__name__)
 faults = FaultLog(logger)
@@ -41,8 +41,8 @@ class Connection:
 
     # One per connection, idle ones included: no instance dict (round 11).
     __slots__ = (
-        "_close", "_closer", "_regroup_handle", "close_code", "guard", "hub", "identity",
-        "outbox", "subs",
+        "_close", "_closer", "_regroup_handle", "books", "close_code", "guard", "hub",
+        "identity", "outbox", "subs",
     )  # fmt: skip
 
     def __init__(
@@ -65,7 +65,9 @@ class Connection:
         self.outbox.on_close = self.end
         self.outbox.on_gone = self._gone
         self.outbox.attach(send_text, write)
-        self.subs: dict[str, Subscription] = {}
+        self.subs: dict[str, Subscription] = {}  # the "ticks" stream, by symbol
+        # The "book" stream by symbol; None until the first (an idle connection holds no dict).
+        self.books: dict[str, BookSubscription] | None = None
         self.close_code: int | None = None
         self._close = close
         self._closer: asyncio.Task | None = None
@@ -82,13 +84,15 @@ class Connection:
         self._leave_cohort()  # its symbols (and maybe batch_ms) change
         if command.batch_ms is not None:
             self.outbox.batch_ms = command.batch_ms
+        ticks = Stream.TICKS in command.streams
         new: list[Subscription] = []
+        new_books: list[BookSubscription] = []
         try:
             # Join before reading history: a tick published in between is then both in
             # the history read and held by the subscription, and its seq check drops
             # the copy (streaming.subscription).
             for symbol in symbols:
-                if symbol not in self.subs:
+                if ticks and symbol not in self.subs:
                     self.subs[symbol] = sub = await self.hub.subscribe(
                         symbol,
                         lambda feed: Subscription(
@@ -97,11 +101,17 @@ class Connection:
                         ),
                     )  # fmt: skip
                     new.append(sub)
+            if Stream.BOOK in command.streams:
+                await self._subscribe_books(command, symbols, new_books)
         except Exception as exc:
             self._drop(new)
+            self._drop_books(new_books)
             raise _unavailable(exc, command, symbols) from None
         joined_at = time.monotonic()
-        self.send({"type": "subscribed", "id": command.id, "symbols": symbols})
+        answer = {"type": "subscribed", "id": command.id, "symbols": symbols}
+        if command.streams != DEFAULT_STREAMS:
+            answer["streams"] = list(command.streams)
+        self.send(answer)
         for i, sub in enumerate(new):
             try:
                 if sub.symbol in command.since:
@@ -112,8 +122,38 @@ class Connection:
                 # Nothing of these was sent: drop them, so "list" tells the truth.
                 failed = [s for s in new[i:] if s.held is not None]
                 self._drop(failed)
+                self._drop_books(new_books)
                 raise _unavailable(exc, command, [s.symbol for s in failed]) from None
+        for i, book in enumerate(new_books):
+            try:
+                # The book as this process holds it (read from Redis by its first subscriber).
+                await book.feed.ensure_book()
+            except Exception as exc:
+                failed_books = new_books[i:]
+                self._drop_books(failed_books)
+                raise _unavailable(exc, command, [b.symbol for b in failed_books]) from None
+            book.start()  # its "book" snapshot, then updates
         self._regroup()
+
+    async def _subscribe_books(
+        self, command: Command, symbols: list[str], new: list[BookSubscription]
+    ) -> None:
+        books = self.books
+        if books is None:
+            books = self.books = {}
+        for symbol in symbols:
+            held = books.get(symbol)
+            if held is not None:
+                if held.depth == command.depth:
+                    continue  # held already: no second snapshot
+                self._drop_books([held])  # another depth: a fresh snapshot at the new one
+            books[symbol] = book = await self.hub.subscribe(
+                symbol,
+                lambda feed: BookSubscription(
+                    feed, self.outbox, depth=command.depth, max_rate=command.max_rate
+                ),
+            )
+            new.append(book)
 
     async def _snapshot(self, sub: Subscription, joined_at: float, *, reset: str | None) -> None:
         # A read shared with every subscriber that joined before it began.
@@ -139,18 +179,44 @@ class Connection:
         sub.replay([t.to_json() for t in ticks], [t.ts for t in ticks])
         sub.go_live(ticks[-1].seq if ticks else since)
 
-    def unsubscribe(self, symbols: list[str]) -> None:
-        self._drop([sub for s in symbols if (sub := self.subs.get(s)) is not None])
+    def unsubscribe(self, symbols: list[str], streams: tuple[Stream, ...] = tuple(Stream)) -> None:
+        """Drop ``streams`` (every one unless named) of ``symbols``."""
+        if Stream.TICKS in streams:
+            self._drop([sub for s in symbols if (sub := self.subs.get(s)) is not None])
+        if Stream.BOOK in streams and self.books:
+            self._drop_books([book for s in symbols if (book := self.books.get(s)) is not None])
         self._regroup()
 
     def symbols(self) -> list[str]:
-        return sorted(self.subs)
+        """Every symbol the connection holds a stream of, sorted."""
+        if not self.books:
+            return sorted(self.subs)
+        return sorted(self.subs.keys() | self.books.keys())
+
+    def streams(self) -> dict[str, list[str]]:
+        """The streams held per symbol (``list``)."""
+        books = self.books or {}
+        return {
+            s: [str(stream) for stream, held in ((Stream.TICKS, self.subs), (Stream.BOOK, books))
+                if s in held]
+            for s in self.symbols()
+        }  # fmt: skip
+
+    def depths(self) -> dict[str, int]:
+        """The depth of each book held (``list``)."""
+        return {s: book.depth for s, book in sorted((self.books or {}).items())}
 
     def _drop(self, subs: list[Subscription]) -> None:
         for sub in subs:
             if self.subs.get(sub.symbol) is sub:
                 del self.subs[sub.symbol]
             self.hub.unsubscribe(sub)
+
+    def _drop_books(self, books: list[BookSubscription]) -> None:
+        for book in books:
+            if self.books is not None and self.books.get(book.symbol) is book:
+                del self.books[book.symbol]
+            self.hub.unsubscribe(book)
 
     # --- shared frames (streaming.cohort)
 
@@ -186,6 +252,7 @@ class Connection:
         """Called when the socket is gone: no tick is queued for it any more."""
         self._leave_cohort()
         self._drop(list(self.subs.values()))
+        self._drop_books(list((self.books or {}).values()))
         self.outbox.stop()
         self.guard.forget(self)
 
@@ -194,7 +261,7 @@ class Connection:
         if self.close_code is not None:
             return
         self.close_code = code
-        held = len(self.subs)
+        held = len(self.symbols())
         self.detach()
         if code == CloseCode.SLOW_CONSUMER:
             metrics.SLOW_CONSUMER_CLOSES.inc()
@@ -214,6 +281,7 @@ class Connection:
         else:
             faults.report(f"writer:{type(exc).__name__}", "writing to a client failed: %r", exc)
         self._drop(list(self.subs.values()))
+        self._drop_books(list((self.books or {}).values()))
 
 
 def _unavailable(exc: Exception, command: Command, symbols: list[str]) -> ProtocolError:

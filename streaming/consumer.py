@@ -20,6 +20,7 @@ from .extensions import write_extension
 from .known import known_symbols
 from .limits import CommandLimiter, SubscriptionQuota, Verdict, close_for_flooding
 from .protocol import (
+    DEFAULT_STREAMS,
     CloseCode,
     Command,
     ErrorCode,
@@ -202,7 +203,7 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
             metrics.WS_COMMANDS.labels(self._action, "ok").inc()
         finally:
             # What the user holds across its connections (streaming.limits).
-            self.quota.sync(self.conn.identity, len(self.conn.subs))
+            self.quota.sync(self.conn.identity, len(self.conn.symbols()))
 
     async def _execute(self, text_data: str | None) -> None:
         command = parse_command(decode_frame(text_data), symbol_limit=self.symbol_limit)
@@ -239,7 +240,7 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
             self.conn.identity, [s for s in command.symbols if s in known]
         )
         symbols = [s for s in command.symbols if s in known and s not in forbidden]
-        held = self.conn.subs
+        held = set(self.conn.symbols())  # a symbol counts once, whatever streams it has
         total = len(held) + sum(1 for s in symbols if s not in held)
         if total > self.symbol_limit:
             raise ProtocolError(
@@ -270,12 +271,23 @@ class PriceStreamConsumer(AsyncJsonWebsocketConsumer):
             )
 
     async def do_unsubscribe(self, command: Command) -> None:
-        # Dropped at once: a tick already on its way is not delivered.
-        self.conn.unsubscribe(command.symbols)
-        self.conn.send({"type": "unsubscribed", "id": command.id, "symbols": command.symbols})
+        # Dropped at once: a tick or book update already on its way is not delivered.
+        self.conn.unsubscribe(command.symbols, command.streams)
+        answer = {"type": "unsubscribed", "id": command.id, "symbols": command.symbols}
+        if command.streams != DEFAULT_STREAMS:
+            answer["streams"] = list(command.streams)
+        self.conn.send(answer)
 
     async def do_list(self, command: Command) -> None:
-        self.conn.send({"type": "subscriptions", "id": command.id, "symbols": self.conn.symbols()})
+        self.conn.send(
+            {
+                "type": "subscriptions",
+                "id": command.id,
+                "symbols": self.conn.symbols(),
+                "streams": self.conn.streams(),
+                "depth": self.conn.depths(),
+            }
+        )
 
     async def do_ping(self, command: Command) -> None:
         self.conn.send({"type": "pong", "id": command.id, "ts": now_ms()})

@@ -6,7 +6,9 @@ The feed is the one place that
 - keeps the symbol's recent ticks (a ring of at most ``SNAPSHOT_SIZE``, encoded once),
 - reads snapshots for subscribers, shared and incremental (below),
 - refills ticks the channel layer lost, once for the whole process, and
-- hands each live tick to its subscribers (streaming.subscription.Subscription).
+- hands each live tick to its subscribers (streaming.subscription.Subscription), and
+- holds the symbol's order book while it has book subscribers (streaming.book.FeedBook),
+  telling each (streaming.subscription.BookSubscription) when it changed.
 
 Snapshots are shared between subscribers. When many clients subscribe to a symbol
 (a deploy, a reconnect storm), each would otherwise read, parse and encode the same
@@ -32,11 +34,12 @@ from markets import history, keys
 from markets.redis import redis_for
 from markets.ticks import Tick
 
+from .book import FeedBook
 from .faults import FaultLog
 
 if TYPE_CHECKING:
     from .cohort import Cohort
-    from .subscription import Subscription
+    from .subscription import BookSubscription, Subscription
 
 logger = logging.getLogger(__name__)
 faults = FaultLog(logger)
@@ -101,6 +104,9 @@ class SymbolFeed:
         self.symbol = symbol
         self.size = size
         self.subscribers: set[Subscription] = set()
+        # Book subscriptions, and the book they are sent from (None while there are none).
+        self.book_subscribers: set[BookSubscription] = set()
+        self.book: FeedBook | None = None
         # Cohorts (streaming.cohort) whose connections hold this symbol: each gets a tick
         # once, for all its members, whose subscriptions skip the per-tick path.
         self.cohorts: list[Cohort] = []
@@ -122,6 +128,51 @@ class SymbolFeed:
         self.received_ms = time.time() * 1000
         self.last_ts: int | None = None
         self._read: tuple[float, asyncio.Task[EncodedSnapshot]] | None = None
+
+    # --- books
+
+    def add_book_subscriber(self, sub: "BookSubscription") -> FeedBook:
+        """Called when a book subscription joins: the book it is sent from."""
+        if self.book is None:
+            self.book = FeedBook(self.symbol, on_change=self.deliver_book)
+        self.book_subscribers.add(sub)
+        return self.book
+
+    async def ensure_book(self) -> None:
+        """Called by a new book subscriber: returns once the book was read (shared read)."""
+        if self.book is not None:
+            await self.book.ensure_loaded()
+
+    def discard_book_subscriber(self, sub: "BookSubscription") -> None:
+        self.book_subscribers.discard(sub)
+        if not self.book_subscribers:
+            # Nobody here is sent the book: stop keeping it (a new subscriber reads it).
+            self.book = None
+
+    def on_book_message(self, event: dict) -> None:
+        """Called by the hub with each ``book.message`` of this symbol."""
+        if self.book is not None:
+            self.book.on_message(event)
+
+    def deliver_book(self, now: float | None = None) -> None:
+        """Tell every book subscriber the book changed (each sends what it may)."""
+        failed: list[tuple[BookSubscription, Exception]] = []
+        for sub in self.book_subscribers:
+            try:
+                sub.offer(now)
+            except Exception as exc:
+                failed.append((sub, exc))
+        for sub, exc in failed:
+            faults.report(
+                f"deliver-book:{type(exc).__name__}",
+                "delivering a %s book failed; the subscriber is dropped and closed (1011)",
+                self.symbol, exc=exc,
+            )  # fmt: skip
+            self.book_subscribers.discard(sub)
+            sub.outbox.fail(exc)
+
+    def has_subscribers(self) -> bool:
+        return bool(self.subscribers or self.book_subscribers)
 
     # --- snapshots
 
@@ -159,6 +210,13 @@ class SymbolFeed:
     def observe(self, *, seq: int, text: str, ts: int) -> None:
         """Extend the newest snapshot with a live tick this process received."""
         latest = self.latest
+        if latest is not None and not latest.epoch:
+            # A snapshot read before the symbol's first tick names no epoch, and a live
+            # tick does not say its own: extended, it sent later subscribers ticks under
+            # the epoch "", which a client resumes as "the current one" and so never
+            # learns of a new epoch (issue 22). The next read asks Redis instead.
+            self.latest = None
+            return
         # Only the next seq keeps it contiguous; a tick after a hole is ignored.
         if latest is not None and seq == latest.last_seq + 1:
             texts = (*latest.tick_texts, text)[-self.size :]

@@ -155,7 +155,7 @@ class Guard:
             return
         restricted = await known_symbols().restricted()
         identities = {c.identity for c in conns if c.identity.authenticated}
-        if not identities and not (restricted and any(c.subs for c in conns)):
+        if not identities and not (restricted and any(c.subs or c.books for c in conns)):
             return
         valid, rights = await database_sync_to_async(_verify)(identities)
         now = time.monotonic()
@@ -175,9 +175,12 @@ class Guard:
             user_rights = (
                 rights.get(identity.user.pk, NO_RIGHTS) if identity.authenticated else (NO_RIGHTS)
             )
-            lost = sorted(
-                s for s in conn.subs if s in restricted and not user_rights.allows(restricted[s])
-            )
+            # Ticks and books of a symbol obey the same right: both streams are dropped.
+            lost = [
+                s
+                for s in conn.symbols()
+                if s in restricted and not user_rights.allows(restricted[s])
+            ]
             if lost:
                 self.dropped += len(lost)
                 conn.unsubscribe(lost)

@@ -21,12 +21,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from markets import history
+from markets.books import BOOK_EVENT_TYPE
 from markets.publishing import TICK_EVENT_TYPE
 from markets.symbols import symbol_group_name
 from telemetry import metrics, probes
@@ -36,9 +37,11 @@ from .faults import FaultLog
 from .feed import SymbolFeed
 from .loops import PerLoop
 from .outbox import ROUND
-from .subscription import Subscription
+from .subscription import BookSubscription, Subscription
 
 logger = logging.getLogger(__name__)
+
+S = TypeVar("S", Subscription, BookSubscription)
 
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 1.0
@@ -76,10 +79,9 @@ class Hub:
 
     # --- subscriptions
 
-    async def subscribe(
-        self, symbol: str, make: Callable[[SymbolFeed], Subscription]
-    ) -> Subscription:
-        """Join ``symbol``'s group if needed; ticks published from now on reach the result."""
+    async def subscribe(self, symbol: str, make: Callable[[SymbolFeed], S]) -> S:
+        """Join ``symbol``'s group if needed; ticks (or book changes) published from now on
+        reach the result."""
         async with self._lock:
             if self.channel is None:
                 self.channel = await self._new_channel()
@@ -89,7 +91,10 @@ class Hub:
                 feed = self.feeds[symbol] = SymbolFeed(symbol)
                 feed.joined = True
             sub = make(feed)
-            feed.subscribers.add(sub)
+            if isinstance(sub, BookSubscription):
+                feed.add_book_subscriber(sub)
+            else:
+                feed.subscribers.add(sub)
             feed.idle_since = None
             if not self._tasks:
                 # A context of their own: the loops serve every connection, so their log
@@ -101,12 +106,15 @@ class Hub:
                 ]
             return sub
 
-    def unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription | BookSubscription) -> None:
         """Stop delivering to ``sub`` at once; the group is left later if nobody returns."""
         feed = sub.feed
-        feed.subscribers.discard(sub)
+        if isinstance(sub, BookSubscription):
+            feed.discard_book_subscriber(sub)
+        else:
+            feed.subscribers.discard(sub)
         sub.close()
-        if not feed.subscribers:
+        if not feed.has_subscribers():
             feed.idle_since = time.monotonic()
 
     async def aclose(self) -> None:
@@ -149,8 +157,11 @@ class Hub:
             # Each connection's ticks of the batch leave together (streaming.outbox).
             with ROUND:
                 for event in events:
-                    if event.get("type") == TICK_EVENT_TYPE:
+                    kind = event.get("type")
+                    if kind == TICK_EVENT_TYPE:
                         await self._on_tick(event)
+                    elif kind == BOOK_EVENT_TYPE:
+                        self._on_book(event)
             if self._suspect:
                 await self._check_suspects()
 
@@ -170,6 +181,8 @@ class Hub:
                 await self._rejoin()
                 for feed in list(self.feeds.values()):
                     await self._catch_up(feed)
+                    if feed.book is not None:
+                        feed.book.refresh()  # its messages of the outage are lost too
             except asyncio.CancelledError:
                 raise
             except Exception as retry_exc:
@@ -250,7 +263,7 @@ class Hub:
         for symbol, feed in list(self.feeds.items()):
             if feed.idle_since is not None and now - feed.idle_since > self.idle_seconds:
                 async with self._lock:
-                    if feed.subscribers or self.feeds.get(symbol) is not feed:
+                    if feed.has_subscribers() or self.feeds.get(symbol) is not feed:
                         continue
                     del self.feeds[symbol]
                     await self.layer.group_discard(symbol_group_name(symbol), self.channel)
@@ -292,6 +305,14 @@ class Hub:
         # Plain counts, flushed into the metrics by _report_forever.
         metrics.DELIVERY.received += 1
         metrics.LAG.observe((time.time() * 1000 - ts) / 1000)
+
+    # --- books
+
+    def _on_book(self, event: dict) -> None:
+        """A book message: to the feed's book, which tells its subscribers (or refills)."""
+        feed = self.feeds.get(event.get("symbol", ""))
+        if feed is not None:
+            feed.on_book_message(event)
 
     def _note_lag(self, lag: float) -> None:
         """Log once when ticks start and stop reaching this process late."""

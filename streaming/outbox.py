@@ -14,6 +14,14 @@ Two kinds of subscription feed one outbox (streaming.protocol.Mode):
   replacing another counts it in ``skipped``; a slot may wait for ``max_rate``; a tick
   older than ``max_age_ms`` is dropped and counted, never written.
 
+Books (issue 21) are state that conflates by key, so they take the ``latest`` slots too:
+a ``book`` slot per book subscription (streaming.subscription.BookSubscription) holds
+no frame, only "the book changed". When the slot may be written (the socket has room,
+``max_rate`` and the batch window allow) its subscription is asked for the frame to
+write *then*: one update from what the client holds to the current book, whatever
+number of changes it merges (Lightstreamer's COMMAND mode, keyed by price). So a book
+never makes a connection slow, and never waits in the outbox as stale bytes.
+
 When a connection accepts batches (it set ``batch_ms``, 0 included), ticks waiting
 together go out as one ``ticks`` frame. With ``batch_ms`` above 0 the outbox writes at
 most once per ``batch_ms`` (a rate limit with a leading edge): what arrives at least
@@ -34,7 +42,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from telemetry.metrics import BACKLOG, DELIVERY, LAG
 
@@ -56,13 +64,23 @@ class Frame(str):
     __slots__ = ()
 
 
+# Book slots are keyed by this and the symbol (":" is not a symbol character).
+BOOK_SLOT_PREFIX = "book:"
+
+
+class BookSource(Protocol):
+    def next_frame(self, now: float) -> str | None: ...
+
+
 class _Slot:
-    """A ``latest`` subscription's waiting tick."""
+    """A ``latest`` subscription's waiting tick, or a book subscription's pending change."""
 
-    __slots__ = ("due_ms", "interval_ms", "pending", "skipped", "text", "ts")
+    __slots__ = ("due_ms", "interval_ms", "pending", "skipped", "source", "text", "ts")
 
-    def __init__(self, interval_ms: float) -> None:
+    def __init__(self, interval_ms: float, source: BookSource | None = None) -> None:
         self.interval_ms = interval_ms
+        # A book slot's subscription, asked for its frame when the slot is written.
+        self.source = source
         self.text = ""
         self.ts = 0
         self.skipped = 0  # ticks replaced or dropped since the last one written
@@ -214,6 +232,26 @@ class Outbox:
 
     def add_slot(self, symbol: str, *, max_rate: float | None) -> None:
         self._slots[symbol] = _Slot(1000.0 / max_rate if max_rate else 0.0)
+
+    def add_book_slot(self, key: str, source: BookSource, *, max_rate: float | None) -> None:
+        self._slots[key] = _Slot(1000.0 / max_rate if max_rate else 0.0, source)
+
+    def put_book(self, key: str, now: float | None = None) -> None:
+        """Called when a book changed: its frame goes out at once if it may, else later."""
+        slot = self._slots.get(key)
+        if slot is None or slot.pending:
+            return  # unsubscribed or closing; or already due: it will take this change too
+        if now is None:
+            now = self.clock()
+        if slot.due_ms <= now and self._idle():
+            text = slot.source.next_frame(now)  # type: ignore[union-attr]
+            if text is not None:
+                self._write_now(text)
+                slot.due_ms = now + slot.interval_ms
+            return
+        slot.pending = True
+        self._due_slots += 1
+        self._wake()
 
     def drop_slot(self, symbol: str) -> None:
         slot = self._slots.pop(symbol, None)
@@ -512,7 +550,8 @@ class Outbox:
         self.live_bytes = 0
         next_due = None
         if self._due_slots:
-            next_due = self._take_slots(items, now)
+            next_due, book_frames = self._take_slots(items, now)
+            frames += book_frames
         # Counted here, written by the caller (the writer task) right after.
         DELIVERY.ticks += len(items) - frames
         if self.batch_ms is None or len(items) < 2:
@@ -525,10 +564,25 @@ class Outbox:
         """Called by the writer once the frames of the last take() are written."""
         self._writing_oldest_ts = 0
 
-    def _take_slots(self, items: list[str], now: float) -> float | None:
+    def _take_slots(self, items: list[str], now: float) -> tuple[float | None, int]:
+        """Due slots' frames appended to ``items``; when the next falls due, and how many
+        book frames were appended."""
         next_due = None
+        book_frames = 0
         for slot in self._slots.values():
             if not slot.pending:
+                continue
+            if slot.source is not None:
+                if slot.due_ms > now:
+                    next_due = slot.due_ms if next_due is None else min(next_due, slot.due_ms)
+                    continue
+                slot.pending = False
+                self._due_slots -= 1
+                text = slot.source.next_frame(now)  # the change(s) since the last one, merged
+                if text is not None:
+                    items.append(Frame(text))
+                    book_frames += 1
+                    slot.due_ms = now + slot.interval_ms
                 continue
             if now - slot.ts > self.max_age_ms:
                 # Too old to show as live: drop it, and let the next tick say so.
@@ -545,7 +599,7 @@ class Outbox:
                 self._due_slots -= 1
                 slot.skipped = 0
                 slot.due_ms = now + slot.interval_ms
-        return next_due
+        return next_due, book_frames
 
 
 def _merge(items: list[str]) -> list[str]:

@@ -17,8 +17,11 @@ per-tick path, so a subscription joins one only when it is exactly where its fee
 import logging
 from typing import TYPE_CHECKING
 
+from markets.book import View
+from telemetry.metrics import DELIVERY
+
 from .feed import SymbolFeed
-from .outbox import Outbox
+from .outbox import BOOK_SLOT_PREFIX, Outbox
 from .protocol import Mode
 
 if TYPE_CHECKING:
@@ -148,3 +151,75 @@ class Subscription:
         self.held = None
         if self.mode is Mode.LATEST:
             self.outbox.drop_slot(self.feed.symbol)
+
+
+class BookSubscription:
+    """One connection's hold on one symbol's book: the view it last sent, and its slot.
+
+    The outbox holds one slot per book subscription (streaming.outbox, a ``book`` slot):
+    the feed marks it when the book changes, and when the slot may be written (the
+    socket has room, ``max_rate`` and ``batch_ms`` allow) the outbox asks next_frame()
+    for what to send *then*: a ``book`` snapshot first and after a new epoch, otherwise
+    one ``book_update`` from the view last sent to the current one (streaming.book). So
+    a slow reader is never closed and never queues stale deltas: it gets fewer, merged
+    updates, each checked by ``prev_seq`` and the checksum.
+    """
+
+    __slots__ = ("depth", "epoch", "feed", "key", "live", "max_age_ms", "outbox", "seq", "view")
+
+    def __init__(
+        self, feed: SymbolFeed, outbox: Outbox, *, depth: int, max_rate: float | None = None
+    ) -> None:
+        self.feed = feed
+        self.outbox = outbox
+        self.depth = depth
+        self.max_age_ms = outbox.max_age_ms
+        # What the client holds: the epoch, seq and view of the last book frame sent
+        # (None: nothing yet, a snapshot goes first).
+        self.epoch: str | None = None
+        self.seq = 0
+        self.view: View | None = None
+        # False until the connection has answered the subscribe: nothing goes before that.
+        self.live = False
+        self.key = BOOK_SLOT_PREFIX + feed.symbol
+        outbox.add_book_slot(self.key, self, max_rate=max_rate)
+
+    @property
+    def symbol(self) -> str:
+        return self.feed.symbol
+
+    def start(self) -> None:
+        """Called once the subscribe is answered and the book read: the snapshot goes."""
+        self.live = True
+        self.offer()
+
+    def offer(self, now: float | None = None) -> None:
+        """Called by the feed when the book changed (or a first snapshot is due)."""
+        self.outbox.put_book(self.key, now)
+
+    def next_frame(self, now: float) -> str | None:
+        """Called by the outbox when this book may be written: the frame to write, if any."""
+        book = self.feed.book
+        if book is None or not book.loaded or not self.live:
+            return None
+        if self.view is None or self.epoch != book.epoch:
+            text, view = book.snapshot(self.depth)
+            DELIVERY.book_snapshots += 1
+        elif self.seq == book.seq:
+            return None
+        else:
+            if book.ts and now - book.ts > self.max_age_ms:
+                # This process is behind: what it holds must not be shown as live. The
+                # next update goes from the view sent to the then current book.
+                DELIVERY.book_stale += 1
+                return None
+            text, view = book.update(self.depth, self.seq, self.view)
+            if text is None:
+                return None  # the top `depth` did not change: nothing to tell
+            DELIVERY.book_updates += 1
+            DELIVERY.book_conflated += book.seq - self.seq - 1
+        self.epoch, self.seq, self.view = book.epoch, book.seq, view
+        return text
+
+    def close(self) -> None:
+        self.outbox.drop_slot(self.key)

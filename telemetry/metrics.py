@@ -93,6 +93,42 @@ STALE_DROPPED = Counter(
     "Ticks of 'latest' subscriptions dropped because they were older than MAX_TICK_AGE_MS.",
 )
 
+# --- Order books in the web process (streaming.book, streaming.subscription; issue 21)
+BOOK_UPDATES_DELIVERED = Counter(
+    "ticker_book_updates_delivered",
+    "book_update frames written to clients (one per update per client).",
+)
+BOOK_SNAPSHOTS_DELIVERED = Counter(
+    "ticker_book_snapshots_delivered",
+    "book snapshot frames written to clients (on subscribe and on a new book epoch).",
+)
+BOOK_CONFLATED = Counter(
+    "ticker_book_updates_conflated",
+    "Producer book updates merged into a later book_update instead of sent on their own "
+    "(a slow socket, max_rate, a batch window): seq - prev_seq - 1 per update sent.",
+)
+BOOK_STALE_DROPPED = Counter(
+    "ticker_book_stale_dropped",
+    "Book updates not sent because the process's book was older than MAX_TICK_AGE_MS "
+    "(the process was behind); the next one takes the client to the then current book.",
+)
+BOOK_FRAMES_BUILT = Counter(
+    "ticker_book_frames_built",
+    "Book frames encoded by the web process: one per depth and last-sent seq, shared by "
+    "every client with the same.",
+)
+BOOK_REFILLS = Counter(
+    "ticker_book_refills",
+    "Books a web process read from Redis, by why: subscribe (its first subscriber), gap "
+    "(a seq hole), epoch (a delta of a new epoch), bad (a malformed message).",
+    ["why"],
+)
+BOOK_SEQ_BREAKS = Counter(
+    "ticker_book_seq_breaks",
+    "book.message events that did not continue the web process's book (a hole or an "
+    "unknown epoch): each made it read the book from Redis.",
+)
+
 # --- The delivery engine's faults and recoveries (streaming.hub)
 HOLE_REFILLS = Counter("ticker_hole_refills", "Ticks lost by the layer, refilled from history.")
 RESETS = Counter("ticker_resets", "Feeds whose subscribers were reset (history could not tell).")
@@ -133,6 +169,24 @@ LEASE_CHANGES = Counter(
     "ticker_lease_changes",
     "Producer lease changes: taken, lost (found another owner) and released.",
     ["event"],
+)
+FEED_FAULTS = Counter(
+    "ticker_feed_faults",
+    "Feed-loop steps that failed, by step (acquire, renew, refresh, start, flush, publish) "
+    "and kind (error; timeout: past the deadline below the lease TTL; cancelled: a "
+    "CancelledError that was no cancellation of the feed; bug: any other exception).",
+    ["step", "kind"],
+)
+FEED_STALLS = Counter(
+    "ticker_feed_stalls",
+    "Feeds that held leases with drafts waiting but published nothing for "
+    "FEED_STALL_SECONDS: each gave its leases up and restarted its publisher.",
+)
+FEED_EPOCHS = Counter(
+    "ticker_feed_new_epochs",
+    "Symbols a producer moved to a new epoch because Redis lost writes it had made (the "
+    "stored seq behind the last it published, or the history's tail gone), by why.",
+    ["why"],
 )
 
 # --- REST and pages (telemetry.middleware)
@@ -190,17 +244,36 @@ class LocalHistogram:
 class DeliveryTally:
     """Plain counters the fan-out and the writers add to; flushed into the metrics."""
 
-    __slots__ = ("frames", "received", "stale_dropped", "ticks")
+    __slots__ = (
+        "book_conflated", "book_frames_built", "book_snapshots", "book_stale", "book_updates",
+        "frames", "received", "stale_dropped", "ticks",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.frames = 0
         self.ticks = 0
         self.received = 0
         self.stale_dropped = 0
+        self.book_updates = 0
+        self.book_snapshots = 0
+        self.book_conflated = 0
+        self.book_stale = 0
+        self.book_frames_built = 0
 
     def flush(self) -> None:
         frames, ticks, received, stale = self.frames, self.ticks, self.received, self.stale_dropped
         self.frames = self.ticks = self.received = self.stale_dropped = 0
+        for name, counter in (
+            ("book_updates", BOOK_UPDATES_DELIVERED),
+            ("book_snapshots", BOOK_SNAPSHOTS_DELIVERED),
+            ("book_conflated", BOOK_CONFLATED),
+            ("book_stale", BOOK_STALE_DROPPED),
+            ("book_frames_built", BOOK_FRAMES_BUILT),
+        ):
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, 0)
+                counter.inc(value)
         if frames:
             FRAMES_DELIVERED.inc(frames)
         if ticks:
@@ -231,7 +304,9 @@ for _loop in ("receive_forever", "housekeep_forever", "report_forever", "guard")
 LOOP_FAILURES.labels("guard")
 for _op in ("receive", "recover", "housekeeping"):
     CHANNEL_LAYER_ERRORS.labels(_op)
-for _component in ("refill", "catch-up", "subscribe", "metrics", "readyz"):
+for _why in ("subscribe", "gap", "epoch", "bad"):
+    BOOK_REFILLS.labels(_why)
+for _component in ("refill", "catch-up", "subscribe", "metrics", "readyz", "book"):
     REDIS_ERRORS.labels(_component)
 for _event in ("taken", "lost", "released"):
     LEASE_CHANGES.labels(_event)

@@ -32,6 +32,8 @@ SERVER_TYPES = {
     "authenticated",
     "error",
     "alert",
+    "book",
+    "book_update",
 }
 
 

@@ -87,7 +87,13 @@ async def test_subscribe_answers_and_sends_a_snapshot_per_new_symbol():
         assert again == {"type": "subscribed", "id": 2, "symbols": ["BTC-USD"]}
         assert await c.nothing()
         await c.send({"action": "list", "id": 3})
-        assert await c.recv() == {"type": "subscriptions", "id": 3, "symbols": ["AAPL", "BTC-USD"]}
+        assert await c.recv() == {
+            "type": "subscriptions",
+            "id": 3,
+            "symbols": ["AAPL", "BTC-USD"],
+            "streams": {"AAPL": ["ticks"], "BTC-USD": ["ticks"]},
+            "depth": {},
+        }
 
 
 async def test_an_idle_connection_holds_one_task_its_own():

@@ -14,13 +14,18 @@ pytestmark = pytest.mark.usefixtures("async_symbols", "close_hub")
 
 
 class FakeConnection:
-    """What the guard uses of a Connection: identity, subs, unsubscribe, send, end."""
+    """What the guard uses of a Connection: identity, subs, books, symbols, unsubscribe,
+    send, end."""
 
     def __init__(self, identity: Identity, symbols: list[str]) -> None:
         self.identity = identity
         self.subs = dict.fromkeys(symbols)
+        self.books = None
         self.close_code = None
         self.sent: list[dict] = []
+
+    def symbols(self) -> list[str]:
+        return sorted(self.subs)
 
     def unsubscribe(self, symbols: list[str]) -> None:
         for s in symbols:
