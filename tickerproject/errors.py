@@ -5,9 +5,9 @@ REDIS_URL and CELERY_BROKER_URL (and any password in them) were shown in full. H
 
 - the settings section is always empty, with DEBUG on or off;
 - any value a setting holds that grants access (SECRET_KEY, the Redis and broker URLs,
-  DATABASE_URL, database and Redis passwords) is replaced wherever else it turns up on
-  the page or in the text report: a frame's local variables, the exception's message,
-  request headers.
+  DATABASE_URL, database and Redis passwords, the sentinels' password) is replaced
+  wherever else it turns up on the page or in the text report: a frame's local
+  variables, the exception's message, request headers.
 """
 
 from urllib.parse import urlsplit
@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils.html import escape
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
+
+from markets import sentinel
 
 from .env import env_str
 
@@ -45,6 +47,10 @@ def secret_values() -> list[str]:
                 password = None
             if password:
                 found.add(password)
+        # A Sentinel URL's passwords as given (percent-decoded), the sentinels' one too.
+        group = sentinel.parse(url) if sentinel.is_sentinel_url(url) else None
+        if group is not None:
+            found.update(p for p in (group.password, group.sentinel_password) if p)
     return sorted((v for v in found if len(v) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
 
 
