@@ -14,6 +14,12 @@ The loop:
   simulated symbols sharing a time slot cost one Redis round trip;
 - writes each owned symbol's source counters to Redis every ``STATUS_FLUSH_SECONDS``
   (markets.keys.source_status_key), for ``manage.py feeds list`` and /api/health/.
+
+It never stops in silence (issue 22; docs/operations.md, "A feed that stops publishing"):
+every Redis step of the loop and of the publisher has a deadline below the lease TTL, so
+a hang is a counted, logged failure and not a loop stuck while its leases live on; the
+publisher is supervised against every exception but a real cancellation; and a watchdog
+gives the leases up when drafts wait but nothing was published for FEED_STALL_SECONDS.
 """
 
 import asyncio
@@ -33,6 +39,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from markets.books import BookPublisher
 from markets.history import latest_ticks
@@ -41,6 +48,7 @@ from markets.models import Symbol
 from markets.publishing import TickPublisher, now_ms
 from markets.redis import by_shard, close_redis_client, redis_for, shard_url
 from markets.ticks import TickDraft
+from telemetry.metrics import FEED_FAULTS, FEED_STALLS
 
 from .books import FeedBooks, publish_batch
 from .lease import SymbolLeases
@@ -66,6 +74,11 @@ RATE_WINDOW_SECONDS = 5.0
 # Drafts waiting for the publisher; a source that outruns it waits (backpressure).
 QUEUE_SIZE = 10_000
 MAX_BATCH = 1_000
+# After a failed step the loop waits this long before trying again.
+RETRY_SECONDS = 0.5
+# The source state a stalled feed reports for the symbols it gives up (/api/health/
+# reads any state but "up" as degraded).
+STALLED = "stalled"
 
 
 @dataclass
@@ -161,6 +174,13 @@ async def run_feed(
     # Renew at a third of the TTL: two renewals can fail before the lease lapses.
     renew_every = lease_seconds / 3
     poll_every = min(settings.FEED_TAKEOVER_POLL_SECONDS, renew_every)
+    # Every Redis step of the loop ends within a third of the TTL, so a hung one cannot
+    # hold the loop past the next renewal; a publish within half of it (a batch of a
+    # thousand ticks must fit, under load). Past it the call is cancelled, which closes
+    # its connection (redis-py), and counted as a timeout.
+    call_deadline = renew_every
+    publish_deadline = lease_seconds / 2
+    stall_seconds = settings.FEED_STALL_SECONDS
 
     stats = FeedStats(token=producer_token())
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
@@ -170,12 +190,24 @@ async def run_feed(
     queue: asyncio.Queue[TickDraft | BookDraft] = asyncio.Queue(QUEUE_SIZE)
     reading: asyncio.Future | None = None  # a symbol-table read still on its way
     running: dict[str, Running] = {}
+    # Leases taken whose sources have not started yet (the step between failed): the
+    # next poll takes them again and starts them; on the way out they are released.
+    unstarted: set[str] = set()
     configs: dict[str, SymbolConfig] = {}
     # Whether an acquire round has ever run to its end. Until then holding nothing means
     # nothing: a round that failed half-way (Redis away) took no lease, yet the symbol
     # table was read, and the loop used to take that for "another producer has it all"
     # and return at once, without a word (issue 22).
     settled = False
+    # The step under way (a label of ticker_feed_faults_total) and the failed steps
+    # since the loop last got through a pass.
+    step = "start"
+    failing = 0
+    # The watchdog: since when drafts have been waiting with nothing published (None
+    # while the last publish went through), and until when this feed takes no lease
+    # after giving its leases up (so another producer gets them).
+    pending_since: float | None = None
+    hold_off_until = 0.0
     # The source label of ticker_ticks_published_total (telemetry.metrics).
     publisher.source_of = lambda s: running[s].config.source if s in running else ""
     faults = KindLog(logger, f"feed {stats.token}")
@@ -183,6 +215,31 @@ async def run_feed(
     books = FeedBooks(BookPublisher(lease_token=stats.token), log=faults)
     books.publisher.source_of = publisher.source_of
     loop = asyncio.get_running_loop()
+
+    def fault(where: str, exc: BaseException, what: str) -> None:
+        """Count and log (once per kind, then at 10x, 100x...) a failed step."""
+        if timed_out(exc):
+            kind = "timeout"
+        elif isinstance(exc, asyncio.CancelledError):
+            kind = "cancelled"
+        elif isinstance(exc, RedisError | OSError):
+            kind = "error"
+        else:
+            kind = "bug"
+        FEED_FAULTS.labels(where, kind).inc()
+        faults.report(f"{what} ({where}: {kind})", repr(exc))
+
+    def cancelled_for_real() -> bool:
+        # A CancelledError raised by a library, or a future cancelled under us, is not
+        # the cancellation of this feed: only the latter ends it (issue 22).
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
+    async def bounded(name: str, awaitable, deadline: float | None = None):
+        nonlocal step
+        step = name
+        async with asyncio.timeout(deadline or call_deadline):
+            return await awaitable
 
     async def run_source(source: Source) -> None:
         async with contextlib.aclosing(source.ticks()) as drafts:
@@ -201,26 +258,37 @@ async def run_feed(
         task = loop.create_task(run_source(source), name=f"feed source {symbol}")
         running[symbol] = Running(config, source, task, now_ms(), loop.time())
         books.start(symbol, source)
+        unstarted.discard(symbol)
         logger.info("feed %s: %s from %s", stats.token, symbol, config.source)
 
     def stop_source(symbol: str) -> None:
         entry = running.pop(symbol, None)
         books.stop(symbol)
+        # What it published is no longer this feed's to check (markets.publishing).
+        publisher.forget(symbol)
         if entry is not None:
             entry.task.cancel()
 
     async def start_all(symbols: list[str]) -> None:
+        # Their leases are ours until they run: if this read fails, the next poll takes
+        # them again (SymbolLeases.acquire re-takes its own) and starts them then.
         if not symbols:
             return
-        last = await latest_ticks(symbols=symbols)
+        last = await bounded("start", latest_ticks(symbols=symbols))
         for symbol in symbols:
-            start(symbol, last[symbol].price if symbol in last else None)
+            if symbol in configs:
+                start(symbol, last[symbol].price if symbol in last else None)
 
     async def take_free_leases() -> None:
         nonlocal settled
-        taken = await leases.acquire([s for s in configs if s not in running])
+        if loop.time() < hold_off_until:
+            return
+        wanted = [s for s in configs if s not in running]
+        taken = await bounded("acquire", leases.acquire(wanted))
+        unstarted.difference_update(set(wanted) - set(taken))  # another producer has them
         if taken:
             stats.acquired.update(taken)
+            unstarted.update(taken)
             logger.info("feed %s now produces %s", stats.token, ", ".join(sorted(taken)))
             await start_all(taken)
         settled = bool(configs)
@@ -234,18 +302,21 @@ async def run_feed(
 
     async def refresh() -> bool:
         """Re-read the symbol table and apply it; False while the read has not answered."""
-        nonlocal configs, reading
+        nonlocal configs, reading, step
+        step = "refresh"
         # Not wait_for(): cancelling a sync_to_async call still waits for its thread, so
         # a read stuck there would hold this loop (and the lease renewals) all the same.
-        # A slow read is left running and picked up by a later refresh instead.
+        # A slow read is left running and picked up by a later refresh instead; the
+        # loop waits for it no longer than for a Redis step.
         if reading is None:
             reading = asyncio.ensure_future(_load_configs())
             reading.add_done_callback(_retrieve)
-        done, _ = await asyncio.wait({reading}, timeout=SYMBOLS_READ_TIMEOUT_SECONDS)
+        wait = min(SYMBOLS_READ_TIMEOUT_SECONDS, call_deadline)
+        done, _ = await asyncio.wait({reading}, timeout=wait)
         if not done:
             faults.report(
                 "reading the symbol table is taking long; keeping the last one meanwhile",
-                f"no answer after {SYMBOLS_READ_TIMEOUT_SECONDS:.0f} s",
+                f"no answer after {wait:.1f} s",
             )
             return False
         read, reading = reading, None
@@ -292,7 +363,7 @@ async def run_feed(
         for symbol, r in running.items():
             pipe = pipes[shard_url(symbol)]
             s = r.source.stats
-            if r.task.done() and s.state not in (ENDED, DOWN):
+            if r.task.done() and s.state not in (ENDED, DOWN, STALLED):
                 s.state = DOWN
                 if not r.task.cancelled() and r.task.exception() is not None:
                     s.last_error = f"{type(r.task.exception()).__name__}: {r.task.exception()}"
@@ -311,9 +382,10 @@ async def run_feed(
             pipe.delete(key)
             pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
             pipe.expire(key, STATUS_TTL_SECONDS)
-        await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
+        await bounded("flush", asyncio.gather(*(pipe.execute() for pipe in pipes.values())))
 
     async def publish_forever() -> None:
+        nonlocal pending_since
         while True:
             batch = [await queue.get()]
             while len(batch) < MAX_BATCH and not queue.empty():
@@ -321,12 +393,21 @@ async def run_feed(
             batch = [d for d in batch if d.symbol in running]
             if not batch:
                 continue
+            if pending_since is None:
+                pending_since = loop.time()
             try:
-                published, refused = await publish_batch(publisher, books, batch)
-            except (RedisError, OSError) as exc:
-                faults.report("publish failed; those ticks were not published", repr(exc))
-                await asyncio.sleep(0.5)
+                async with asyncio.timeout(publish_deadline):
+                    published, refused = await publish_batch(publisher, books, batch)
+            except asyncio.CancelledError as exc:
+                if cancelled_for_real():
+                    raise
+                fault("publish", exc, "publish failed; those ticks were not published")
                 continue
+            except Exception as exc:  # Redis, a timeout, or a bug: counted, never fatal
+                fault("publish", exc, "publish failed; those ticks were not published")
+                await asyncio.sleep(0 if timed_out(exc) else RETRY_SECONDS)
+                continue
+            pending_since = None
             stats.ticks += len(published)
             for tick in published:
                 if tick.symbol in running:
@@ -334,7 +415,42 @@ async def run_feed(
             # The publish script refuses symbols whose lease is not ours.
             drop(refused, "lease lost (the publish was refused)")
 
-    publisher_task = loop.create_task(publish_forever(), name="feed publisher")
+    def start_publisher() -> asyncio.Task:
+        return loop.create_task(publish_forever(), name="feed publisher")
+
+    async def stop_publisher(task: asyncio.Task) -> None:
+        task.cancel()
+        # Cancelling a Redis call closes its connection at once; bounded all the same.
+        await asyncio.wait({task}, timeout=call_deadline)
+
+    async def give_up(waited: float) -> None:
+        """Called when drafts wait but nothing was published for FEED_STALL_SECONDS."""
+        nonlocal publisher_task, pending_since, hold_off_until, settled
+        symbols = sorted(running)
+        FEED_STALLS.inc()
+        logger.error(
+            "feed %s: drafts waiting but nothing published for %.1f s; giving up %s and "
+            "restarting the publisher, so that another producer takes over",
+            stats.token, waited, ", ".join(symbols),
+        )  # fmt: skip
+        for r in running.values():
+            r.source.stats.state = STALLED
+            r.source.stats.last_error = f"nothing published for {waited:.1f} s"
+        with contextlib.suppress(Exception):
+            await flush_status()  # best effort: /api/health/ says so until another reports
+        drop(set(symbols), "stalled")
+        await stop_publisher(publisher_task)
+        while not queue.empty():
+            queue.get_nowait()
+        pending_since = None
+        publisher_task = start_publisher()
+        with contextlib.suppress(Exception):
+            await bounded("release", leases.release([*symbols, *unstarted]))
+        # Take no lease for a lease period and a poll: another producer gets them first.
+        hold_off_until = loop.time() + lease_seconds + poll_every
+        settled = False
+
+    publisher_task = start_publisher()
     started = loop.time()
     next_refresh = next_renew = next_poll = next_flush = started
     stood_by = False
@@ -344,32 +460,41 @@ async def run_feed(
             if max_seconds is not None and now - started >= max_seconds:
                 break
             if publisher_task.done():
-                publisher_task.result()  # a bug in the publisher: let the caller restart us
+                # It ends only if cancelled under us; anything else it survives.
+                exc = None if publisher_task.cancelled() else publisher_task.exception()
+                fault("publish", exc or asyncio.CancelledError(), "the publisher ended")
+                logger.error("feed %s: the publisher ended; starting it again", stats.token)
+                publisher_task = start_publisher()
             try:
-                if now >= next_refresh:
-                    next_refresh = now + SYMBOLS_REFRESH_SECONDS
-                    # False: the database did not answer; leases are renewed meanwhile.
-                    refreshed = await refresh()
-                    if refreshed:
-                        next_poll = now + poll_every  # refresh() took free leases
-                    if refreshed and not running and not standby:
-                        logger.info("feed %s: every symbol has a producer; exiting", stats.token)
-                        break
-                    if refreshed and not running and not stood_by:
-                        # Once: from here on it takes free leases every poll.
-                        stood_by = True
-                        logger.info(
-                            "feed %s: every symbol has a producer; standing by", stats.token
-                        )
+                if running and pending_since is not None and now - pending_since > stall_seconds:
+                    await give_up(now - pending_since)
+                # Renewals first, and a failed one is tried again at once (not a third of
+                # the TTL later): a renewal that hung to its deadline must not cost the
+                # leases (the fault-injection harness found that).
                 if now >= next_renew:
+                    held = set(await bounded("renew", leases.renew(list(running))))
                     next_renew = now + renew_every
-                    held = set(await leases.renew(list(running)))
                     drop(set(running) - held, "lease lost (renewal found another owner)")
                     # Holding nothing means another producer has it all, once the symbol
                     # table has been read and a whole acquire round has run over it.
                     if not running and not standby and configs and settled:
                         logger.info("feed %s: every symbol has a producer; exiting", stats.token)
                         break
+                if now >= next_refresh:
+                    next_refresh = now + SYMBOLS_REFRESH_SECONDS
+                    # False: the database did not answer; leases are renewed meanwhile.
+                    refreshed = await refresh()
+                    if refreshed:
+                        next_poll = now + poll_every  # refresh() took free leases
+                    if refreshed and not running and not standby and settled:
+                        logger.info("feed %s: every symbol has a producer; exiting", stats.token)
+                        break
+                    if refreshed and not running and settled and not stood_by:
+                        # Once: from here on it takes free leases every poll.
+                        stood_by = True
+                        logger.info(
+                            "feed %s: every symbol has a producer; standing by", stats.token
+                        )
                 if now >= next_poll:
                     next_poll = now + poll_every
                     await take_free_leases()
@@ -377,22 +502,43 @@ async def run_feed(
                     next_flush = now + STATUS_FLUSH_SECONDS
                     await restart_failed()
                     await flush_status()
+                if failing:
+                    logger.info(
+                        "feed %s: Redis answers again after %d failed steps", stats.token, failing
+                    )
+                    failing = 0
+            except asyncio.CancelledError as exc:
+                if cancelled_for_real():
+                    raise
+                failing += 1
+                fault(step, exc, "a feed step was cancelled under it")
+                await asyncio.sleep(RETRY_SECONDS)
             except (RedisError, OSError) as exc:
-                # Redis is away: leases lapse on their own; try again shortly.
-                faults.report("Redis unavailable", repr(exc))
-                await asyncio.sleep(0.5)
+                # Redis is away or did not answer within the deadline: leases lapse on
+                # their own; try again shortly (at once after a timeout, which waited).
+                failing += 1
+                fault(step, exc, "Redis unavailable")
+                await asyncio.sleep(0 if timed_out(exc) else RETRY_SECONDS)
             wake = min(next_refresh, next_renew, next_poll, next_flush)
             await asyncio.sleep(max(0.0, min(wake - loop.time(), 0.5)))
     finally:
         held = list(running)
         for symbol in held:
             stop_source(symbol)
-        publisher_task.cancel()
         if reading is not None:
             reading.cancel()  # not awaited: it may be waiting on its thread
-        await asyncio.gather(publisher_task, return_exceptions=True)
-        await leases.release(held)
+        await stop_publisher(publisher_task)
+        try:
+            async with asyncio.timeout(call_deadline):
+                await leases.release([*held, *unstarted])
+        except TimeoutError:
+            logger.warning("feed %s: releasing its leases timed out; they expire", stats.token)
     return stats
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is a call that ran out of time (ours or redis-py's socket timeout)."""
+    return isinstance(exc, TimeoutError | RedisTimeoutError)
 
 
 def _retrieve(future: asyncio.Future) -> None:

@@ -9,6 +9,7 @@ itself after an error). A warm shutdown stops the loop, which releases its lease
 another worker takes over at once instead of after the TTL.
 """
 
+import asyncio
 import logging
 import socket
 import threading
@@ -34,7 +35,9 @@ def _run_forever(worker: str) -> None:
     while not _shutting_down.is_set():
         try:
             run_feed_blocking(stop=_shutting_down, standby=True, worker=worker)
-        except Exception:
+        except (Exception, asyncio.CancelledError):
+            # A CancelledError from the loop's inside is no reason to end this thread:
+            # nothing here cancels it, and past it beat's check is 5 s away (issue 22).
             logger.exception("feed loop failed; starting it again")
         _shutting_down.wait(RESTART_DELAY_SECONDS)
 

@@ -8,6 +8,7 @@ way round it is ``TickPublisher.unfenced_for_tests()``, for tests only.
 """
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from .redis import redis_client, redis_for, shard_url
 from .symbols import symbol_group_name
 from .ticks import Tick, TickDraft
 
+logger = logging.getLogger(__name__)
+
 # Event type of a tick on the channel layer (streaming.hub.Hub receives it).
 TICK_EVENT_TYPE = "tick.message"
 # The lease token that skips the fence; producer tokens never contain spaces.
@@ -32,7 +35,8 @@ UNFENCED_FOR_TESTS = "unfenced for tests"
 # KEYS per tick: seq, history, lease, epoch, candle clock, then one candle index per
 # interval. ARGV: token, maxlen, now_ms, interval count, per interval (length ms,
 # retention ms), then per tick ts, price, bid, ask, size, side ("" when unknown).
-# Returns each tick's seq, or 0 where the lease is not ours. Only the token
+# Returns each tick's seq, or 0 where the lease is not ours (then each symbol's epoch
+# and the symbols that started a new one: the check below). Only the token
 # UNFENCED_FOR_TESTS skips the lease check (an empty token is refused like any other
 # that does not hold the lease).
 #
@@ -72,6 +76,36 @@ local function candle(index_key, ms, keep_ms, at, price, size, seq)
   end
 end
 
+-- Never reuse a seq (issue 22): a failover can lose the last writes the old primary
+-- acknowledged. Before a symbol's first tick of the call its counter is checked against
+-- what this publisher last got for it (two trailing ARGV per tick: that seq and its
+-- epoch, 0 and '' when it knows none) and against the history's newest entry. A counter
+-- behind it, another epoch, or a history without the counter's tick: the numbering
+-- starts over (seq 0, so the next INCR opens a new epoch), never reissuing a number.
+local known_base = #ARGV - 2 * (#KEYS / stride)
+local checked, firsts, news = {}, {}, {}
+local function check(i, seq_key, hist_key, epoch_key)
+  if checked[seq_key] then return end
+  checked[seq_key] = true
+  firsts[#firsts + 1] = i
+  local kseq = tonumber(ARGV[known_base + 2*i + 1])
+  local cur = tonumber(redis.call('GET', seq_key) or '0')
+  local why = false
+  if kseq > 0 and (cur < kseq or redis.call('GET', epoch_key) ~= ARGV[known_base + 2*i + 2]) then
+    why = 'seq_behind'
+  elseif cur > 0 then
+    local top = redis.call('XREVRANGE', hist_key, '+', '-', 'COUNT', 1)
+    if #top == 0 or tonumber(string.match(top[1][1], '^(%d+)')) ~= cur then
+      why = 'history_tail_lost'
+    end
+  end
+  if why then
+    redis.call('SET', seq_key, 0)
+    news[#news + 1] = i
+    news[#news + 1] = why
+  end
+end
+
 for i = 0, (#KEYS / stride) - 1 do
   local k = stride * i
   local seq_key, hist_key, lease_key, epoch_key, clock_key =
@@ -80,6 +114,7 @@ for i = 0, (#KEYS / stride) - 1 do
   if token ~= 'unfenced for tests' and redis.call('GET', lease_key) ~= token then
     out[i+1] = 0
   else
+    check(i, seq_key, hist_key, epoch_key)
     local seq = redis.call('INCR', seq_key)
     if seq == 1 then
       -- A new counter means a new epoch: history from an older one is meaningless.
@@ -108,7 +143,13 @@ for i = 0, (#KEYS / stride) - 1 do
     out[i+1] = seq
   end
 end
-return out
+-- Each symbol's epoch, at its first tick of the call: what the publisher remembers.
+local epochs = {}
+for _, i in ipairs(firsts) do
+  epochs[#epochs + 1] = i
+  epochs[#epochs + 1] = redis.call('GET', KEYS[stride*i + 4]) or ''
+end
+return {out, epochs, news}
 """
 
 
@@ -157,6 +198,13 @@ class TickPublisher:
         # the source each symbol runs (feeds.services); "" when nobody says.
         self.source_of: Callable[[str], str] = lambda symbol: ""
         self._published: dict[tuple[str, str], Any] = {}
+        # Per symbol, the last seq this publisher got and its epoch: what the publish
+        # script checks the stored counter against (never reuse a seq).
+        self._known: dict[str, tuple[int, str]] = {}
+
+    def forget(self, symbol: str) -> None:
+        """Called when this publisher stops producing ``symbol`` (its lease went)."""
+        self._known.pop(symbol, None)
 
     async def publish(self, drafts: Sequence[TickDraft]) -> list[Tick]:
         """Number, store and fan out ``drafts``; returns the ticks actually published."""
@@ -219,7 +267,27 @@ class TickPublisher:
                 *(keys.candle_index_key(d.symbol, name) for name in INTERVALS),
             ]
             args += [ts, repr(d.price), repr(d.bid), repr(d.ask), repr(d.size), d.side or ""]
-        return await self._script(keys=script_keys, args=args, client=redis_for(drafts[0].symbol))
+        for d in drafts:
+            args += self._known.get(d.symbol, (0, ""))
+        seqs, epochs, news = await self._script(
+            keys=script_keys, args=args, client=redis_for(drafts[0].symbol)
+        )
+        epoch_of = {
+            drafts[int(i)].symbol: e.decode() if isinstance(e, bytes) else e
+            for i, e in zip(epochs[::2], epochs[1::2], strict=True)
+        }
+        for d, seq in zip(drafts, seqs, strict=True):
+            if int(seq) > 0:
+                self._known[d.symbol] = (int(seq), epoch_of[d.symbol])
+        for i, why in zip(news[::2], news[1::2], strict=True):
+            why = why.decode() if isinstance(why, bytes) else why
+            metrics.FEED_EPOCHS.labels(why).inc()
+            logger.warning(
+                "%s: Redis lost writes (%s); its numbering starts a new epoch, so "
+                "resuming subscribers get a reset and a fresh snapshot",
+                drafts[int(i)].symbol, why,
+            )  # fmt: skip
+        return seqs
 
     async def _send_in_order(self, group: str, events: list[dict]) -> None:
         for event in events:

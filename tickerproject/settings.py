@@ -336,6 +336,10 @@ COINBASE_WS_URL = env_str("COINBASE_WS_URL", "wss://ws-feed.exchange.coinbase.co
 BINANCE_WS_URL = env_str("BINANCE_WS_URL", "wss://stream.binance.com:9443")
 # How often every worker's feed looks for symbols without a producer (its takeover delay).
 FEED_TAKEOVER_POLL_SECONDS = env_float("FEED_TAKEOVER_POLL_SECONDS", 0.5, minimum=0.05)
+# The feed's progress watchdog: a feed whose drafts have waited this long with nothing
+# published logs it, counts it, reports its symbols "stalled" and gives their leases up,
+# so another producer takes over (feeds.services; docs/operations.md).
+FEED_STALL_SECONDS = env_float("FEED_STALL_SECONDS", 5.0, minimum=0.5)
 
 # --- Delivery (streaming/): each connection's outbox holds at most this many bytes of
 # live ticks, and no live tick is written more than MAX_TICK_AGE_MS after its ts; past
