@@ -146,10 +146,13 @@ def test_timeframes_load_history_and_match_the_api(browser, stack):
                     what=f"{mode} candles drawn")  # fmt: skip
         seq = wait_for_row_ticks(page, symbol, after=seq)
         stats = page.evaluate("() => window.tickerDashboard.client.stats")
-        # Switching sends nothing to the server: one subscribe per socket (a busy machine
-        # may see a 4008 and a resume, which the client handles), and no gap.
+        # Switching sends nothing to the server: one subscribe of the ticks per socket (a
+        # busy machine may see a 4008 and a resume, which the client handles) and one of
+        # the selected symbol's book, and no gap.
         assert stats["gaps"] == 0
-        assert len(watch.sent("subscribe")) == len(watch.sockets)
+        subscribes = watch.sent("subscribe")
+        books = [c for c in subscribes if "book" in c.get("streams", [])]
+        assert len(subscribes) - len(books) == len(watch.sockets) == len(books)
         assert watch.sent("unsubscribe") == []
 
         # History + live agree with the API for the timeframes the server keeps.
