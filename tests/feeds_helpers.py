@@ -8,6 +8,8 @@ import time
 from decimal import Decimal
 
 from feeds.sources import SourceContext, SymbolConfig, build_source
+from feeds.sources.base import BookDraft
+from markets.book import OrderBook
 
 
 def config(ticker="BTC-USD", source="simulated", **options) -> SymbolConfig:
@@ -32,19 +34,39 @@ def make_source(ticker="BTC-USD", source="simulated", *, fast_backoff=True, **op
 
 
 class Collector:
-    """Runs ``source.ticks()`` in a task and keeps the drafts."""
+    """Runs ``source.ticks()`` in a task and keeps the drafts: ticks in ``drafts``, book
+    drafts in ``books``, applied to ``book`` as the feed loop would (a snapshot replaces it).
+    """
 
     def __init__(self, source) -> None:
         self.source = source
         self.drafts = []
+        self.books: list[BookDraft] = []
+        self.book = OrderBook()
         self.done = False
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         async with contextlib.aclosing(self.source.ticks()) as drafts:
             async for draft in drafts:
-                self.drafts.append(draft)
+                if isinstance(draft, BookDraft):
+                    self.books.append(draft)
+                    if draft.snapshot:
+                        self.book = OrderBook.from_levels(bids=draft.bids, asks=draft.asks)
+                    else:
+                        self.book.apply(bids=draft.bids, asks=draft.asks)
+                else:
+                    self.drafts.append(draft)
         self.done = True
+
+    @property
+    def snapshots(self) -> int:
+        return sum(1 for b in self.books if b.snapshot)
+
+    def levels(self) -> tuple[list[list[str]], list[list[str]]]:
+        """The whole book the drafts built, as [price, size] lists, best first."""
+        bids, asks = self.book.top(max(self.book.depths()))
+        return [list(x) for x in bids], [list(x) for x in asks]
 
     async def until(self, predicate, timeout: float = 10.0, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout

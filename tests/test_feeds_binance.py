@@ -35,10 +35,10 @@ async def test_combined_streams_lower_case_and_subscribe_with_an_id(fake):
     src = source("BTC-USD", symbol="BTCUSDT")
     async with collecting(src) as c:
         await c.until(lambda: src.stats.state == "up", what="subscribed")
-    assert fake.paths == ["/stream?streams=btcusdt@trade/btcusdt@bookTicker"]
-    assert fake.received == [
-        {"method": "SUBSCRIBE", "params": ["btcusdt@trade", "btcusdt@bookTicker"], "id": 1}
-    ]
+    streams = ["btcusdt@trade", "btcusdt@bookTicker", "btcusdt@depth@100ms"]
+    assert fake.paths == [f"/stream?streams={'/'.join(streams)}"]
+    assert fake.received == [{"method": "SUBSCRIBE", "params": streams, "id": 1}]
+    assert fake.rest_requests == []  # the book's snapshot waits for the first depth event
 
 
 async def test_the_documented_trade_and_book_ticker_make_a_tick(fake):
@@ -57,6 +57,21 @@ async def test_the_documented_trade_and_book_ticker_make_a_tick(fake):
     )  # fmt: skip
     assert (second.bid, second.ask) == (25.3519, 25.3652)
     assert src.stats.exchange_ms == 1672515782136
+    # "m": true, the buyer was the maker: the seller took the bid.
+    assert first.side == second.side == "sell"
+
+
+async def test_the_side_of_a_trade_is_its_aggressor(fake):
+    src = source("BNB-BTC")
+    async with collecting(src) as c:
+        await c.until(lambda: src.stats.state == "up")
+        for t, maker_buyer in ((1, True), (2, False), (3, None)):
+            data = {**DOC_TRADE, "t": t, "m": maker_buyer}
+            if maker_buyer is None:
+                del data["m"]
+            await fake.broadcast(json.dumps({"stream": "bnbbtc@trade", "data": data}))
+        await c.count(3)
+    assert [d.side for d in c.drafts] == ["sell", "buy", None]
 
 
 async def test_pings_are_answered(fake):

@@ -44,14 +44,17 @@ async def test_subscribes_to_ticker_and_heartbeat_and_maps_the_documented_ticker
         assert fake.received[0] == {
             "type": "subscribe",
             "product_ids": ["ETH-USD"],
-            "channels": ["ticker", "heartbeat"],
+            "channels": ["ticker", "heartbeat", "level2_batch"],
         }
         await fake.broadcast(json.dumps(DOC_TICKER))
-        await c.count(1)
+        await fake.broadcast(json.dumps({**DOC_TICKER, "sequence": 37475248784, "side": "sell"}))
+        await c.count(2)
     d = c.drafts[0]
     assert (d.symbol, d.price, d.bid, d.ask, d.size) == (
         "ETH-USD", 1285.22, 1285.04, 1285.27, 11.4396987,
     )  # fmt: skip
+    # The ticker's side is the taker's (docs: "side": "buy", // taker side): the aggressor.
+    assert [d.side for d in c.drafts] == ["buy", "sell"]
     assert src.stats.exchange_ms == 1666222102061
 
 
@@ -115,17 +118,20 @@ async def test_garbage_and_unexpected_messages_are_counted_and_skipped(fake):
         await c.until(lambda: src.stats.state == "up")
         await fake.garbage()
         await fake.broadcast(json.dumps({"type": "ticker", "product_id": "BTC-USD", "price": "x"}))
-        await fake.broadcast(json.dumps({"type": "l2update", "product_id": "BTC-USD"}))
+        await fake.broadcast(json.dumps({"type": "status", "products": []}))
         await fake.broadcast(json.dumps({**DOC_TICKER, "sequence": "not a number"}))
         await fake.ticker()
         await c.count(1)
     assert src.stats.bad >= 6  # five garbage frames, a bad price, a bad sequence
-    assert src.stats.ignored >= 1  # l2update: a type it does not use
+    assert src.stats.ignored >= 1  # status: a type it does not use
     assert src.stats.reconnects == 0
 
 
 async def test_an_oversized_frame_closes_the_connection_and_the_adapter_reconnects(fake):
     src = source()
+    # The real limit (32 MiB) leaves room for a whole book's snapshot; a smaller one here
+    # keeps the frame that crosses it small.
+    src.max_message_bytes = 256 * 1024
     async with collecting(src) as c:
         await c.until(lambda: src.stats.state == "up")
         await fake.oversized(1024 * 1024)

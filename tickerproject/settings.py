@@ -334,6 +334,8 @@ SYMBOLS_CACHE_SECONDS = env_float("SYMBOLS_CACHE_SECONDS", 2.0, minimum=0.0)
 COINBASE_WS_URL = env_str("COINBASE_WS_URL", "wss://ws-feed.exchange.coinbase.com")
 # Binance spot WebSocket base; the adapter adds /stream?streams=<symbol>@trade/...
 BINANCE_WS_URL = env_str("BINANCE_WS_URL", "wss://stream.binance.com:9443")
+# Binance spot REST base: the book's snapshot is GET <this>/api/v3/depth (docs/feeds.md).
+BINANCE_REST_URL = env_str("BINANCE_REST_URL", "https://api.binance.com")
 # How often every worker's feed looks for symbols without a producer (its takeover delay).
 FEED_TAKEOVER_POLL_SECONDS = env_float("FEED_TAKEOVER_POLL_SECONDS", 0.5, minimum=0.05)
 # The feed's progress watchdog: a feed whose drafts have waited this long with nothing

@@ -195,13 +195,19 @@ class ConfigError(ValueError):
 
 
 def draft(
-    symbol: str, price: float, bid: float | None, ask: float | None, size: float
+    symbol: str,
+    price: float,
+    bid: float | None,
+    ask: float | None,
+    size: float,
+    *,
+    side: str | None = None,
 ) -> TickDraft:
     """A draft with bid and ask defaulting to the price when upstream gave none.
 
     Upstream quotes are kept as they are (a trade may print outside a quote that has
-    not caught up yet); nothing is clamped.
+    not caught up yet); nothing is clamped. ``side`` is the aggressor's, if known.
     """
     return TickDraft(
-        symbol, price, price if bid is None else bid, price if ask is None else ask, size
+        symbol, price, price if bid is None else bid, price if ask is None else ask, size, side
     )
