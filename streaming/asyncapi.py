@@ -170,6 +170,13 @@ def _schemas() -> dict[str, Any]:
             "maxItems": MAX_BOOK_DEPTH,
             "items": _ref("BookLevel"),
         },
+        "BookChanges": {
+            "type": "array",
+            "maxItems": 2 * MAX_BOOK_DEPTH,
+            "items": _ref("BookLevel"),
+            "description": "At most depth deletions of levels that left the window and "
+            "depth levels that entered or changed.",
+        },
         "Checksum": {
             "type": "integer",
             "minimum": 0,
@@ -522,8 +529,8 @@ def _server_messages() -> dict[str, dict[str, Any]]:
                     "seq": {"type": "integer", "minimum": 1},
                     "prev_seq": {"type": "integer", "minimum": 0},
                     "ts": {"type": "integer", "minimum": 0},
-                    "bids": {**_ref("BookSide"), "description": "Highest first."},
-                    "asks": {**_ref("BookSide"), "description": "Lowest first."},
+                    "bids": {**_ref("BookChanges"), "description": "Highest first."},
+                    "asks": {**_ref("BookChanges"), "description": "Lowest first."},
                     "checksum": _ref("Checksum"),
                 },
             ),
