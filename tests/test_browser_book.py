@@ -5,7 +5,9 @@ keeps an order book per symbol. The page watches the selected symbol's book over
 WebSocket and checks every frame's prev_seq and checksum; here the ladder, the depth chart
 and the trade tape are read back from the page and held against that checked book, at
 desktop (1280 px) and phone (390 px) width, with every CSP violation recorded from the
-first script on. A symbol switched to a replay (no book) says so in the ladder.
+first script on. A symbol switched to a replay (no book) says so in the ladder. Saves
+test-artifacts/dashboard-depth-1280x800.png and -390x844.png (the panel alone); the
+images in docs/img/ of the same names are such screenshots.
 """
 
 import json
@@ -16,6 +18,7 @@ import pytest
 from tests.realstack import real_stack
 from tests.test_browser_csp import RECORD_VIOLATIONS
 from tests.test_browser_dashboard import (
+    ARTIFACTS,
     DEFAULT_WATCHLIST,
     STORAGE_KEY,
     PageWatch,
@@ -223,6 +226,8 @@ def test_ladder_depth_chart_and_tape_render_and_update_at_desktop_and_phone_widt
         assert b["panel"]["top"] >= b["chart"]["bottom"]
         assert b["ladder"]["right"] <= b["depth"]["left"] + 1 <= b["tape"]["left"] + 1
         assert later["scrollWidth"] <= 1280
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-depth-1280x800.png"))  # docs/img/
 
         # Phone width: stacked under the chart in full width, readable, still live.
         page.set_viewport_size({"width": 390, "height": 844})
@@ -248,6 +253,7 @@ def test_ladder_depth_chart_and_tape_render_and_update_at_desktop_and_phone_widt
         assert_ladder_is_the_book(phone)
         assert_depth_chart_is_the_book(phone)
         assert_tape(phone)
+        page.locator("#book-panel").screenshot(path=str(ARTIFACTS / "dashboard-depth-390x844.png"))
 
         # Every frame checked out: no missed update, no checksum mismatch, no resync.
         stats = phone["stats"]
@@ -272,7 +278,8 @@ def test_a_symbol_without_a_book_says_so_in_the_ladder(browser, stack):  # noqa:
             30,
             "the ladder to say ETH-USD has no book",
         )
-        assert s["note"] == "No order book for ETH-USD: the replay source has no order book."
+        # The reason is the source's own ("the replay source has no order book").
+        assert s["note"].startswith("No order book for ETH-USD: ") and "replay" in s["note"]
         assert s["noteShown"] and not s["ladderShown"]
         assert s["depthNote"] == s["note"]
         assert s["book"]["available"] is False
