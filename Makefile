@@ -11,10 +11,13 @@ export HOST PORT
 
 # The Python client library (client/) is its own distribution, installable alone with
 # `pip install ./client`; the dev install adds it editable, so tests and examples use it.
+# uv installs into the venv (pip bootstraps it there): it downloads in parallel and keeps a
+# cache, so a fresh clone's install takes about 1 minute instead of pip's 1 to 4.5 here
+# (README, "Development").
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' -e ./client
+	$(BIN)/python -m pip install -q 'uv>=0.13,<0.14'
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' -e ./client
 	touch $(STAMP)
 
 # The first install also writes .env.dev (DEBUG=1 and a new SECRET_KEY), which every
