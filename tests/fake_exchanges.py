@@ -230,6 +230,11 @@ class FakeExchange:
 
         self.stream_task = asyncio.get_running_loop().create_task(run())
 
+    def stop_stream(self) -> None:
+        if self.stream_task is not None:
+            self.stream_task.cancel()
+            self.stream_task = None
+
     async def tick(self) -> None:
         raise NotImplementedError
 
@@ -282,6 +287,7 @@ class FakeCoinbase(FakeExchange):
         }
         self.level2: dict[ServerConnection, set[str]] = {}  # level2_batch subscribers
         self.sent_l2updates = 0
+        self.stream_books = False  # tick() also sends an l2update per product
 
     async def session(self, ws: ServerConnection) -> None:
         # "You are disconnected if no subscribe has been received within 5 seconds."
@@ -413,6 +419,8 @@ class FakeCoinbase(FakeExchange):
     async def tick(self) -> None:
         for product in self.products:
             await self.ticker(product)
+            if self.stream_books:
+                await self.l2update(product)
 
     async def heartbeat(self, product: str = "BTC-USD") -> None:
         await self.broadcast(json.dumps(self.heartbeat_message(product)))
@@ -454,6 +462,7 @@ class FakeBinance(FakeExchange):
             s: FakeBook(price, seed=i) for i, (s, price) in enumerate(self.symbols.items())
         }
         self.sent_depth = 0
+        self.stream_books = False  # tick() also sends a depth event per symbol
         self.rest_requests: list[str] = []  # the path and query of every REST request
         self.rest_delay = 0.0  # seconds the snapshot takes to arrive (taken before the wait)
         self.rest_status: int | None = None  # answer every snapshot request with this error
@@ -581,7 +590,8 @@ class FakeBinance(FakeExchange):
         return data
 
     async def book(self, symbol: str = "BTCUSDT", bid: float | None = None, ask=None) -> dict:
-        self.update_id[symbol] += 1
+        # The book's current update id: only depth changes move it (a bookTicker that took
+        # one would make the diff depth stream look gapped).
         price = self.prices[symbol]
         data = {
             "u": self.update_id[symbol],
@@ -598,6 +608,8 @@ class FakeBinance(FakeExchange):
         for symbol in self.symbols:
             await self.book(symbol)
             await self.trade(symbol)
+            if self.stream_books:
+                await self.depth(symbol)
 
     async def skip(self, symbol: str = "BTCUSDT", trades: int = 5) -> None:
         self.trade_id[symbol] += trades
