@@ -10,6 +10,7 @@ does it for the ``websockets`` client; the stalled client's frames are checked h
 
 import asyncio
 import json
+from decimal import Decimal
 
 import pytest
 from websockets.asyncio.client import connect
@@ -156,3 +157,60 @@ async def test_an_unknown_stream_is_a_bad_request_and_tick_only_clients_are_unch
             while kinds.count("tick") < 5:
                 kinds.append(json.loads(await ws.recv())["type"])
         assert kinds[0] == "snapshot" and set(kinds) == {"snapshot", "tick"}
+
+
+async def test_ticker_client_keeps_checked_books_and_subscribes_again_on_a_mismatch(stack):
+    from ticker_client import BookChanged, BookResync, TickerClient
+
+    async with TickerClient(stack.ws_url) as client:
+        books = await client.subscribe_book(["BTC-USD", "ETH-USD"], depth=5, timeout=30)
+        assert set(books) == {"BTC-USD", "ETH-USD"} and all(books.values())
+        changes: dict[str, int] = {"BTC-USD": 0, "ETH-USD": 0}
+        resynced = tampered = False
+        async with asyncio.timeout(30):
+            async for event in client.events():
+                if isinstance(event, BookResync):
+                    assert event.symbol == "BTC-USD" and event.reason == "checksum"
+                    resynced = True
+                elif isinstance(event, BookChanged):
+                    book = client.book(event.symbol)
+                    if book is None or book.best_bid() is None:
+                        continue  # (before the producer's first book)
+                    assert book is event.book and book.seq == event.seq
+                    assert len(book.bids) <= 5 and len(book.asks) <= 5
+                    assert book.spread is not None and book.spread > 0
+                    bid, ask = Decimal(book.best_bid()[0]), Decimal(book.best_ask()[0])
+                    assert bid < book.mid < ask and book.spread == ask - bid
+                    changes[event.symbol] += 1
+                    if event.symbol == "BTC-USD" and changes["BTC-USD"] == 5 and not tampered:
+                        # Corrupt the held book: the next update's checksum cannot match.
+                        book.apply([["1.00", "1"]], [])
+                        tampered = True
+                if resynced and min(changes.values()) >= 20:
+                    break
+        stats = client.stats
+        assert stats.prev_seq_breaks == 0
+        assert stats.checksum_failures == 1 and stats.book_resyncs == 1
+        assert stats.book_snapshots >= 3  # two first ones, one after the resync
+        assert client.book("BTC-USD").checksum() is not None
+
+
+def test_the_print_book_example(stack):
+    import os
+    import subprocess
+    import sys
+
+    from tests.realstack import BASE_DIR
+
+    done = subprocess.run(
+        [sys.executable, str(BASE_DIR / "examples" / "print_book.py"), "SOL-USD", "--count", "12"],
+        env={**os.environ, "TICKER_WS_URL": stack.ws_url},
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "(no book)" not in line]
+    assert lines and all(line.startswith("SOL-USD") and "spread" in line for line in lines)
+    assert "prev_seq breaks 0, checksum failures 0, resyncs 0" in done.stderr

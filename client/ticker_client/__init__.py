@@ -12,9 +12,12 @@ It talks to the server over WebSocket only (its one dependency is ``websockets``
 See client/README.md, docs/protocol.md and the AsyncAPI document at /api/asyncapi.json.
 """
 
+from .book import LocalBook, checksum
 from .client import CloseCode, TickerClient, backoff_delay
 from .errors import AuthError, ClientClosed, ConnectFailed, TickerClientError
 from .events import (
+    BookChanged,
+    BookResync,
     ClientStats,
     Connected,
     Disconnected,
@@ -35,6 +38,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "BookChanged",
+    "BookResync",
     "ClientClosed",
     "ClientStats",
     "CloseCode",
@@ -43,6 +48,7 @@ __all__ = [
     "Disconnected",
     "Event",
     "Gap",
+    "LocalBook",
     "Message",
     "Mode",
     "Rejected",
@@ -55,4 +61,5 @@ __all__ = [
     "TickerClientError",
     "Unsubscribed",
     "backoff_delay",
+    "checksum",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random as _random
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,8 +20,11 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from .book import LocalBook
 from .errors import AuthError, ClientClosed, ConnectFailed, TickerClientError
 from .events import (
+    BookChanged,
+    BookResync,
     ClientStats,
     Connected,
     Disconnected,
@@ -40,6 +44,10 @@ from .events import (
 __all__ = ["CloseCode", "TickerClient", "backoff_delay"]
 
 USER_AGENT = "ticker-client/0.1"
+DEFAULT_DEPTH = 10
+MAX_DEPTH = 50
+
+logger = logging.getLogger("ticker_client")
 
 
 class CloseCode:
@@ -83,6 +91,12 @@ class _Options:
     mode: Mode = "all"
     max_rate: float | None = None
     snapshot: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _BookOptions:
+    depth: int = DEFAULT_DEPTH
+    max_rate: float | None = None
 
 
 @dataclass(slots=True)
@@ -218,6 +232,12 @@ class TickerClient:
         self._waiters: list[_Waiter] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ever_connected = False
+        # Books: wanted (asked for again on reconnect), held (checked on every message),
+        # and those waiting for a fresh snapshot after a mismatch (updates ignored).
+        self._wanted_books: dict[str, _BookOptions] = {}
+        self._books: dict[str, LocalBook] = {}
+        self._resyncing: set[str] = set()
+        self._book_waiters: dict[str, list[asyncio.Future[LocalBook | None]]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -261,6 +281,15 @@ class TickerClient:
 
     def epoch(self, symbol: str) -> str | None:
         return self._epochs.get(symbol)
+
+    @property
+    def book_symbols(self) -> list[str]:
+        """The symbols whose books the client wants (and asks for again on reconnect)."""
+        return list(self._wanted_books)
+
+    def book(self, symbol: str) -> LocalBook | None:
+        """The client's current book of ``symbol`` (checked), None until its snapshot."""
+        return self._books.get(symbol)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until a connection is open, authenticated and resubscribed."""
@@ -342,6 +371,82 @@ class TickerClient:
         futures = []
         for chunk in _chunks(gone, self._chunk):
             futures.append(await self._command(ws, {"action": "unsubscribe", "symbols": chunk}))
+        with contextlib.suppress(ConnectionError, ConnectionClosed, ClientClosed):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*futures)
+
+    async def subscribe_book(
+        self,
+        symbols: Iterable[str],
+        *,
+        depth: int = DEFAULT_DEPTH,
+        max_rate: float | None = None,
+        wait: bool = True,
+        timeout: float | None = 30.0,
+    ) -> dict[str, LocalBook | None]:
+        """Keep a local book of each of ``symbols`` (kept across reconnects).
+
+        ``depth`` (1..50): the book holds exactly the best ``depth`` levels per side.
+        ``max_rate``: at most this many updates a second per symbol (the server merges
+        the rest: a book is state, nothing is lost). Every message is checked: its
+        ``prev_seq`` must be the book's seq and its checksum the book's after applying
+        it; on a mismatch the client subscribes to the book again (counted in
+        :attr:`stats` and logged) and yields :class:`BookResync`. Each change is
+        yielded by :meth:`events` as :class:`BookChanged`; read the book any time with
+        :meth:`book`.
+
+        With ``wait``, returns once each symbol's first snapshot is in (its book) or it
+        was refused (None; the symbol is forgotten).
+        """
+        if not 1 <= depth <= MAX_DEPTH:
+            raise ValueError(f"depth must be from 1 to {MAX_DEPTH}")
+        wanted = list(dict.fromkeys(symbols))
+        options = _BookOptions(depth=depth, max_rate=max_rate)
+        fresh = [s for s in wanted if self._wanted_books.get(s) != options]
+        for symbol in fresh:
+            self._wanted_books[symbol] = options
+            self._books.pop(symbol, None)
+        loop = asyncio.get_running_loop()
+        futures = {}
+        if wait:
+            for symbol in wanted:
+                future: asyncio.Future[LocalBook | None] = loop.create_future()
+                if symbol in self._books:
+                    future.set_result(self._books[symbol])
+                else:
+                    self._book_waiters.setdefault(symbol, []).append(future)
+                futures[symbol] = future
+        ws = self._ws
+        if fresh and ws is not None and self._live.is_set():
+            await self._send_book_subscribe(ws, fresh, options)
+        self.start()
+        if not wait:
+            return {}
+        try:
+            async with asyncio.timeout(timeout):
+                await _first(asyncio.gather(*futures.values()), self._done.wait())
+        finally:
+            for symbol, future in futures.items():
+                waiting = self._book_waiters.get(symbol, [])
+                if future in waiting:
+                    waiting.remove(future)
+            self._raise_if_done()
+        return {s: f.result() for s, f in futures.items()}
+
+    async def unsubscribe_book(
+        self, symbols: Iterable[str], *, timeout: float | None = 10.0
+    ) -> None:
+        """Stop keeping the books of ``symbols`` (their ticks, if wanted, go on)."""
+        gone = [s for s in dict.fromkeys(symbols) if s in self._wanted_books]
+        for symbol in gone:
+            self._forget_book(symbol)
+        ws = self._ws
+        if not gone or ws is None or not self._live.is_set():
+            return
+        futures = []
+        for chunk in _chunks(gone, self._chunk):
+            command = {"action": "unsubscribe", "symbols": chunk, "streams": ["book"]}
+            futures.append(await self._command(ws, command))
         with contextlib.suppress(ConnectionError, ConnectionClosed, ClientClosed):
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*futures)
@@ -527,6 +632,14 @@ class TickerClient:
                 groups.setdefault(options, []).append(symbol)
             for options, symbols in groups.items():
                 await self._send_subscribe(ws, symbols, options)
+            # Books are state: each comes afresh (a snapshot) on every connection.
+            self._books.clear()
+            self._resyncing.clear()
+            book_groups: dict[_BookOptions, list[str]] = {}
+            for symbol, book_options in self._wanted_books.items():
+                book_groups.setdefault(book_options, []).append(symbol)
+            for book_options, symbols in book_groups.items():
+                await self._send_book_subscribe(ws, symbols, book_options)
         except (ConnectionClosed, TimeoutError):
             await ws.close()
         except TickerClientError as exc:
@@ -557,15 +670,38 @@ class TickerClient:
             with contextlib.suppress(ConnectionClosed):
                 await self._command(ws, command, symbols=tuple(chunk))
 
+    async def _send_book_subscribe(
+        self, ws: ClientConnection, symbols: list[str], options: _BookOptions
+    ) -> None:
+        for chunk in _chunks(symbols, self._chunk):
+            command: dict[str, Any] = {
+                "action": "subscribe",
+                "symbols": chunk,
+                "streams": ["book"],
+                "depth": options.depth,
+            }
+            if options.max_rate is not None:
+                command["max_rate"] = options.max_rate
+            with contextlib.suppress(ConnectionClosed):
+                await self._command(ws, command, symbols=tuple(chunk), kind="subscribe_book")
+
     async def _command(
-        self, ws: ClientConnection, command: dict[str, Any], *, symbols: tuple[str, ...] = ()
+        self,
+        ws: ClientConnection,
+        command: dict[str, Any],
+        *,
+        symbols: tuple[str, ...] = (),
+        kind: str | None = None,
     ) -> asyncio.Future[Any]:
         """Send ``command`` with a fresh id; a future for its answer."""
         command_id = self._next_id
         self._next_id += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = _Pending(
-            action=command["action"], symbols=symbols, unsettled=set(symbols), future=future
+            action=kind or command["action"],
+            symbols=symbols,
+            unsettled=set(symbols),
+            future=future,
         )
         await ws.send(json.dumps({**command, "id": command_id}, separators=(",", ":")))
         return future
@@ -593,6 +729,10 @@ class TickerClient:
                 await self._accept(tick)
         elif kind == "snapshot":
             await self._on_snapshot(msg)
+        elif kind == "book":
+            await self._on_book(ws, msg)
+        elif kind == "book_update":
+            await self._on_book_update(ws, msg)
         elif kind == "reset":
             await self._on_reset(msg)
         elif kind == "subscribed":
@@ -661,6 +801,79 @@ class TickerClient:
         self._served = True
         await self._put(Snapshot(symbol=symbol, epoch=str(epoch or ""), ticks=tuple(ticks)))
 
+    async def _on_book(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+        symbol = msg.get("symbol")
+        if not isinstance(symbol, str) or symbol not in self._wanted_books:
+            return  # in flight when the program unsubscribed
+        self._served = True
+        try:
+            book = LocalBook.from_snapshot(msg)
+            expected = int(msg["checksum"])
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            await self._resync(ws, symbol, "malformed", 0, 0)
+            return
+        if book.checksum() != expected:
+            self.stats.checksum_failures += 1
+            await self._resync(ws, symbol, "checksum", expected, book.checksum())
+            return
+        self._books[symbol] = book
+        self._resyncing.discard(symbol)
+        self.stats.book_snapshots += 1
+        for future in self._book_waiters.pop(symbol, []):
+            if not future.done():
+                future.set_result(book)
+        await self._put(BookChanged(symbol=symbol, seq=book.seq, snapshot=True, book=book))
+
+    async def _on_book_update(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+        symbol = msg.get("symbol")
+        book = self._books.get(symbol) if isinstance(symbol, str) else None
+        if book is None or symbol in self._resyncing or symbol not in self._wanted_books:
+            return  # unsubscribed, or a fresh snapshot is on its way
+        try:
+            seq, prev_seq, expected = int(msg["seq"]), int(msg["prev_seq"]), int(msg["checksum"])
+            if prev_seq != book.seq:
+                self.stats.prev_seq_breaks += 1
+                await self._resync(ws, book.symbol, "prev_seq", book.seq, prev_seq)
+                return
+            book.apply(msg["bids"], msg["asks"])
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            await self._resync(ws, book.symbol, "malformed", book.seq, 0)
+            return
+        got = book.checksum()
+        if got != expected:
+            self.stats.checksum_failures += 1
+            await self._resync(ws, book.symbol, "checksum", expected, got)
+            return
+        book.seq = seq
+        book.ts = int(msg.get("ts") or 0)
+        self.stats.book_updates += 1
+        self.stats.book_conflated += max(0, seq - prev_seq - 1)
+        await self._put(BookChanged(symbol=book.symbol, seq=seq, snapshot=False, book=book))
+
+    async def _resync(
+        self, ws: ClientConnection, symbol: str, reason: str, expected: int, got: int
+    ) -> None:
+        """Drop the book and subscribe to it again: a fresh snapshot follows."""
+        self.stats.book_resyncs += 1
+        logger.warning(
+            "%s: book message did not check out (%s: expected %s, got %s); subscribing again",
+            symbol, reason, expected, got,
+        )  # fmt: skip
+        self._books.pop(symbol, None)
+        self._resyncing.add(symbol)
+        options = self._wanted_books[symbol]
+        self._spawn(self._resubscribe_book(ws, symbol, options))
+        await self._put(BookResync(symbol=symbol, reason=reason, expected=expected, got=got))
+
+    async def _resubscribe_book(
+        self, ws: ClientConnection, symbol: str, options: _BookOptions
+    ) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._command(
+                ws, {"action": "unsubscribe", "symbols": [symbol], "streams": ["book"]}
+            )
+            await self._send_book_subscribe(ws, [symbol], options)
+
     async def _on_reset(self, msg: dict[str, Any]) -> None:
         symbol = msg.get("symbol")
         if not isinstance(symbol, str) or symbol not in self._wanted:
@@ -691,6 +904,7 @@ class TickerClient:
             # Dropped by the server (a right was lost): asking again would be refused.
             for symbol in symbols:
                 self._forget(symbol)
+                self._forget_book(symbol)
             await self._put(Unsubscribed(symbols=symbols, reason=reason))
         else:
             self._confirmed.difference_update(symbols)
@@ -726,6 +940,23 @@ class TickerClient:
                     await self._put(Rejected(tuple(gone), code, message))
             if not pending.unsettled:
                 self._pending.pop(command_id, None)
+        elif pending is not None and pending.action == "subscribe_book":
+            if code == "unavailable":
+                retry = symbols or tuple(pending.unsettled)
+                pending.unsettled.difference_update(retry)
+                self._spawn(self._retry_book_subscribe(ws, retry))
+            else:
+                refused = symbols if code in ("forbidden", "unknown_symbol") else ()
+                if not refused and not pending.answered:
+                    refused = tuple(pending.unsettled)
+                pending.unsettled.difference_update(refused)
+                gone = [s for s in refused if s in self._wanted_books]
+                for symbol in gone:
+                    self._forget_book(symbol)
+                if gone:
+                    await self._put(Rejected(tuple(gone), code, message))
+            if not pending.unsettled:
+                self._pending.pop(command_id, None)
         elif pending is not None:
             self._pending.pop(command_id, None)
             if pending.future is not None and not pending.future.done():
@@ -741,7 +972,24 @@ class TickerClient:
         for options, chunk in groups.items():
             await self._send_subscribe(ws, chunk, options)
 
+    async def _retry_book_subscribe(self, ws: ClientConnection, symbols: tuple[str, ...]) -> None:
+        await asyncio.sleep(backoff_delay(1, base=self._base_delay, random=self._random))
+        groups: dict[_BookOptions, list[str]] = {}
+        for symbol in symbols:
+            if symbol in self._wanted_books and symbol not in self._books:
+                groups.setdefault(self._wanted_books[symbol], []).append(symbol)
+        for options, chunk in groups.items():
+            await self._send_book_subscribe(ws, chunk, options)
+
     # --- bookkeeping -----------------------------------------------------------------
+
+    def _forget_book(self, symbol: str) -> None:
+        self._wanted_books.pop(symbol, None)
+        self._books.pop(symbol, None)
+        self._resyncing.discard(symbol)
+        for future in self._book_waiters.pop(symbol, []):
+            if not future.done():
+                future.set_result(None)
 
     def _forget(self, symbol: str) -> None:
         self._wanted.pop(symbol, None)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .book import LocalBook
 
 Mode = Literal["all", "latest"]
 
@@ -84,6 +87,29 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class BookChanged:
+    """A subscribed book changed: ``book`` (the client's live :class:`LocalBook`) now
+    holds ``seq``; ``snapshot`` is True for a fresh book (subscribe, a new epoch, a
+    resync). Every message was checked (``prev_seq`` and checksum) before this."""
+
+    symbol: str
+    seq: int
+    snapshot: bool
+    book: LocalBook = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BookResync:
+    """A book message did not check out (``reason``: ``prev_seq`` or ``checksum``): the
+    client dropped its book and subscribed to it again; a fresh snapshot follows."""
+
+    symbol: str
+    reason: str
+    expected: int
+    got: int
+
+
+@dataclass(frozen=True, slots=True)
 class Connected:
     """A connection is open (``reconnects`` = 0 for the first one)."""
 
@@ -147,6 +173,8 @@ class Message:
 Event = (
     Tick
     | Snapshot
+    | BookChanged
+    | BookResync
     | Reset
     | Gap
     | Connected
@@ -178,4 +206,10 @@ class ClientStats:
     skipped: int = 0  # ticks conflated away in "latest" mode, as the server announced
     resets: int = 0
     reconnects: int = 0
+    book_snapshots: int = 0  # book messages applied
+    book_updates: int = 0  # book_update messages applied
+    book_conflated: int = 0  # producer updates merged into those (seq - prev_seq - 1)
+    prev_seq_breaks: int = 0  # book_update whose prev_seq was not the book's seq
+    checksum_failures: int = 0  # book messages whose checksum did not match the book
+    book_resyncs: int = 0  # books dropped and subscribed again after one of those
     close_codes: dict[int | None, int] = field(default_factory=dict)
