@@ -128,7 +128,7 @@ class BinanceSource(ExchangeSource):
         self.last_update_id: int | None = None
         self.buffered: list[DepthEvent] = []
         self.syncs = 0  # books synced over the source's life
-        self.sync_backoff = Backoff(base=self.backoff_base, cap=self.backoff_cap)
+        self.sync_backoff: Backoff | None = None  # made at the first request (backoff_base)
         self.last_fetch_at: float | None = None  # loop time of the last snapshot request
         self.retry_after = 0.0
         self.http: httpx.AsyncClient | None = None
@@ -296,6 +296,8 @@ class BinanceSource(ExchangeSource):
         """The REST snapshot, after a backoff wait if the last request was recent."""
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if self.sync_backoff is None:
+            self.sync_backoff = Backoff(base=self.backoff_base, cap=self.backoff_cap)
         if self.last_fetch_at is not None and now - self.last_fetch_at < HEALTHY_SECONDS:
             delay = max(self.sync_backoff.next_delay(), self.retry_after)
             await asyncio.sleep(delay)
