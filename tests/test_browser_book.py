@@ -11,11 +11,13 @@ images in docs/img/ of the same names are such screenshots.
 """
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
 
-from tests.realstack import real_stack
+from tests.realstack import BASE_DIR, real_stack
 from tests.test_browser_csp import RECORD_VIOLATIONS
 from tests.test_browser_dashboard import (
     ARTIFACTS,
@@ -83,7 +85,17 @@ READ_DEPTH = """() => {
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     with real_stack(tmp_path_factory.mktemp("book-stack"), TICK_RATE="10") as s:
-        yield s
+        # ETH-USD becomes a replay of trades (no book) for the last test; switched now, in
+        # the background, so the switch is done by then. Nothing else here selects it.
+        s.replay_switch = subprocess.Popen(
+            [sys.executable, "manage.py", "feeds", "set", "ETH-USD", "replay",
+             "--file", ETH_SAMPLE, "--speed", "5", "--loop"],
+            env=s.env, cwd=BASE_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            yield s
+        finally:
+            s.replay_switch.wait(timeout=60)
 
 
 class DepthWatch(PageWatch):
@@ -192,6 +204,9 @@ def test_ladder_depth_chart_and_tape_render_and_update_at_desktop_and_phone_widt
         ), book_commands
         snapshot = next(f for f in watch.received("book") if f["symbol"] == "BTC-USD")
         assert snapshot["depth"] == 20 and len(snapshot["bids"]) == 20
+        # The ticks were held already: the book's subscribe brought no second tick snapshot.
+        tick_snapshots = [f for f in watch.received("snapshot") if f["symbol"] == "BTC-USD"]
+        assert 1 <= len(tick_snapshots) <= len(watch.sockets), tick_snapshots
         assert_ladder_is_the_book(first)
         assert_depth_chart_is_the_book(first)
 
@@ -267,9 +282,8 @@ def test_ladder_depth_chart_and_tape_render_and_update_at_desktop_and_phone_widt
 
 def test_a_symbol_without_a_book_says_so_in_the_ladder(browser, stack):  # noqa: F811
     # A replay of trades has no book; its ticks go on, and the tape shows them.
-    stack.manage(
-        "feeds", "set", "ETH-USD", "replay", "--file", ETH_SAMPLE, "--speed", "5", "--loop"
-    )
+    _, errors = stack.replay_switch.communicate(timeout=60)
+    assert stack.replay_switch.returncode == 0, errors
     context, page, watch = open_page(browser, stack, width=390, height=844, selected="ETH-USD")
     try:
         s = wait_until(
@@ -297,4 +311,3 @@ def test_a_symbol_without_a_book_says_so_in_the_ladder(browser, stack):  # noqa:
         assert watch.console_errors == []
     finally:
         context.close()
-        stack.manage("feeds", "set", "ETH-USD", "simulated")

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { depthFigure } from "../../frontend/static/frontend/depth-chart.js";
+import { DepthChartView, depthFigure } from "../../frontend/static/frontend/depth-chart.js";
 import { noBookText } from "../../frontend/static/frontend/ladder-view.js";
-import { OrderBook, depthSeriesOf } from "../../frontend/static/frontend/order-book.js";
+import { BookReplica, OrderBook, bookChecksum, depthSeriesOf } from "../../frontend/static/frontend/order-book.js";
 import { tapeRowsOf } from "../../frontend/static/frontend/trade-tape.js";
 import { tick } from "./fakes.mjs";
 
@@ -40,4 +40,31 @@ test("the depth figure: bids and asks as step areas either side of a dotted mid 
 test("a symbol without a book is told in words", () => {
   assert.equal(noBookText("ETH-USD", "the replay source has no order book"), "No order book for ETH-USD: the replay source has no order book.");
   assert.equal(noBookText("ETH-USD", "no_book"), "No order book for ETH-USD: none has been published for it.");
+});
+
+test("the depth chart redraws once per change, no sooner than its gap, and clears on a new symbol", () => {
+  let t = 0;
+  const calls = [];
+  const Plotly = { react: (...args) => { calls.push(args); t += 10; } };
+  const view = new DepthChartView({}, { Plotly, now: () => t });
+  const replica = new BookReplica("BTC-USD");
+  const bids = [["100", "1"]];
+  const asks = [["101", "2"]];
+  replica.applySnapshot({ type: "book", seq: 1, depth: 10, bids, asks, checksum: bookChecksum(bids, asks) });
+  view.show(replica, { decimals: 2 });
+  assert.equal(view.flush(), false);
+  assert.equal(calls.length, 1);
+  assert.deepEqual(calls[0][1][0].x, [100]);
+  assert.equal(view.flush(), false, "nothing changed: no redraw");
+  assert.equal(calls.length, 1);
+  replica.applyUpdate({ type: "book_update", seq: 2, prev_seq: 1, bids: [["99", "1"]], checksum: bookChecksum([...bids, ["99", "1"]], asks) });
+  assert.equal(view.flush(), true, "too soon after the last draw: owed");
+  t += 100;
+  assert.equal(view.flush(), false);
+  assert.deepEqual(calls.at(-1)[1][0].x, [99, 100]);
+  // Another symbol, no book yet: the old depth goes at once.
+  t += 100;
+  view.show(new BookReplica("ETH-USD"), { decimals: 2 });
+  view.flush();
+  assert.deepEqual(calls.at(-1)[1].map((trace) => trace.x), [[], []]);
 });

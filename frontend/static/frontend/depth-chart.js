@@ -78,7 +78,9 @@ export class DepthChartView {
   show(replica, { decimals } = {}) {
     this.replica = replica;
     this.decimals = decimals;
-    this.drawnVersion = null;
+    // Nothing drawn for it yet: the next flush draws, if only an empty chart, so the
+    // last symbol's depth never stays up under the new symbol's name.
+    this.drawnVersion = undefined;
   }
 
   /** Redraw if the book moved and the last draw is far enough back; true if a draw is still owed. */
