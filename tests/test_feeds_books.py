@@ -88,7 +88,7 @@ async def test_binance_syncs_from_the_snapshot_and_the_events_buffered_meanwhile
     assert any(b.bids for b in deltas) and any(b.asks for b in deltas)
 
 
-async def test_binance_a_gap_discards_the_book_and_syncs_again(binance):
+async def test_binance_a_gap_discards_the_book_and_syncs_again(binance, caplog):
     src = binance_source()
     async with collecting(src) as c:
         await c.until(lambda: src.stats.state == "up")
@@ -103,6 +103,10 @@ async def test_binance_a_gap_discards_the_book_and_syncs_again(binance):
             await converged_binance(c, binance, src)
     assert len(binance.rest_requests) == 3
     assert src.stats.bad == 0
+    # Logged once, not once per gap (KindLog: the first, then the 10th, 100th...).
+    gaps = [r for r in caplog.records if "book gap" in r.getMessage()]
+    assert len(gaps) == 1 and "update ids" in gaps[0].getMessage()
+    assert sum("book synced again" in r.getMessage() for r in caplog.records) == 1
 
 
 async def test_binance_a_snapshot_older_than_the_stream_is_fetched_again(binance):

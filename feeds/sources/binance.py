@@ -383,7 +383,7 @@ class BinanceSource(ExchangeSource):
                 return None
             self.last_update_id = event.last
         self.syncs += 1
-        if self.syncs == 1:  # later ones are counted and logged by the feed loop (resyncs)
+        if self.syncs == 1:
             logger.info(
                 "%s %s: book synced at update id %d (%d bids, %d asks)",
                 self.name,
@@ -391,6 +391,8 @@ class BinanceSource(ExchangeSource):
                 self.last_update_id,
                 *self.book.depths(),
             )
+        else:  # the feed loop counts it (resyncs); its cause was logged when it happened
+            self.problems.report("book synced again", f"at update id {self.last_update_id}")
         bids, asks = self.book.top(max(self.book.depths()))
         snapshot = BookDraft(self.symbol, bids=bids, asks=asks, snapshot=True)
         self._resync_if_crossed()

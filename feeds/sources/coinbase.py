@@ -204,10 +204,12 @@ class CoinbaseSource(ExchangeSource):
         self.book = book
         self.synced = True
         self.syncs += 1
-        if self.syncs == 1:  # later ones are counted and logged by the feed loop (resyncs)
+        if self.syncs == 1:
             logger.info(
                 "%s %s: book synced (%d bids, %d asks)", self.name, self.symbol, *book.depths()
             )
+        else:  # the feed loop counts it (resyncs); its cause was logged when it happened
+            self.problems.report("book synced again", "a new snapshot")
         top_bids, top_asks = book.top(max(book.depths()))
         self._resync_if_crossed()
         return BookDraft(self.symbol, bids=top_bids, asks=top_asks, snapshot=True)
