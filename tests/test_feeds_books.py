@@ -267,3 +267,43 @@ async def test_coinbase_a_crossed_book_or_a_bad_change_resyncs(coinbase):
         await c.until(lambda: c.snapshots == 3, what="the resync after a bad change")
         await converged_coinbase(c, coinbase, src)
     assert src.stats.bad == 1 and src.stats.reconnects == 2
+
+
+async def test_binance_depth_events_per_second_against_the_fake(binance):
+    """A bounded burst: how fast the adapter turns depth events into book drafts."""
+    n = 2000
+    src = binance_source()
+    async with collecting(src) as c:
+        await c.until(lambda: src.stats.state == "up")
+        async with streaming(binance.depth):
+            await c.until(lambda: c.snapshots == 1)
+        await converged_binance(c, binance, src)
+        before = len(c.books)
+        t0 = asyncio.get_running_loop().time()
+        for _ in range(n):
+            await binance.depth(changes=3)
+        await c.until(lambda: len(c.books) >= before + n, timeout=60, what=f"{n} events")
+        elapsed = asyncio.get_running_loop().time() - t0
+        await converged_binance(c, binance, src)
+    print(f"\nbinance book: {n} depth events (3 levels each) in {elapsed:.3f}s = "
+          f"{n / elapsed:,.0f} events/s, fake server and adapter in one process")  # fmt: skip
+
+
+async def test_coinbase_a_snapshot_above_the_tick_frame_limit_is_taken(coinbase):
+    """A whole book in one frame: 20,000 levels a side (about 1 MB) syncs."""
+    from tests.fake_exchanges import FakeBook
+
+    coinbase.books["BTC-USD"] = FakeBook(97000.0, levels=20_000, seed=7)
+    src = make_source("BTC-USD", "coinbase")
+    t0 = asyncio.get_running_loop().time()
+    async with collecting(src) as c:
+        await c.until(lambda: c.snapshots == 1, timeout=30, what="the big snapshot")
+        took = asyncio.get_running_loop().time() - t0
+        assert c.book.depths() == (20_000, 20_000)
+        for _ in range(20):
+            await coinbase.l2update()
+        await converged_coinbase(c, coinbase, src)
+    size = len(json.dumps(coinbase.snapshot_message("BTC-USD")))
+    print(f"\ncoinbase book: a {size / 1e6:.2f} MB snapshot (20,000 levels a side) synced "
+          f"{took:.2f}s after the source started")  # fmt: skip
+    assert size > 256 * 1024 and src.stats.bad == 0 and src.stats.reconnects == 0
