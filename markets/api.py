@@ -28,13 +28,15 @@ from accounts.auth import API_AUTH, SCHEME_NAMES
 from accounts.selectors import bearer_secret, token_for_secret
 from telemetry.access import operator_allowed
 
+from . import books, health, history, quotes, selectors
 from . import candles as candle_reads
-from . import health, history, quotes, selectors
+from .book import DEFAULT_DEPTH, MAX_DEPTH, checksum
 from .candles import INTERVALS, now_ms
 from .entitlements import forbidden_tickers
 from .models import Symbol
 from .schemas import (
     AssetClassName,
+    BookOut,
     CandleOut,
     CandlesOut,
     ErrorOut,
@@ -277,7 +279,13 @@ async def get_symbol(request: HttpRequest, symbol: SymbolPath):
     return out
 
 
-@api.get("/symbols/{symbol}/ticks", response={200: TicksOut, **ERRORS}, tags=["ticks"])
+# exclude_none: a tick's side is left out when unknown, as in the WebSocket's tick message.
+@api.get(
+    "/symbols/{symbol}/ticks",
+    response={200: TicksOut, **ERRORS},
+    tags=["ticks"],
+    exclude_none=True,
+)
 async def get_ticks(
     request: HttpRequest,
     symbol: SymbolPath,
@@ -293,6 +301,46 @@ async def get_ticks(
         "symbol": symbol,
         "ticks": [TickOut(**t.as_message()) for t in found[:limit]],
         "has_more": len(found) > limit,
+    }
+
+
+@api.get(
+    "/symbols/{symbol}/book",
+    response={200: BookOut, **ERRORS},
+    tags=["books"],
+    exclude_none=True,
+)
+async def get_book(
+    request: HttpRequest,
+    symbol: SymbolPath,
+    depth: Annotated[
+        int, Query(ge=1, le=MAX_DEPTH, description="Levels per side, 1 to 50.")
+    ] = DEFAULT_DEPTH,
+):
+    """The symbol's order book now: its best ``depth`` levels per side, as the WebSocket
+    ``book`` snapshot gives them (with its ``seq``, ``epoch`` and ``checksum``).
+
+    A symbol without a book answers 200 with ``available: false``, no levels and a
+    ``reason``: ``no_book`` when none was ever published (no producer runs it yet), else
+    why its source keeps none (a replay of trades, say).
+    """
+    await _symbol_or_404(request, symbol)
+    state = await books.read_book(symbol=symbol)
+    if state is None:
+        body = {"symbol": symbol, "seq": 0, "epoch": "", "ts": 0, "bids": [], "asks": []}
+        return {**body, "depth": depth, "checksum": 0, "available": False, "reason": "no_book"}
+    bids, asks = state.top(depth)
+    return {
+        "symbol": symbol,
+        "seq": state.seq,
+        "epoch": state.epoch,
+        "ts": state.ts,
+        "depth": depth,
+        "bids": bids,
+        "asks": asks,
+        "checksum": checksum(bids, asks),
+        "available": state.has_book,
+        "reason": None if state.has_book else state.reason,
     }
 
 

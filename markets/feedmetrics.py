@@ -66,6 +66,33 @@ async def feed_families() -> Families:
         "Errors the symbol's current source reported.",
         labels=["symbol", "source"],
     )
+    # Order books (issue 21): what the symbol's current source did to its book.
+    book_updates = CounterMetricFamily(
+        "ticker_book_updates",
+        "Order-book changes (snapshots and deltas) the symbol's current source gave its book.",
+        labels=["symbol", "source"],
+    )
+    resyncs = CounterMetricFamily(
+        "ticker_book_resyncs",
+        "Times the symbol's current source synced its book again (after a gap, say).",
+        labels=["symbol", "source"],
+    )
+    book_gaps = CounterMetricFamily(
+        "ticker_book_gaps",
+        "Gaps in the exchange's book numbering seen by the symbol's current source.",
+        labels=["symbol", "source"],
+    )
+    crossed = CounterMetricFamily(
+        "ticker_book_crossed",
+        "Times the symbol's book became crossed (best bid at or above best ask).",
+        labels=["symbol", "source"],
+    )
+    book_families = {
+        "book_updates": book_updates,
+        "resyncs": resyncs,
+        "book_gaps": book_gaps,
+        "crossed": crossed,
+    }
     for symbol in symbols:
         t = symbol.ticker
         if t in last:
@@ -77,4 +104,6 @@ async def feed_families() -> Families:
         reconnects.add_metric([t, symbol.source], float(block["reconnects"]))
         gaps.add_metric([t, symbol.source], float(block["gaps"]))
         errors.add_metric([t, symbol.source], float(block["errors"]))
-    return Families([age, up, producer, rate, reconnects, gaps, errors])
+        for name, family in book_families.items():
+            family.add_metric([t, symbol.source], float(block[name]))
+    return Families([age, up, producer, rate, reconnects, gaps, errors, *book_families.values()])

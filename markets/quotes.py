@@ -135,6 +135,7 @@ SOURCE_REPORT_FRESH_SECONDS = 5.0
 _STATUS_INTS = (
     "messages", "ticks", "gaps", "reconnects", "bad", "ignored", "errors",
     "exchange_ms", "started_ms", "updated_ms", "published",
+    "book_updates", "resyncs", "book_gaps", "crossed",
 )  # fmt: skip
 
 
@@ -189,6 +190,12 @@ def source_block(configured: str, status: dict | None) -> dict:
         "reconnects": status.get("reconnects", 0),
         "bad": status.get("bad", 0),
         "errors": status.get("errors", 0),
+        # Order books (issue 21; docs/operations.md): book drafts applied, books synced
+        # again, upstream book updates missed, episodes of a crossed book.
+        "book_updates": status.get("book_updates", 0),
+        "resyncs": status.get("resyncs", 0),
+        "book_gaps": status.get("book_gaps", 0),
+        "crossed": status.get("crossed", 0),
         "last_error": status.get("last_error") or None,
         "reported_s_ago": None if age is None else round(age, 3),
     }

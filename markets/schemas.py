@@ -1,6 +1,6 @@
 """Pydantic schemas of the REST API (markets.api); they define its OpenAPI schema."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Schema
 from pydantic import Field
@@ -81,12 +81,47 @@ class TickOut(Schema):
     bid: float
     ask: float
     size: float
+    side: Literal["buy", "sell"] | None = Field(
+        None, description="The aggressor of the trade, when the source knows it."
+    )
 
 
 class TicksOut(Schema):
     symbol: str
     ticks: list[TickOut] = Field(description="Ascending by seq, all with seq > after_seq.")
     has_more: bool = Field(description="More ticks follow; ask again with the last seq.")
+
+
+# [price, size]: a list, not a tuple (ninja's schema of a tuple is not valid OpenAPI 3.1).
+BookLevel = Annotated[list[str], Field(min_length=2, max_length=2)]
+
+
+class BookOut(Schema):
+    """The same shape as the WebSocket ``book`` message (docs/protocol.md)."""
+
+    type: Literal["book"] = "book"
+    symbol: str
+    seq: int = Field(
+        description="The book's own counter per symbol (not the tick seq); 0 before any."
+    )
+    epoch: str = Field(description="Changes whenever the book's continuity broke.")
+    ts: int = Field(description="When the producer published the book's newest change (ms).")
+    depth: int = Field(description="The depth asked for: at most this many levels per side.")
+    bids: list[BookLevel] = Field(
+        description="[price, size] decimal strings as the source gave them; highest first."
+    )
+    asks: list[BookLevel] = Field(description="[price, size]; lowest first.")
+    checksum: int = Field(
+        description="CRC32 (unsigned) of b1p:b1s:a1p:a1s:... over the first 10 levels "
+        "of these bids and asks (OKX's books checksum)."
+    )
+    available: bool = Field(description="false: the symbol has no book (no levels; see reason).")
+    reason: str | None = Field(
+        None,
+        description='Only when available is false: "no_book" when no book was ever '
+        "published for the symbol (no producer runs it yet), else why its source keeps "
+        'none, e.g. "the replay source has no order book".',
+    )
 
 
 class CandleOut(Schema):

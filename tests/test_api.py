@@ -322,6 +322,7 @@ async def test_openapi_schema_lists_every_endpoint(api):
         "/api/symbols/{symbol}/",
         "/api/symbols/{symbol}/ticks",
         "/api/symbols/{symbol}/candles",
+        "/api/symbols/{symbol}/book",
         "/api/health/",
         "/api/me/",
         "/api/me/watchlist",

@@ -111,6 +111,38 @@ def test_schemathesis_finds_no_server_error(stack, tmp_path):
     assert "No issues found" in run.stdout
 
 
+def test_the_book_endpoint_serves_the_producers_book(stack):
+    """The worker's simulated source keeps a book; REST serves its top levels (issue 21)."""
+    from decimal import Decimal
+
+    from markets.book import checksum
+
+    base = stack.http_url
+    books = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len({b["seq"] for b in books}) < 2:
+        status, body, _ = get(f"{base}/api/symbols/BTC-USD/book?depth=50")
+        assert status == 200, body
+        book = json.loads(body)
+        if book["available"]:
+            books.append(book)
+        time.sleep(0.1)
+    assert len({b["seq"] for b in books}) >= 2, books[-1:]  # the book moves
+    book = books[-1]
+    assert book["type"] == "book" and book["depth"] == 50 and book["epoch"]
+    bids, asks = book["bids"], book["asks"]
+    assert len(bids) == len(asks) == 50
+    prices = [Decimal(p) for p, _ in bids]
+    assert prices == sorted(prices, reverse=True)
+    assert [Decimal(p) for p, _ in asks] == sorted(Decimal(p) for p, _ in asks)
+    assert prices[0] < Decimal(asks[0][0])
+    assert book["checksum"] == checksum(bids, asks)
+    status, body, _ = get(f"{base}/api/symbols/BTC-USD/book?depth=51")
+    assert status == 422 and json.loads(body)["code"] == "bad_request"
+    status, body, _ = get(f"{base}/api/symbols/NOPE/book")
+    assert status == 404 and json.loads(body)["code"] == "unknown_symbol"
+
+
 def test_live_endpoints_answer_quickly_with_real_feed_data(stack):
     base = stack.http_url
     status, body, _ = get(f"{base}/api/symbols/?asset_class=crypto")
@@ -207,6 +239,7 @@ async def test_docs_page_renders_offline_in_chromium(stack):
             "/api/symbols/{symbol}/",
             "/api/symbols/{symbol}/ticks",
             "/api/symbols/{symbol}/candles",
+            "/api/symbols/{symbol}/book",
             "/api/health/",
             "/api/me/",
             "/api/me/watchlist",

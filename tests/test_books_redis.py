@@ -289,6 +289,44 @@ async def test_a_feed_of_simulated_symbols_publishes_their_books(settings):
                     break
                 await asyncio.sleep(0.1)
         assert status[b"resyncs"] == status[b"crossed"] == b"0"
+        await operators_see_the_book_counters()
     finally:
         stop.set()
         await feed
+
+
+async def operators_see_the_book_counters() -> None:
+    """feeds list, /api/health/'s source block and /metrics carry the book counters."""
+    from asgiref.sync import sync_to_async
+    from django.core.management import call_command
+    from prometheus_client import generate_latest
+
+    from markets.feedmetrics import feed_families
+    from markets.quotes import source_block, source_status
+
+    status = (await source_status(symbols=[SYMBOL]))[SYMBOL]
+    block = source_block("simulated", status)
+    assert block["book_updates"] >= 10
+    assert block["resyncs"] == block["book_gaps"] == block["crossed"] == 0
+
+    text = generate_latest(await feed_families()).decode()
+    line = next(x for x in text.splitlines() if x.startswith("ticker_book_updates_total{"))
+    assert 'symbol="AAPL"' in text and float(line.rsplit(" ", 1)[1]) > 0
+    for name in (
+        "ticker_book_resyncs_total",
+        "ticker_book_gaps_total",
+        "ticker_book_crossed_total",
+    ):
+        assert f'{name}{{source="simulated",symbol="{SYMBOL}"}} 0.0' in text
+
+    import io
+    import json
+
+    out = io.StringIO()
+    await sync_to_async(call_command)("feeds", "list", "--json", stdout=out)
+    row = next(r for r in json.loads(out.getvalue()) if r["symbol"] == SYMBOL)
+    assert row["book_updates"] >= 10 and row["resyncs"] == row["crossed"] == 0
+    table = io.StringIO()
+    await sync_to_async(call_command)("feeds", "list", stdout=table)
+    header = table.getvalue().splitlines()[0].split()
+    assert header[-4:] == ["book", "resync", "bgaps", "crossed"]

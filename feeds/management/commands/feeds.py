@@ -24,7 +24,7 @@ from markets.redis import close_redis_client, shard_groups
 COLUMNS = (
     ("symbol", 10), ("source", 9), ("state", 8), ("worker", 24), ("token", 30),
     ("last_tick", 9), ("ticks/s", 8), ("msgs", 8), ("gaps", 5), ("reconn", 6),
-    ("bad", 5), ("errors", 6),
+    ("bad", 5), ("errors", 6), ("book", 8), ("resync", 6), ("bgaps", 5), ("crossed", 7),
 )  # fmt: skip
 
 
@@ -78,6 +78,10 @@ async def gather_rows(symbols: list[Symbol]) -> list[dict]:
                 "reconnects": st.get("reconnects", 0),
                 "bad": st.get("bad", 0),
                 "errors": st.get("errors", 0),
+                "book_updates": st.get("book_updates", 0),
+                "resyncs": st.get("resyncs", 0),
+                "book_gaps": st.get("book_gaps", 0),
+                "crossed": st.get("crossed", 0),
                 "last_error": st.get("last_error", ""),
                 "reported_s_ago": None if reported is None else round(reported, 1),
             }
@@ -91,6 +95,9 @@ def _cell(row: dict, name: str) -> str:
         "ticks/s": row["ticks_per_s"],
         "msgs": row["messages"],
         "reconn": row["reconnects"],
+        "book": row["book_updates"],
+        "resync": row["resyncs"],
+        "bgaps": row["book_gaps"],
     }.get(name, row.get(name))
     if name == "last_tick":
         return "-" if value is None else f"{value}s"
