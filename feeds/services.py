@@ -420,8 +420,12 @@ async def run_feed(
 
     async def stop_publisher(task: asyncio.Task) -> None:
         task.cancel()
-        # Cancelling a Redis call closes its connection at once; bounded all the same.
-        await asyncio.wait({task}, timeout=call_deadline)
+        # Cancelling a Redis call closes its connection at once, but on a loaded machine
+        # not within a call's deadline: a task left running past the loop's end leaks
+        # its connection. Bounded by a lease period all the same.
+        await asyncio.wait({task}, timeout=lease_seconds)
+        if not task.done():
+            logger.warning("feed %s: the publisher did not stop in time", stats.token)
 
     async def give_up(waited: float) -> None:
         """Called when drafts wait but nothing was published for FEED_STALL_SECONDS."""
