@@ -330,3 +330,48 @@ async def operators_see_the_book_counters() -> None:
     await sync_to_async(call_command)("feeds", "list", stdout=table)
     header = table.getvalue().splitlines()[0].split()
     assert header[-4:] == ["book", "resync", "bgaps", "crossed"]
+
+
+async def test_a_new_producer_announces_a_new_epoch_and_the_seq_carries_on():
+    """After a failover the new producer's first book is a snapshot under a new epoch."""
+    r = redis_client()
+    old, new = (
+        SymbolLeases(r, token="old", ttl_seconds=5),
+        SymbolLeases(r, token="new", ttl_seconds=5),
+    )
+    await old.acquire([SYMBOL])
+    layer, channel = await listen()
+    first = feed_books("old")
+    first.start(SYMBOL, FakeSource())
+    first.apply(BookDraft(SYMBOL, [("10", "1")], [("11", "1")], snapshot=True))
+    first.apply(BookDraft(SYMBOL, [("10", "2")], []))
+    await first.publish()
+    first.apply(BookDraft(SYMBOL, [("10", "3")], []))
+    await first.publish()
+    before = [await next_book_event(layer, channel) for _ in range(2)]
+    assert [e["seq"] for e in before] == [1, 2] and before[1]["prev_seq"] == 1
+
+    await old.release([SYMBOL])
+    await new.acquire([SYMBOL])
+    second = feed_books("new")
+    second.start(SYMBOL, FakeSource())
+    second.apply(BookDraft(SYMBOL, [("10", "3")], [("11", "1")], snapshot=True))
+    await second.publish()
+    after = await next_book_event(layer, channel)
+    assert after["snapshot"] and after["seq"] == 3 and after["epoch"] != before[0]["epoch"]
+    # The old producer, had it lived on, can no longer publish a book.
+    first.apply(BookDraft(SYMBOL, [("10", "9")], []))
+    assert await first.publish() == {SYMBOL}
+    assert (await read_book(symbol=SYMBOL)).bids == [("10", "3")]
+
+
+def test_replay_has_no_book_and_the_exchanges_and_simulator_do():
+    from feeds.sources import SOURCES
+
+    assert {name for name, cls in SOURCES.items() if cls.has_book} == {
+        "simulated",
+        "binance",
+        "coinbase",
+    }
+    replay = SOURCES["replay"].__new__(SOURCES["replay"])
+    assert replay.no_book_reason() == "the replay source has no order book"
