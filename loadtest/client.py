@@ -30,6 +30,7 @@ from websockets.protocol import State
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
+from .books import BookChecks
 from .config import LoadTestConfig
 from .stats import SeqTracker, WorkerTotals
 
@@ -56,6 +57,7 @@ class Run:
         self.origin = Origin(cfg.origin) if cfg.origin else None
         self.ssl = ssl.create_default_context() if self.wsuri.secure else None
         self.totals = WorkerTotals()
+        self.book_checks = BookChecks()
         self.clients: list[TickClient] = []
         self.open = 0
         self.stopping = False
@@ -72,6 +74,9 @@ class TickClient(asyncio.Protocol):
         # The streams outlive a connection: a client closed with 4008 resumes them.
         self.trackers = {symbol: SeqTracker() for symbol in symbols}
         self.epochs: dict[str, Any] = {}  # symbol -> epoch of its latest snapshot
+        # symbol -> [seq, view] of the book the client holds (loadtest.books); a broken
+        # one is dropped until the next snapshot.
+        self.books: dict[str, list] = {}
         # Resolved when this client is done for good (no reconnect under way).
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closing = False
@@ -346,6 +351,16 @@ class TickClient(asyncio.Protocol):
             ticks = msg.get("ticks")
             if ticks.__class__ is list:
                 self._ticks(ticks, now, counting, totals)
+        elif kind == "book_update":
+            self._book_update(data, msg, now, counting, totals)
+        elif kind == "book":
+            view, ok = run.book_checks.snapshot(data, msg)
+            totals.book_snapshots += 1
+            if not ok:
+                totals.book_checksum_failures += 1
+                self.books.pop(msg["symbol"], None)
+            else:
+                self.books[msg["symbol"]] = [msg["seq"], view]
         elif kind == "snapshot":
             self._snapshot(msg)
         elif kind == "subscribed":
@@ -365,6 +380,30 @@ class TickClient(asyncio.Protocol):
             totals.seq.resets += 1
         elif kind not in ("unsubscribed", "subscriptions", "pong"):
             totals.unexpected[f"type {str(kind)[:30]!r}"] += 1
+
+    def _book_update(
+        self, data: bytes, msg: dict, now: float, counting: bool, totals: WorkerTotals
+    ) -> None:
+        held = self.books.get(msg.get("symbol"))
+        totals.book_updates += 1
+        if held is None:
+            return  # after a failed check: nothing to check against until a snapshot
+        seq, prev = msg["seq"], msg["prev_seq"]
+        if prev != held[0]:
+            totals.book_prev_seq_breaks += 1
+            del self.books[msg["symbol"]]
+            return
+        view, ok = self.run.book_checks.update(data, msg, held[1])
+        if not ok:
+            totals.book_checksum_failures += 1
+            del self.books[msg["symbol"]]
+            return
+        held[0], held[1] = seq, view
+        if counting:
+            totals.book_updates_counted += 1
+            totals.book_bytes_counted += len(data)
+            totals.book_conflated += seq - prev - 1
+            totals.book_age.record(now - msg["ts"])
 
     def _ticks(self, ticks: list, now: float, counting: bool, totals: WorkerTotals) -> None:
         """A ``ticks`` frame: the common case (the next seq of a subscribed symbol, no

@@ -5,6 +5,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MODES = ("all", "latest")
+STREAMS = ("ticks", "book")
+MAX_BOOK_DEPTH = 50
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,10 @@ class LoadTestConfig:
     mode: str = "all"
     max_rate: float | None = None
     snapshot: int | None = None
+    # What each client subscribes to (issue 21): ticks and/or the book, at ``depth``
+    # levels per side (None: the server's default, 10).
+    streams: tuple[str, ...] = ("ticks",)
+    depth: int | None = None
     connect_timeout: float = 30.0
     # How long closing all connections at the end may take before they are aborted.
     close_timeout: float = 5.0
@@ -50,9 +56,16 @@ class LoadTestConfig:
             raise ValueError("batch-ms must be between 0 and 1000")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if not self.streams or any(s not in STREAMS for s in self.streams):
+            raise ValueError(f"streams must be some of {', '.join(STREAMS)}")
+        if self.depth is not None:
+            if "book" not in self.streams:
+                raise ValueError("depth needs the book stream")
+            if not 1 <= self.depth <= MAX_BOOK_DEPTH:
+                raise ValueError(f"depth must be between 1 and {MAX_BOOK_DEPTH}")
         if self.max_rate is not None:
-            if self.mode != "latest":
-                raise ValueError("max-rate needs mode latest")
+            if self.mode != "latest" and "book" not in self.streams:
+                raise ValueError("max-rate needs mode latest or the book stream")
             if not 0 < self.max_rate <= 1000:
                 raise ValueError("max-rate must be above 0 and at most 1000")
         if self.snapshot is not None and not 0 <= self.snapshot <= 300:
@@ -62,12 +75,14 @@ class LoadTestConfig:
     def stream_rate(self) -> float:
         """Ticks/s one (client, symbol) stream should get: the tick rate, or the
         ``max_rate`` cap of mode latest when it is lower."""
-        if self.max_rate is not None and self.max_rate < self.tick_rate:
+        if self.max_rate is not None and self.mode == "latest" and self.max_rate < self.tick_rate:
             return self.max_rate
         return self.tick_rate
 
     @property
     def expected_ticks_per_s(self) -> float:
+        if "ticks" not in self.streams:
+            return 0.0
         return self.clients * self.symbols_per_client * self.stream_rate
 
     def subscribe_options(self) -> dict[str, Any]:
@@ -81,6 +96,10 @@ class LoadTestConfig:
             options["max_rate"] = self.max_rate
         if self.snapshot is not None:
             options["snapshot"] = self.snapshot
+        if self.streams != ("ticks",):
+            options["streams"] = list(self.streams)
+        if self.depth is not None:
+            options["depth"] = self.depth
         return options
 
     def client_symbols(self, index: int) -> list[str]:

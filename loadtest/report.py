@@ -90,6 +90,19 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             else None,
         },
         "latency_ms": t.latency.summary(),
+        "books": {
+            "snapshots": t.book_snapshots,
+            "updates": t.book_updates,
+            "updates_per_s": round(t.book_updates_counted / window, 1),
+            "bytes_per_update": round(t.book_bytes_counted / t.book_updates_counted, 1)
+            if t.book_updates_counted
+            else None,
+            "conflated": t.book_conflated,
+            "prev_seq_breaks": t.book_prev_seq_breaks,
+            "checksum_failures": t.book_checksum_failures,
+            # Receipt minus the update's ts: how old the book a client holds is.
+            "age_ms": t.book_age.summary(),
+        },
         "seq": {
             "streams": t.streams,
             "gaps": t.seq.gaps,
@@ -184,6 +197,20 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     seq = report["seq"]
     err = report["errors"]
     ratio = "-" if tp["delivered_ratio"] is None else f"{tp['delivered_ratio']:.1%}"
+    books = report.get("books") or {}
+    book_rows = []
+    if books.get("snapshots"):
+        age = books["age_ms"]
+        book_rows.append(
+            (
+                "books",
+                f"updates {_n(books['updates_per_s'])}/s ({_n(books['bytes_per_update'])} "
+                f"bytes each, {_n(books['conflated'])} merged)  prev_seq breaks "
+                f"{_n(books['prev_seq_breaks'])}  checksum failures "
+                f"{_n(books['checksum_failures'])}  age p50 {_n(age['p50'])} p99 "
+                f"{_n(age['p99'])} max {_n(age['max'])} ms",
+            )
+        )
     rows = [
         (
             "connections",
@@ -262,6 +289,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             ),
         )
     )
+    rows[4:4] = book_rows
     if report["harness"]["saturated"]:
         rows.append(
             (

@@ -230,6 +230,17 @@ class WorkerTotals:
     # ...of which in the kernel (socket reads, mostly)
     cpu_system_seconds: list[float] = field(default_factory=list)
     event_loop: str = ""
+    # Books (issue 21): every book message is checked (prev_seq, then the checksum of
+    # the client's book after applying it; loadtest.books).
+    book_snapshots: int = 0
+    book_updates: int = 0  # whole run
+    book_updates_counted: int = 0  # inside the window
+    book_bytes_counted: int = 0  # bytes of those book_update frames
+    book_conflated: int = 0  # producer updates merged into them (seq - prev_seq - 1)
+    book_prev_seq_breaks: int = 0
+    book_checksum_failures: int = 0
+    # How old the book a client holds is when an update arrives: receipt - its ts.
+    book_age: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     def merge(self, other: "WorkerTotals") -> None:
         for name in (
@@ -237,10 +248,13 @@ class WorkerTotals:
             "slow_consumer_closes", "reconnect_attempts", "reconnected", "resumed",
             "resume_failed",
             "frames", "frames_counted", "ticks", "ticks_counted", "batch_frames_counted",
-            "snapshots", "snapshot_ticks", "subscribed", "streams",
+            "snapshots", "snapshot_ticks", "subscribed", "streams", "book_snapshots",
+            "book_updates", "book_updates_counted", "book_bytes_counted", "book_conflated",
+            "book_prev_seq_breaks", "book_checksum_failures",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency.merge(other.latency)
+        self.book_age.merge(other.book_age)
         self.seq.merge(other.seq)
         self.errors.update(other.errors)
         self.error_samples = (self.error_samples + other.error_samples)[:10]

@@ -84,6 +84,14 @@ class Command(BaseCommand):
             default=None,
             help="snapshot size asked for in subscribe, 0..300 (default: the server's, 300)",
         )
+        parser.add_argument(
+            "--streams",
+            default="ticks",
+            help="comma-separated streams to subscribe: ticks, book (default: ticks)",
+        )
+        parser.add_argument(
+            "--depth", type=int, default=None, help="book levels per side, 1..50 (with book)"
+        )
         parser.add_argument("--connect-timeout", type=float, default=30.0)
         parser.add_argument("--max-p99-ms", type=float, default=None)
         parser.add_argument("--max-gap-ratio", type=float, default=None)
@@ -222,6 +230,10 @@ class Command(BaseCommand):
                 mode=options["mode"],
                 max_rate=options["max_rate"],
                 snapshot=options["snapshot"],
+                streams=tuple(
+                    dict.fromkeys(x.strip() for x in (options.get("streams") or "ticks").split(","))
+                ),
+                depth=options.get("depth"),
                 connect_timeout=options["connect_timeout"],
                 thresholds=thresholds,
             )
