@@ -307,3 +307,19 @@ async def test_coinbase_a_snapshot_above_the_tick_frame_limit_is_taken(coinbase)
     print(f"\ncoinbase book: a {size / 1e6:.2f} MB snapshot (20,000 levels a side) synced "
           f"{took:.2f}s after the source started")  # fmt: skip
     assert size > 256 * 1024 and src.stats.bad == 0 and src.stats.reconnects == 0
+
+
+async def test_stopping_the_source_closes_its_connection_and_http_client(binance):
+    src = binance_source()
+    async with collecting(src) as c:
+        await c.until(lambda: src.stats.state == "up")
+        async with streaming(binance.depth):
+            await c.until(lambda: c.snapshots == 1)
+        assert src.http is not None and len(binance.clients) == 1
+    # collecting() closed the generator: the WebSocket is closed by then, not later.
+    for _ in range(500):  # at most 5 s
+        if not binance.clients:
+            break
+        await asyncio.sleep(0.01)
+    assert binance.clients == set()
+    assert src.http is None and src.background is None

@@ -16,6 +16,7 @@ end, so frames that arrive meanwhile are buffered by the adapter, not left unrea
 
 import abc
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Coroutine
@@ -123,8 +124,11 @@ class ExchangeSource(Source):
 
     async def ticks(self) -> AsyncIterator[Draft]:
         try:
-            async for item in self._connections():
-                yield item
+            # Closed explicitly, so the connection is closed when the source stops, not
+            # whenever the event loop finalizes an abandoned generator.
+            async with contextlib.aclosing(self._connections()) as items:
+                async for item in items:
+                    yield item
         finally:
             self._cancel_pending()
             await self.close()
