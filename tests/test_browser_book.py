@@ -202,7 +202,8 @@ def test_ladder_depth_chart_and_tape_render_and_update_at_desktop_and_phone_widt
             {k: c[k] for k in BOOK_SUBSCRIBE} == BOOK_SUBSCRIBE and c["symbols"] == ["BTC-USD"]
             for c in book_commands
         ), book_commands
-        snapshot = next(f for f in watch.received("book") if f["symbol"] == "BTC-USD")
+        # (A page faster than the producer's first book gets a "no book yet" snapshot first.)
+        snapshot = next(f for f in watch.received("book") if f["symbol"] == "BTC-USD" and f["bids"])
         assert snapshot["depth"] == 20 and len(snapshot["bids"]) == 20
         # The ticks were held already: the book's subscribe brought no second tick snapshot.
         tick_snapshots = [f for f in watch.received("snapshot") if f["symbol"] == "BTC-USD"]
@@ -274,6 +275,41 @@ def test_ladder_depth_chart_and_tape_render_and_update_at_desktop_and_phone_widt
         stats = phone["stats"]
         assert stats["bookUpdates"] >= 2 and stats["bookResyncs"] == 0, stats
         assert stats["bookFaults"] == {}, stats
+
+        # A book that is not the server's (a phantom bid just under the best, off the price
+        # grid, so no update can touch it) is caught by the next update (too deep a side,
+        # or the checksum), and the page resubscribes the book and holds the server's again.
+        phantom = str(Decimal(phone["bids"][0]["price"]) - Decimal("0.001"))
+        page.evaluate(
+            "(p) => window.tickerDashboard.client.book('BTC-USD').book.apply({bids: [[p, '1']]})",
+            phantom,
+        )
+        snapshots = len(watch.received("book"))
+        stats = wait_until(
+            page,
+            lambda: (s := read(page)["stats"])["bookResyncs"] and s,
+            20,
+            "the page to resubscribe the book",
+        )
+        assert stats["bookResyncs"] == 1 and set(stats["bookFaults"]) <= {"depth", "checksum"}
+        healed = wait_until(
+            page,
+            lambda: (
+                (s := drawn(page, after=0))["book"]["seq"] > phone["book"]["seq"]
+                and len(watch.received("book")) > snapshots
+                and s["stats"]["bookUpdates"] > stats["bookUpdates"]
+                and s
+            ),
+            20,
+            "a fresh snapshot and updates on it",
+        )
+        assert phantom not in [r["price"] for r in healed["bids"]]
+        assert_ladder_is_the_book(healed)
+        assert healed["stats"]["bookResyncs"] == 1, healed["stats"]
+        drop = [c for c in watch.sent("unsubscribe") if c.get("streams") == ["book"]]
+        assert [c["symbols"] for c in drop] == [["BTC-USD"]], drop
+        assert [c for c in watch.sent("subscribe") if "streams" in c][-1]["depth"] == 20
+
         assert not (v := watch.violations()), v
         assert watch.console_errors == []
     finally:
