@@ -147,6 +147,22 @@ describe("watching an order book", () => {
     assert.equal(of("tick").length, 1);
   });
 
+  test("a book the server cannot serve right now is asked for again with backoff, and no toast-worthy error", () => {
+    const { ws, client, clock, of } = setup();
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    client.watchBook("BTC-USD");
+    ws.serverSend({ type: "error", id: 2, code: "unavailable", message: "market data is unavailable right now" });
+    assert.deepEqual(of("bookRefused").map((e) => e.code), ["unavailable"]);
+    assert.deepEqual(errors, [], "the ladder says it; the page needs no toast");
+    const books = () => ws.sentOf("subscribe").filter((m) => m.streams).length;
+    assert.equal(books(), 1);
+    clock.advance(600);
+    assert.equal(books(), 2, "asked again after the backoff");
+    ws.serverSend(snapshot(10));
+    assert.ok(client.book("BTC-USD").synced);
+  });
+
   test("a snapshot without a book is passed on with its reason", () => {
     const { ws, client, of } = setup();
     client.watchBook("BTC-USD");

@@ -31,6 +31,9 @@ const DENIED_STATES = new Map([
   [CloseCode.FORBIDDEN, State.FORBIDDEN],
 ]);
 
+// Errors after which asking again later can succeed (docs/protocol.md).
+const TRANSIENT_ERRORS = new Set(["unavailable", "rate_limited"]);
+
 // WebSocket.OPEN; the constant is read from here so fake sockets need not define it.
 const OPEN = 1;
 
@@ -708,10 +711,23 @@ export class PriceStreamClient {
     };
     if (request?.book && request.action === "subscribe") {
       // The book could not be subscribed (say, a server without books answers
-      // bad_request): the symbol's ticks are another matter, so nothing is forgotten.
+      // bad_request): the symbol's ticks are another matter, so nothing is forgotten,
+      // and the symbol's own refusal (forbidden, unknown) comes, and is told, with them.
       this._pending.delete(msg.id);
-      const entry = this._books.get(request.symbols[0]);
-      if (entry) this._emit("bookRefused", { symbol: request.symbols[0], code: error.code, message: error.message });
+      const symbol = request.symbols[0];
+      const entry = this._books.get(symbol);
+      if (!entry) return;
+      if (TRANSIENT_ERRORS.has(error.code) && entry.timer === null) {
+        // The server could not serve it right now: ask again later, with backoff.
+        const delayMs = backoffDelay(entry.failures, { baseMs: this._baseDelayMs, maxMs: this._maxDelayMs, random: this._random });
+        entry.failures += 1;
+        entry.timer = this._timers.setTimeout(() => {
+          entry.timer = null;
+          if (this._books.get(symbol) === entry && this._isOpen()) this._sendBookSubscribe(symbol);
+        }, delayMs);
+      }
+      this._emit("bookRefused", { symbol, code: error.code, message: error.message });
+      return;
     } else if (request?.action === "subscribe" && (error.code === "forbidden" || error.code === "unknown_symbol")) {
       // Per-symbol refusals: the rest of the command was served (or is refused in
       // another error with the same id), so only these symbols go.
