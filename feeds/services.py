@@ -174,12 +174,13 @@ async def run_feed(
     # Renew at a third of the TTL: two renewals can fail before the lease lapses.
     renew_every = lease_seconds / 3
     poll_every = min(settings.FEED_TAKEOVER_POLL_SECONDS, renew_every)
-    # Every Redis step of the loop ends within a third of the TTL, so a hung one cannot
-    # hold the loop past the next renewal; a publish within half of it (a batch of a
-    # thousand ticks must fit, under load). Past it the call is cancelled, which closes
-    # its connection (redis-py), and counted as a timeout.
-    call_deadline = renew_every
-    publish_deadline = lease_seconds / 2
+    # Every Redis step of the loop ends within half the TTL: renewals come every third
+    # of it and a failed one is tried again at once, so one hung step cannot cost the
+    # leases. A publish within two thirds of it (a batch of a thousand ticks must fit,
+    # on a loaded machine). Past it the call is cancelled, which closes its connection
+    # (redis-py), and counted as a timeout.
+    call_deadline = lease_seconds / 2
+    publish_deadline = lease_seconds * 2 / 3
     stall_seconds = settings.FEED_STALL_SECONDS
 
     stats = FeedStats(token=producer_token())

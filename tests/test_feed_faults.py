@@ -157,7 +157,7 @@ def fault_count(step: str, kind: str) -> float:
 # Publishing resumes within the lease period plus the poll, plus the deadline of the call
 # that hung (a hung renewal can cost the lease) and the pause after a failed step. The
 # margin is for a loaded machine; the figures are printed.
-RESUME_BOUND = LEASE + 0.5 + LEASE / 2 + services.RETRY_SECONDS + 2.0
+RESUME_BOUND = LEASE + 0.5 + LEASE * 2 / 3 + services.RETRY_SECONDS + 2.0
 
 
 async def resumed_after(r: redis.Redis, fired_at: float, task: asyncio.Task) -> float:
