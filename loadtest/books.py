@@ -4,9 +4,10 @@ A client holds each subscribed book as a *view* (bids, asks: lists of [price, si
 strings, best first). Every ``book_update`` must name the client's seq as ``prev_seq``
 and, applied to the client's view, give a view whose checksum (docs/protocol.md, "Order
 books") is the frame's. Thousands of clients get the same frame for the same view, so
-the work is done once per process: results are cached by (frame bytes, the view it was
-applied to), the view compared by identity (the shared result of an earlier check), so a
-client whose view differed would be checked on its own. Nothing here imports Django.
+the work is done once per process: results are cached by frame bytes with the view the
+frame was applied to, and reused only for a client whose view is that one (the same
+object, or an equal one); a client whose view differed is checked on its own. Nothing
+here imports Django.
 """
 
 import zlib
@@ -60,7 +61,9 @@ class BookChecks:
     def update(self, data: bytes, msg: dict, view: View) -> tuple[View, bool]:
         """``view`` after the ``book_update`` frame, and whether its checksum holds."""
         hit = self._updates.get(data)
-        if hit is not None and hit[0] is view:
+        if hit is not None and (hit[0] is view or hit[0] == view):
+            # The same frame on the same view (equal, if reached another way): the same
+            # result, and the client now shares it, so later checks hit by identity.
             return hit[1], hit[2]
         new = (
             _apply_side(view[0], msg["bids"], reverse=True),
