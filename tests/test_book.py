@@ -180,7 +180,7 @@ def _as_tuples(view):
     return [tuple(level) for level in view[0]], [tuple(level) for level in view[1]]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     depths=st.tuples(
         st.sampled_from([1, 2, 3, 5, DEFAULT_DEPTH]),
@@ -218,7 +218,7 @@ def test_clients_sent_window_diffs_hold_exactly_the_servers_top(depths, steps):
             assert clients[arg].checksum() == server.checksum()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(start=_update(), updates=st.lists(_update(), max_size=8))
 def test_conflated_updates_equal_the_updates_in_order(start, updates):
     one_by_one = OrderBook.from_levels(bids=start[0], asks=start[1])
@@ -230,7 +230,7 @@ def test_conflated_updates_equal_the_updates_in_order(start, updates):
     assert merged.top(MAX_DEPTH) == one_by_one.top(MAX_DEPTH)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     depth=st.integers(min_value=1, max_value=12),
     start=_update(),
