@@ -156,6 +156,8 @@ class SymbolFeed:
 
     def deliver_book(self, now: float | None = None) -> None:
         """Tell every book subscriber the book changed (each sends what it may)."""
+        if now is None:
+            now = time.time() * 1000.0  # once for all of them
         failed: list[tuple[BookSubscription, Exception]] = []
         for sub in self.book_subscribers:
             try:
