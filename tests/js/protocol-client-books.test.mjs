@@ -122,8 +122,22 @@ describe("watching an order book", () => {
     next.serverOpen();
     assert.deepEqual(next.sent.map(({ id, ...rest }) => rest), [
       { action: "subscribe", symbols: ["BTC-USD", "AAPL"], since: { "BTC-USD": 5 } },
+    ]);
+    // The book once the ticks are confirmed (a refused symbol is refused once).
+    next.serverSend({ type: "subscribed", id: next.sent[0].id, symbols: ["BTC-USD", "AAPL"] });
+    assert.deepEqual(next.sent.slice(1).map(({ id, ...rest }) => rest), [
       { action: "subscribe", symbols: ["BTC-USD"], streams: ["ticks", "book"], depth: 20, max_rate: 10 },
     ]);
+  });
+
+  test("a symbol whose ticks the server refuses is never asked for its book", () => {
+    const { ws, client } = setup();
+    client.subscribe(["DOGE-USD"]);
+    client.watchBook("DOGE-USD");
+    assert.deepEqual(ws.sent.at(-1), { action: "subscribe", symbols: ["DOGE-USD"], id: 2 }, "no book yet");
+    ws.serverSend({ type: "error", id: 2, code: "forbidden", message: "not permitted", symbols: ["DOGE-USD"] });
+    assert.equal(client.book("DOGE-USD"), null);
+    assert.equal(ws.sent.filter((m) => m.streams).length, 0);
   });
 
   test("removing the symbol drops its book with its ticks", () => {

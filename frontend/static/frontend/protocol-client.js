@@ -286,8 +286,9 @@ export class PriceStreamClient {
     this._lastMessageAt = this._now();
     this._setState(State.LIVE);
     if (this._wanted.size) this._sendSubscribe([...this._wanted]);
-    // Books are state, not history: a new connection gets fresh snapshots (no `since`).
-    for (const symbol of this._books.keys()) this._sendBookSubscribe(symbol);
+    // Books are state, not history: a new connection gets fresh snapshots (no `since`),
+    // each once its symbol's ticks are confirmed (see _maybeSubscribeBook).
+    for (const symbol of this._books.keys()) this._maybeSubscribeBook(symbol);
     this._startHeartbeat();
   }
 
@@ -420,8 +421,8 @@ export class PriceStreamClient {
     const known = this._books.get(symbol);
     if (known && known.depth === depth && known.maxRate === maxRate) return false;
     if (known) this.unwatchBook(symbol);
-    this._books.set(symbol, { depth, maxRate, replica: new BookReplica(symbol), failures: 0, timer: null });
-    if (this._isOpen()) this._sendBookSubscribe(symbol);
+    this._books.set(symbol, { depth, maxRate, replica: new BookReplica(symbol), failures: 0, timer: null, asked: false });
+    this._maybeSubscribeBook(symbol);
     return true;
   }
 
@@ -451,8 +452,20 @@ export class PriceStreamClient {
 
   _unsyncBook(entry) {
     entry.replica.unsync();
+    entry.asked = false;
     if (entry.timer !== null) this._timers.clearTimeout(entry.timer);
     entry.timer = null;
+  }
+
+  /** Subscribe the book of `symbol` on this connection unless done already; for a symbol
+   *  whose ticks are wanted, only once the server confirmed them: a symbol it refuses
+   *  (forbidden, unknown) is then refused once, not once for each stream. */
+  _maybeSubscribeBook(symbol) {
+    const entry = this._books.get(symbol);
+    if (!entry || entry.asked || !this._isOpen()) return;
+    if (this._wanted.has(symbol) && !this._confirmed.has(symbol)) return;
+    entry.asked = true;
+    this._sendBookSubscribe(symbol);
   }
 
   _sendBookSubscribe(symbol) {
@@ -609,6 +622,7 @@ export class PriceStreamClient {
       if (this._wanted.has(symbol)) this._confirmed.add(symbol);
     }
     this._settle(msg.id, msg.symbols ?? []);
+    for (const symbol of msg.symbols ?? []) this._maybeSubscribeBook(symbol);
     this._emit("subscribed", { symbols: msg.symbols ?? [], id: msg.id });
   }
 
