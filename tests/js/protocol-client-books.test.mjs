@@ -138,6 +138,15 @@ describe("watching an order book", () => {
     ws.serverSend({ type: "error", id: 2, code: "forbidden", message: "not permitted", symbols: ["DOGE-USD"] });
     assert.equal(client.book("DOGE-USD"), null);
     assert.equal(ws.sent.filter((m) => m.streams).length, 0);
+    // Nor told to drop a book it was never asked for.
+    client.subscribe(["SOL-USD"]);
+    client.watchBook("SOL-USD");
+    client.unwatchBook("SOL-USD");
+    client.unsubscribe(["SOL-USD"]);
+    assert.deepEqual(ws.sent.slice(-2).map(({ id, ...rest }) => rest), [
+      { action: "subscribe", symbols: ["SOL-USD"] },
+      { action: "unsubscribe", symbols: ["SOL-USD"] },
+    ]);
   });
 
   test("removing the symbol drops its book with its ticks", () => {

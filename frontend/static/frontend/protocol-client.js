@@ -397,7 +397,8 @@ export class PriceStreamClient {
         this._lastSeq.delete(symbol);
         this._epochs.delete(symbol);
         this._seenOnConnection.delete(symbol);
-        books = this._dropBook(symbol) || books;
+        // Only a book asked for on this connection needs telling the server.
+        books = Boolean(this._dropBook(symbol)?.asked) || books;
       }
     }
     if (gone.length && this._isOpen()) {
@@ -428,8 +429,9 @@ export class PriceStreamClient {
 
   /** Stop watching `symbol`'s book (its ticks, if wanted, go on). */
   unwatchBook(symbol) {
-    if (!this._dropBook(symbol)) return false;
-    if (this._isOpen()) this._send({ action: "unsubscribe", symbols: [symbol], streams: ["book"] }, { symbols: [symbol], book: true });
+    const entry = this._dropBook(symbol);
+    if (!entry) return false;
+    if (entry.asked && this._isOpen()) this._send({ action: "unsubscribe", symbols: [symbol], streams: ["book"] }, { symbols: [symbol], book: true });
     return true;
   }
 
@@ -442,12 +444,13 @@ export class PriceStreamClient {
     return [...this._books.keys()];
   }
 
+  /** Forget `symbol`'s book; returns its entry (null if none was watched). */
   _dropBook(symbol) {
     const entry = this._books.get(symbol);
-    if (!entry) return false;
+    if (!entry) return null;
     if (entry.timer !== null) this._timers.clearTimeout(entry.timer);
     this._books.delete(symbol);
-    return true;
+    return entry;
   }
 
   _unsyncBook(entry) {
