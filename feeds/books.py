@@ -81,6 +81,11 @@ class FeedBooks:
                 entry.snapshots_seen += 1
                 if entry.snapshots_seen > 1:
                     stats.resyncs += 1
+                    # Once, then at the 10th, 100th...: a source that keeps resyncing
+                    # must not flood the log.
+                    self.log.report(
+                        f"{draft.symbol}: the {entry.source.name} book was synced again"
+                    )
                 entry.needs_snapshot = True
             else:
                 entry.book.apply(bids=draft.bids, asks=draft.asks)

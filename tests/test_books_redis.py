@@ -73,7 +73,7 @@ def feed_books(token: str | None = None) -> FeedBooks:
     return FeedBooks(publisher, log=KindLog(logging.getLogger("test"), "test"))
 
 
-async def test_snapshot_then_window_diffs_keep_redis_and_the_channel_exact():
+async def test_snapshot_then_window_diffs_keep_redis_and_the_channel_exact(caplog):
     layer, channel = await listen()
     books = feed_books()
     source = FakeSource()
@@ -134,6 +134,7 @@ async def test_snapshot_then_window_diffs_keep_redis_and_the_channel_exact():
     assert resync["snapshot"] and resync["seq"] == 4 and resync["epoch"] != first["epoch"]
     assert (resync["bids"], resync["asks"]) == ([["50", "1"]], [["51", "1"]])
     assert source.stats.resyncs == 1
+    assert caplog.text.count("the fake book was synced again") == 1
     assert await book_updates_after(symbol=SYMBOL, seq=1) is None
     assert await book_updates_after(symbol=SYMBOL, seq=4, epoch=resync["epoch"]) == []
 
