@@ -116,6 +116,9 @@ class Unavailable(Source):
 
     name = "unavailable"
 
+    def no_book_reason(self) -> str:
+        return f"the {self.config.source} source could not start"
+
     async def ticks(self) -> AsyncIterator[TickDraft]:
         self.stats.state = DOWN
         return

@@ -376,3 +376,12 @@ def test_replay_has_no_book_and_the_exchanges_and_simulator_do():
     }
     replay = SOURCES["replay"].__new__(SOURCES["replay"])
     assert replay.no_book_reason() == "the replay source has no order book"
+
+
+def test_a_source_that_could_not_start_says_why_it_has_no_book():
+    from feeds.services import Unavailable
+
+    config = SymbolConfig(SYMBOL, "crypto", 0, 0.5, 100.0, source="binance")
+    source = Unavailable(config, SourceContext(None, 1.0, 0))
+    assert not source.has_book
+    assert source.no_book_reason() == "the binance source could not start"
