@@ -12,10 +12,14 @@ sentinels' own password (``requirepass`` in sentinel.conf). Percent-encode reser
 characters in either password. REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_PASSWORD and
 REDIS_SENTINEL_PASSWORD build one for REDIS_URL (tickerproject/settings.py, README).
 
-The module has no Django import: the settings build the channel layer's and Celery's
+Each process logs a failover once, when it first connects to a group's new primary, and
+counts it (``ticker_redis_primary_changes_total``). The module has no Django import: the
+settings build the channel layer's and Celery's
 configuration from these URLs, and markets.redis builds every other client.
 """
 
+import logging
+import threading
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, quote, unquote
 
@@ -28,6 +32,10 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection as SyncConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry as SyncRetry
+
+from telemetry.metrics import REDIS_PRIMARY_CHANGES
+
+logger = logging.getLogger(__name__)
 
 SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -191,6 +199,27 @@ def retry_policy(retries: int, *, asynchronous: bool = True):
     )
 
 
+# Per group (master name), the primary this process last connected to: a failover is
+# logged and counted once per process, not once per connection or pool.
+_primaries: dict[str, tuple[str, int]] = {}
+_primaries_lock = threading.Lock()
+
+
+def note_primary(group: str, address: tuple[str, int]) -> None:
+    """Called when a connection to ``group``'s primary opens: logs and counts a new one."""
+    address = (str(address[0]), int(address[1]))
+    with _primaries_lock:
+        before = _primaries.get(group)
+        if before == address:
+            return
+        _primaries[group] = address
+    if before is not None:
+        REDIS_PRIMARY_CHANGES.labels(group).inc()
+        logger.warning(
+            "Redis primary of %s is now %s:%s (was %s:%s): a failover", group, *address, *before
+        )
+
+
 class PrimaryConnection(async_sentinel.SentinelManagedConnection):
     """A connection to a group's primary that asks the sentinels where it is on every
     connect, a command's reconnect included.
@@ -207,6 +236,8 @@ class PrimaryConnection(async_sentinel.SentinelManagedConnection):
         await AsyncConnection.connect_check_health(
             self, check_health=self.connection_pool.check_connection, retry_socket_connect=False
         )
+        if self.connection_pool.is_master:
+            note_primary(self.connection_pool.service_name, address)
 
     async def connect_check_health(self, check_health=True, retry_socket_connect=True):
         # One try: the command's own retry (retry_policy) repeats it.
@@ -222,6 +253,8 @@ class SyncPrimaryConnection(sync_sentinel.SentinelManagedConnection):
         SyncConnection.connect_check_health(
             self, check_health=self.connection_pool.check_connection, retry_socket_connect=False
         )
+        if self.connection_pool.is_master:
+            note_primary(self.connection_pool.service_name, address)
 
     def connect_check_health(self, check_health=True, retry_socket_connect=True):
         if not self._sock:

@@ -162,6 +162,12 @@ CHANNEL_LAYER_ERRORS = Counter(
 REDIS_ERRORS = Counter(
     "ticker_redis_errors", "Redis operations that failed, by component.", ["component"]
 )
+REDIS_PRIMARY_CHANGES = Counter(
+    "ticker_redis_primary_changes",
+    "Times this process found a Sentinel-managed group's primary at another address than "
+    "before (a failover), by group (its master name; markets.sentinel).",
+    ["group"],
+)
 REVOKED = Counter("ticker_revoked_connections", "Connections closed with 4403 by the guard.")
 
 # --- Producers (feeds)

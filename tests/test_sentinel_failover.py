@@ -167,6 +167,10 @@ async def test_the_stack_survives_the_loss_of_its_redis_primary(tmp_path):
             await first_live_tick(stack, SYMBOLS[1], time.time() * 1000)
             await until(lambda: health.ok_since(rejoined_at), "health ok after the rejoin")
             assert all(p.poll() is None for p in stack.procs.values()), "a stack process died"
+            # Each process said so once (markets.sentinel.note_primary), not per connection.
+            for name in ("web", "worker1"):
+                said = stack.log(name).count("Redis primary of mymaster is now")
+                assert said == 1, f"{name} logged the new primary {said} times"
             print(f"rejoined in {rejoined_at - healthy_at:.2f} s; health: ok")
         finally:
             await health.close()
