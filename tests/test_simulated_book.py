@@ -91,3 +91,28 @@ def test_sizes_change_and_the_walk_is_seeded():
     assert all(Decimal(s) % 1 == 0 for step in a for _, s in step[3][0] + step[3][1])
     fx = run(EURUSD, 1.055, steps=20)[2]
     assert all(Decimal(s) % 1000 == 0 for step in fx for _, s in step[3][0] + step[3][1])
+
+
+async def test_the_simulated_source_sends_its_book_before_each_tick():
+    """A snapshot first; then each tick comes right after the book update it quotes."""
+    from feeds.sources.base import BookDraft, SourceContext, SymbolConfig
+    from feeds.sources.simulated import SimulatedSource
+
+    config = SymbolConfig("ETH-USD", "crypto", Decimal("0.01"), 0.7, 3400.0)
+    source = SimulatedSource(config, SourceContext(None, 50.0, 1))
+    book, ticks, first = OrderBook(), 0, None
+    async for item in source.ticks():
+        if isinstance(item, BookDraft):
+            first = item if first is None else first
+            if item.snapshot:
+                book.clear()
+            book.apply(bids=item.bids, asks=item.asks)
+            continue
+        assert first is not None and first.snapshot
+        ticks += 1
+        assert (item.bid, item.ask) == (float(book.best_bid()[0]), float(book.best_ask()[0]))
+        assert item.side in ("buy", "sell")
+        assert min(book.depths()) >= MAX_DEPTH
+        if ticks == 15:
+            break
+    assert source.stats.ticks == 15 and source.has_book

@@ -52,16 +52,20 @@ class SimulatedSource(Source):
                 await asyncio.sleep(wake - now)
                 now = loop.time()
             tick = None
-            if now >= next_tick - _EARLY:
+            due_tick, due_book = now >= next_tick - _EARLY, now >= next_book - _EARLY
+            # One clock reading for both grids: at equal rates they stay one grid, so every
+            # tick has its book update just before it.
+            at = loop.time()
+            if due_tick:
                 tick = walk.step(tick_every)
-                next_tick = _next_slot(loop.time(), tick_every)
-            if now >= next_book - _EARLY:
+                next_tick = _next_slot(at, tick_every)
+            if due_book:
                 if tick is None:
                     walk.churn()
                 bids, asks = walk.changes()
                 if bids or asks:
                     yield BookDraft(self.symbol, bids, asks)
-                next_book = _next_slot(loop.time(), book_every)
+                next_book = _next_slot(at, book_every)
             if tick is not None:
                 self.stats.messages += 1
                 self.stats.ticks += 1
