@@ -16,16 +16,21 @@ failure. The counters in Redis show the gap and the resyncs.
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from markets.book import OrderBook, checksum
 from tests.fake_exchanges import FakeBinance, FakeCoinbase
-from tests.realstack import real_stack
+from tests.realstack import BASE_DIR, real_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -44,6 +49,7 @@ class BookClient:
         self.seq: dict[str, int] = {}
         self.epochs: dict[str, list[str]] = {s: [] for s in symbols}
         self.updates = dict.fromkeys(symbols, 0)
+        self.since_snapshot = dict.fromkeys(symbols, 0)  # book_updates in the current epoch
         self.breaks: list[tuple] = []  # prev_seq != our seq
         self.bad_checksums: list[tuple] = []
         self.closes: list = []
@@ -77,12 +83,14 @@ class BookClient:
             self.books[symbol] = OrderBook.from_levels(bids=msg["bids"], asks=msg["asks"])
             self.seq[symbol] = msg["seq"]
             self.epochs[symbol].append(msg["epoch"])
+            self.since_snapshot[symbol] = 0
         elif msg["type"] == "book_update":
             if msg["prev_seq"] != self.seq.get(symbol):
                 self.breaks.append((symbol, self.seq.get(symbol), msg["prev_seq"]))
             self.books[symbol].apply(bids=msg["bids"], asks=msg["asks"])
             self.seq[symbol] = msg["seq"]
             self.updates[symbol] += 1
+            self.since_snapshot[symbol] += 1
         else:
             return
         book = self.books[symbol]
@@ -158,6 +166,42 @@ def source_counters(stack, symbol: str) -> dict[str, str]:
         r.close()
 
 
+def operator_views(stack) -> tuple[dict, dict, dict]:
+    """The book counters per symbol as `feeds list`, /api/health/ and /metrics show them."""
+    out = subprocess.run(
+        [sys.executable, "manage.py", "feeds", "list", "--json"],
+        env=stack.env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    listed = {row["symbol"]: row for row in json.loads(out)}
+    try:
+        with urllib.request.urlopen(f"{stack.http_url}/api/health/", timeout=5) as r:
+            health = json.load(r)
+    except urllib.error.HTTPError as exc:  # 503 when degraded still has the body
+        health = json.load(exc)
+    with urllib.request.urlopen(f"{stack.http_url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    metrics: dict = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("ticker_book_") and sample.name.endswith("_total"):
+                key = (sample.name, sample.labels.get("symbol"), sample.labels.get("source"))
+                metrics[key] = sample.value
+    return listed, health, metrics
+
+
+def health_blocks(body: object, symbol: str) -> list[dict]:
+    """Every source block for ``symbol`` in a health body, wherever it sits."""
+    found = []
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key == symbol and isinstance(value, dict):
+                block = value.get("source", value)
+                if isinstance(block, dict) and "book_gaps" in block:
+                    found.append(block)
+            found += health_blocks(value, symbol)
+    return found
+
+
 async def _skip(fake, symbol: str) -> None:
     fake.skip_depth(symbol, changes=5)
 
@@ -203,18 +247,30 @@ async def test_a_clients_book_converges_to_the_exchanges_true_book_after_a_gap(t
                 second = await converge(client, fakes)
                 await asyncio.sleep(1.2)  # a status report (every second) after the resync
                 eth, btc = source_counters(stack, "ETH-USD"), source_counters(stack, "BTC-USD")
+                listed, health, metrics = operator_views(stack)
             finally:
                 await client.close()
     print(
         f"\nbooks converged {first:.2f}s and, after the gap, {second:.2f}s after the fakes "
-        f"paused; book updates applied: {client.updates}; epochs seen: "
+        f"paused; book updates applied: {client.updates} ({client.since_snapshot} since the "
+        f"last snapshot); epochs seen: "
         f"{ {s: len(e) for s, e in client.epochs.items()} }; binance REST requests: "
         f"{len(binance.rest_requests)}; ETH-USD counters: book_gaps {eth.get('book_gaps')}, "
         f"resyncs {eth.get('resyncs')}, book_updates {eth.get('book_updates')}; BTC-USD: "
         f"resyncs {btc.get('resyncs')}, reconnects {btc.get('reconnects')}"
     )
     assert client.breaks == [] and client.bad_checksums == []
-    assert all(n > 10 for n in client.updates.values()), client.updates
+    # The books went on changing after the resync, update by update (not snapshots only).
+    assert all(n > 10 for n in client.since_snapshot.values()), client.since_snapshot
     assert int(eth["book_gaps"]) >= 1 and int(eth["resyncs"]) >= 1, eth
     assert int(btc["resyncs"]) >= 1 and int(btc["reconnects"]) >= 1, btc
     assert len(binance.rest_requests) >= 2
+    # Operators see the same counters in feeds list, /api/health/ and /metrics.
+    for symbol, source, gaps in (("ETH-USD", "binance", 1), ("BTC-USD", "coinbase", 0)):
+        row = listed[symbol]
+        assert row["source"] == source and row["resyncs"] >= 1 and row["book_gaps"] >= gaps, row
+        blocks = health_blocks(health, symbol)
+        assert any(b["resyncs"] >= 1 and b["book_gaps"] >= gaps for b in blocks), health
+        assert metrics[("ticker_book_resyncs_total", symbol, source)] >= 1, metrics
+        assert metrics[("ticker_book_gaps_total", symbol, source)] >= gaps, metrics
+        assert metrics[("ticker_book_updates_total", symbol, source)] > 10, metrics
