@@ -153,17 +153,23 @@ def checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> in
     return zlib.crc32(":".join(parts).encode())
 
 
-def _side_diff(old: Sequence[Sequence[str]], new: Sequence[Sequence[str]]) -> Side:
-    before = {Decimal(price): (price, size) for price, size in old}
-    after = {Decimal(price): (price, size) for price, size in new}
+def _side_diff(
+    old: Sequence[Sequence[str]], new: Sequence[Sequence[str]], *, best_high: bool
+) -> Side:
+    # Keyed by the price strings first: only the levels that changed are parsed as
+    # Decimal (the hot path diffs two 50-level views per message). A price spelled anew
+    # ("100" -> "100.0") is one level: the new spelling is sent, never a deletion of the
+    # old one, which would delete the level it names.
+    before = {price: size for price, size in old}
+    after = {price: size for price, size in new}
     changes: dict[Decimal, Level] = {}
-    for key, (price, _size) in before.items():
-        if key not in after:
-            changes[key] = (price, ZERO)
-    for key, (price, size) in after.items():
-        if before.get(key) != (price, size):
-            changes[key] = (price, size)
-    return [changes[key] for key in sorted(changes)]
+    for price, size in after.items():
+        if before.get(price) != size:
+            changes[Decimal(price)] = (price, size)
+    for price in before:
+        if price not in after:
+            changes.setdefault(Decimal(price), (price, ZERO))
+    return [changes[key] for key in sorted(changes, reverse=best_high)]
 
 
 def window_diff(old: View, new: View) -> View:
@@ -174,9 +180,7 @@ def window_diff(old: View, new: View) -> View:
     first, asks lowest first. Applying it to an ``OrderBook`` that holds exactly ``old``
     leaves exactly ``new``.
     """
-    bids = _side_diff(old[0], new[0])
-    bids.reverse()
-    return bids, _side_diff(old[1], new[1])
+    return _side_diff(old[0], new[0], best_high=True), _side_diff(old[1], new[1], best_high=False)
 
 
 def conflate(updates: Iterable[View]) -> View:
