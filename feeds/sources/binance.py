@@ -284,6 +284,8 @@ class BinanceSource(ExchangeSource):
         self.last_update_id = None
         self.buffered.clear()
         if self.background is not None:
+            if self.background.done() and not self.background.cancelled():
+                self.background.exception()  # a request that ended unread: no warning
             self.background.cancel()
             self.background = None
 
