@@ -25,7 +25,7 @@ from markets.books import (
     book_updates_after,
     read_book,
 )
-from markets.history import latest_ticks
+from markets.history import latest_ticks, ticks_after
 from markets.publishing import TickPublisher
 from markets.redis import redis_client
 from markets.symbols import symbol_group_name
@@ -250,6 +250,8 @@ async def test_publish_batch_sends_ticks_with_their_side_and_books_together():
     assert "side" not in published[1].as_message()
     last = (await latest_ticks(symbols=[SYMBOL]))[SYMBOL]
     assert last.seq == 2 and last.side is None
+    stored = await ticks_after(symbol=SYMBOL, after_seq=0, limit=10)
+    assert [t.side for t in stored] == ["buy", None]  # history keeps the side
     event = await next_book_event(layer, channel)
     assert event["seq"] == 1 and event["bids"] == [["99", "1"]]
 
