@@ -122,6 +122,7 @@ async def one_round(group, stack, client, health, victim: str, survivor: str) ->
     await asyncio.to_thread(group.wait_settled, survivor, [], DEADLINE)
     group.rejoin(victim)
     await asyncio.to_thread(group.wait_settled, survivor, [victim], DEADLINE)
+    group.synced(victim)
     return {
         "load": load,
         "promotion": promoted_at - killed_at,

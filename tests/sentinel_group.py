@@ -107,22 +107,31 @@ class SentinelGroup:
         proc._log = log  # type: ignore[attr-defined]
         self.procs[name] = proc
 
-    def start_node(self, name: str, replica_of: str | None = None) -> None:
+    def start_node(self, name: str, replica_of: str | None = None, *extra: str) -> None:
         """Start data node ``name`` (as a replica of node ``replica_of``), with its data."""
         args = [str(self._node_config(name))]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.node_ports[replica_of])]
-        self._spawn(name, args)
+        self._spawn(name, [*args, *extra])
         wait_for_port(self.node_ports[name])
 
     def rejoin(self, name: str) -> str:
         """Restart data node ``name`` the way docs/deployment.md says a deployment does:
-        as a replica of the primary the sentinels name, never as a primary of its own."""
+        as a replica of the primary the sentinels name, never as a primary of its own,
+        and with ``replica-priority 0`` (never promoted) until ``synced()``."""
         port = self.master_port()
         assert port is not None, f"the sentinels do not agree on a primary: {self.views()}"
         primary = self.name_of(port)
-        self.start_node(name, replica_of=primary)
+        self.start_node(name, primary, "--replica-priority", "0")
         return primary
+
+    def synced(self, name: str) -> None:
+        """The rejoined replica ``name`` has its data (see settled()): promotable again."""
+        client = self.node_client(name)
+        try:
+            client.config_set("replica-priority", 100)
+        finally:
+            client.close()
 
     def start(self) -> None:
         self.start_node("a")

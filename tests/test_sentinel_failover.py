@@ -10,7 +10,8 @@ loop) and beat. The primary is killed; after the sentinels promote the replica:
 - the worker goes on producing, and takes beat's tasks from the new primary's broker;
 - /api/health/ said degraded (naming Redis) during the outage and says ok after;
 - once the sentinels have settled, the old primary restarted as the replica of the new
-  one (docs/deployment.md, "Redis Sentinel") rejoins, and all of the above still holds.
+  one, at replica-priority 0 until its sync is done (docs/deployment.md, "Redis
+  Sentinel"), rejoins, and all of the above still holds.
 
 The kill -> promotion -> first live tick figures are printed; the time bound on them is
 checked by benchmarks/failover.py, not here: every wait below is a deadline for a
@@ -162,6 +163,7 @@ async def test_the_stack_survives_the_loss_of_its_redis_primary(tmp_path):
             await asyncio.to_thread(group.wait_settled, "b", [], DEADLINE)
             group.rejoin("a")
             rejoined_at = await asyncio.to_thread(group.wait_settled, "b", ["a"], DEADLINE)
+            group.synced("a")
             assert group.master_port() == group.node_ports["b"]
             await until(lambda: live_after(client, rejoined_at), "live ticks after the rejoin")
             await first_live_tick(stack, SYMBOLS[1], time.time() * 1000)
