@@ -466,6 +466,7 @@ class FakeBinance(FakeExchange):
         self.rest_requests: list[str] = []  # the path and query of every REST request
         self.rest_delay = 0.0  # seconds the snapshot takes to arrive (taken before the wait)
         self.rest_status: int | None = None  # answer every snapshot request with this error
+        self.rest_body: str | None = None  # answer 200 with this body instead of a snapshot
         self.frozen: dict[str, tuple[int, tuple]] = {}  # symbol -> (lastUpdateId, top) served
 
     async def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
@@ -490,6 +491,10 @@ class FakeBinance(FakeExchange):
         if self.rest_status is not None:
             response = self._json(ws, self.rest_status, {"code": -1003, "msg": "Too many requests"})
             response.headers["Retry-After"] = "1"
+            return response
+        if self.rest_body is not None:
+            response = ws.respond(200, self.rest_body)
+            response.headers["Content-Type"] = "application/json;charset=UTF-8"
             return response
         body = {"lastUpdateId": last_update_id, "bids": bids[:limit], "asks": asks[:limit]}
         return self._json(ws, 200, body)

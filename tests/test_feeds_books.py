@@ -137,6 +137,26 @@ async def test_binance_a_refused_snapshot_is_retried_after_retry_after(binance):
     assert len(binance.rest_requests) >= 2
 
 
+async def test_binance_a_snapshot_that_is_not_one_is_counted_and_fetched_again(binance):
+    src = binance_source()
+    async with collecting(src) as c:
+        await c.until(lambda: src.stats.state == "up")
+        async with streaming(binance.depth, interval=0.02):
+            for body in ("{not json", "[1, 2]", '{"lastUpdateId": "7", "bids": [], "asks": []}'):
+                binance.rest_body = body
+                errors = src.stats.errors
+                await c.until(lambda n=errors: src.stats.errors > n, what=f"the answer {body}")
+                assert src.stats.last_error.startswith("book snapshot:")
+            # Newer than every event (none is kept), with a price that is not a decimal.
+            bad_level = {"lastUpdateId": 10**12, "bids": [["x", "1"]], "asks": []}
+            binance.rest_body = json.dumps(bad_level)
+            await c.until(lambda: src.stats.bad == 1, what="a snapshot with a bad level")
+            binance.rest_body = None
+            await c.until(lambda: c.snapshots == 1, timeout=20, what="the sync")
+        await converged_binance(c, binance, src)
+    assert src.stats.reconnects == 0 and c.books[0].snapshot
+
+
 async def test_binance_broken_depth_events_resync_and_the_book_converges(binance):
     src = binance_source()
 

@@ -64,11 +64,16 @@ MAX_BUFFERED_EVENTS = 2000
 
 
 class SnapshotError(Exception):
-    """The REST snapshot could not be had; ``retry_after`` seconds if the server said."""
+    """The REST snapshot could not be had; ``retry_after`` seconds if the server said.
 
-    def __init__(self, text: str, retry_after: float = 0.0) -> None:
+    ``replied``: the server answered, with an error or with something that is not a
+    snapshot (counted in ``errors``), as against no answer at all (a timeout, say).
+    """
+
+    def __init__(self, text: str, retry_after: float = 0.0, *, replied: bool = True) -> None:
         super().__init__(text)
         self.retry_after = retry_after
+        self.replied = replied
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +328,7 @@ class BinanceSource(ExchangeSource):
                         if len(body) > MAX_SNAPSHOT_BYTES:
                             raise SnapshotError(f"snapshot above {MAX_SNAPSHOT_BYTES} bytes")
         except (httpx.HTTPError, TimeoutError) as exc:
-            raise SnapshotError(f"{type(exc).__name__}: {exc}") from None
+            raise SnapshotError(f"{type(exc).__name__}: {exc}", replied=False) from None
         if response.status_code != 200:
             retry_after = positive(response.headers.get("Retry-After")) or 0.0
             text = bytes(body[:200]).decode(errors="replace")
@@ -345,6 +350,7 @@ class BinanceSource(ExchangeSource):
             return None
         exc = task.exception()
         if isinstance(exc, SnapshotError):
+            self.stats.errors += exc.replied
             self.stats.last_error = f"book snapshot: {exc}"[:300]
             self.problems.report("cannot get the book snapshot", str(exc))
             self.retry_after = exc.retry_after
