@@ -268,3 +268,27 @@ async def test_an_unknown_stream_is_a_bad_request_and_subscribes_nothing():
         await c.send({"action": "list", "id": 5})
         assert (await c.until("subscriptions"))["symbols"] == []
         await asyncio.sleep(0)
+
+
+def _restrict(ticker: str) -> None:
+    from django.contrib.auth.models import Group
+
+    from markets.models import Symbol
+
+    group, _ = Group.objects.get_or_create(name="books-test")
+    Symbol.objects.filter(ticker=ticker).update(required_group=group)
+
+
+async def test_books_obey_the_same_rights_as_ticks():
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(_restrict)("AAPL")
+    async with Client() as c:
+        await c.send(
+            {"action": "subscribe", "symbols": ["AAPL", "BTC-USD"], "streams": ["book"], "id": 3}
+        )
+        refused = await c.until("error")
+        assert (refused["code"], refused["symbols"], refused["id"]) == ("forbidden", ["AAPL"], 3)
+        await c.send({"action": "list", "id": 4})
+        listed = await c.until("subscriptions")
+        assert listed["streams"] == {"BTC-USD": ["book"]}

@@ -118,9 +118,9 @@ async def _stall_and_read(client: StalledClient, symbols: list[str]) -> None:
     loop = asyncio.get_running_loop()
     rounds = 0
     async with asyncio.timeout(60):
-        while books.conflated == 0 or rounds < 2:
+        while books.conflated == 0:
             rounds += 1
-            await asyncio.sleep(3)  # not reading: the socket fills, updates merge
+            await asyncio.sleep(2)  # not reading: the socket fills, updates merge
             # Read what is there and a little more, then stall again.
             until = loop.time() + 1.5
             while loop.time() < until:
