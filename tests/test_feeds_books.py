@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from feeds.sources import binance as binance_module
 from tests.fake_exchanges import FakeBinance, FakeCoinbase
 from tests.feeds_helpers import collecting, make_source
 
@@ -155,6 +156,23 @@ async def test_binance_a_snapshot_that_is_not_one_is_counted_and_fetched_again(b
             await c.until(lambda: c.snapshots == 1, timeout=20, what="the sync")
         await converged_binance(c, binance, src)
     assert src.stats.reconnects == 0 and c.books[0].snapshot
+
+
+async def test_binance_a_snapshot_that_takes_too_long_is_abandoned_and_fetched_again(
+    binance, monkeypatch
+):
+    monkeypatch.setattr(binance_module, "SNAPSHOT_TIMEOUT_SECONDS", 0.3)  # 10 s for real
+    binance.rest_delay = 1.0  # past the timeout; short, as the fake waits for it to close
+    src = binance_source()
+    async with collecting(src) as c:
+        await c.until(lambda: src.stats.state == "up")
+        async with streaming(binance.depth, interval=0.02):
+            await c.until(lambda: "Timeout" in src.stats.last_error, what="the timeout")
+            binance.rest_delay = 0.0
+            await c.until(lambda: c.snapshots == 1, timeout=20, what="the sync")
+        await converged_binance(c, binance, src)
+    assert src.stats.errors == 0  # no answer is not an error reply
+    assert len(binance.rest_requests) >= 2
 
 
 async def test_binance_broken_depth_events_resync_and_the_book_converges(binance):
