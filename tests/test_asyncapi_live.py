@@ -282,6 +282,23 @@ def test_what_cannot_be_provoked_from_outside_is_built_by_the_server_code(contra
     SEEN.add("alert")
 
 
+async def test_books_their_streams_and_list(stack, contract, token):
+    secret, _ = token
+    async with opened(stack, contract, secret) as c:
+        await c.send(
+            action="subscribe", symbols=["ETH-USD"], id="b", streams=["ticks", "book"], depth=5,
+            mode="latest", max_rate=5,
+        )  # fmt: skip
+        await c.until("subscribed", id="b")
+        await c.until("book", symbol="ETH-USD")
+        await c.until("book_update", symbol="ETH-USD")
+        await c.send(action="list", id="bl")
+        listed = await c.until("subscriptions", id="bl")
+        assert listed["streams"] == {"ETH-USD": ["ticks", "book"]}
+        await c.send(action="unsubscribe", symbols=["ETH-USD"], streams=["book"], id="bu")
+        await c.until("unsubscribed", id="bu")
+
+
 def test_every_message_type_error_code_and_close_code_was_seen(contract):
     wanted = set(contract.server) | {f"error:{c}" for c in contract.error_codes}
     wanted |= {"reset:epoch_changed", "reset:history_truncated"}
