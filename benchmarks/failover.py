@@ -25,6 +25,7 @@ issue's 5 s). Figures: benchmarks/RESULTS.md, "Redis Sentinel failover".
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -141,7 +142,9 @@ async def run(args: argparse.Namespace) -> list[dict]:
 
     rounds = []
     with (
-        tempfile.TemporaryDirectory(prefix="failover-bench-") as tmp,
+        contextlib.nullcontext(args.workdir)
+        if args.workdir
+        else tempfile.TemporaryDirectory(prefix="failover-bench-") as tmp,
         sentinel_group(Path(tmp) / "redis") as group,
         real_stack(
             Path(tmp),
@@ -159,8 +162,8 @@ async def run(args: argparse.Namespace) -> list[dict]:
                 "live ticks before the first kill",
             )
             await until(lambda: health.first(started, ok=True), "health ok before the first kill")
-            victim, survivor = "a", "b"
             for n in range(1, args.rounds + 1):
+                victim, survivor = group.current_roles()
                 result = await one_round(group, stack, client, health, victim, survivor)
                 rounds.append(result)
                 degraded = None if result["degraded"] is None else round(result["degraded"], 2)
@@ -173,7 +176,6 @@ async def run(args: argparse.Namespace) -> list[dict]:
                     "promotion",
                     flush=True,
                 )
-                victim, survivor = survivor, victim
                 await until_ok_since(health, time.monotonic())
             print(f"open connection: closes {client.closes}, resets {len(client.resets)}")
         finally:
@@ -187,6 +189,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--bound", type=float, default=5.0, help="promotion -> live, seconds")
     parser.add_argument("--tick-rate", type=float, default=10.0)
+    parser.add_argument("--workdir", help="keep every process's log here (a new folder)")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")

@@ -119,9 +119,7 @@ class SentinelGroup:
         """Restart data node ``name`` the way docs/deployment.md says a deployment does:
         as a replica of the primary the sentinels name, never as a primary of its own,
         and with ``replica-priority 0`` (never promoted) until ``synced()``."""
-        port = self.master_port()
-        assert port is not None, f"the sentinels do not agree on a primary: {self.views()}"
-        primary = self.name_of(port)
+        primary, _ = self.current_roles()
         self.start_node(name, primary, "--replica-priority", "0")
         return primary
 
@@ -188,6 +186,13 @@ class SentinelGroup:
         """The primary's port if every sentinel names the same one, else None."""
         ports = {v["master"].get("port") for v in self.views() if "master" in v}
         return int(ports.pop()) if len(ports) == 1 else None
+
+    def current_roles(self) -> tuple[str, str]:
+        """(primary, replica): the node every sentinel names as primary, and the other."""
+        port = self.master_port()
+        assert port is not None, f"the sentinels do not agree on a primary: {self.views()}"
+        primary = self.name_of(port)
+        return primary, next(n for n in self.node_ports if n != primary)
 
     def role(self, name: str) -> dict[str, str]:
         """INFO replication of data node ``name`` ({} if it does not answer)."""

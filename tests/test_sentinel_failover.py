@@ -127,8 +127,11 @@ async def test_the_stack_survives_the_loss_of_its_redis_primary(tmp_path):
 
             tasks_before = run_feed_received(stack)
             killed_at = time.monotonic()
-            group.kill("a")
-            promoted_at = await asyncio.to_thread(group.wait_promoted, "b", DEADLINE)
+            # Whichever node the sentinels name now (a loaded machine may have failed over
+            # already), the other one is promoted.
+            old, new = group.current_roles()
+            group.kill(old)
+            promoted_at = await asyncio.to_thread(group.wait_promoted, new, DEADLINE)
             promoted_ms = time.time() * 1000 - (time.monotonic() - promoted_at) * 1000
 
             # After the promotion: the open connection (or its reconnect) gets live ticks
@@ -160,11 +163,11 @@ async def test_the_stack_survives_the_loss_of_its_redis_primary(tmp_path):
 
             # The old primary rejoins as a replica, once the sentinels have settled (a node
             # rejoining meanwhile could be promoted back: docs/deployment.md).
-            await asyncio.to_thread(group.wait_settled, "b", [], DEADLINE)
-            group.rejoin("a")
-            rejoined_at = await asyncio.to_thread(group.wait_settled, "b", ["a"], DEADLINE)
-            group.synced("a")
-            assert group.master_port() == group.node_ports["b"]
+            await asyncio.to_thread(group.wait_settled, new, [], DEADLINE)
+            group.rejoin(old)
+            rejoined_at = await asyncio.to_thread(group.wait_settled, new, [old], DEADLINE)
+            group.synced(old)
+            assert group.master_port() == group.node_ports[new]
             await until(lambda: live_after(client, rejoined_at), "live ticks after the rejoin")
             await first_live_tick(stack, SYMBOLS[1], time.time() * 1000)
             await until(lambda: health.ok_since(rejoined_at), "health ok after the rejoin")
@@ -212,24 +215,25 @@ async def test_a_command_retried_after_a_failover_goes_to_the_new_primary(tmp_pa
         try:
             await async_client.set("async", "before")
             sync_client.set("sync", "before")
-            group.kill("a")
-            await asyncio.to_thread(group.wait_promoted, "b", DEADLINE)
-            await asyncio.to_thread(group.wait_settled, "b", [], DEADLINE)
+            old, new = group.current_roles()
+            group.kill(old)
+            await asyncio.to_thread(group.wait_promoted, new, DEADLINE)
+            await asyncio.to_thread(group.wait_settled, new, [], DEADLINE)
             # The trap: the old primary back as a primary of its own (its append-only file
             # holds "before"); the sentinels demote it only some seconds later.
-            group.start_node("a")
-            assert group.role("a").get("role") == "master"
+            group.start_node(old)
+            assert group.role(old).get("role") == "master"
 
             await async_client.set("async", "after")
             sync_client.set("sync", "after")
 
-            new, old = group.node_client("b"), group.node_client("a")
+            on_new, on_old = group.node_client(new), group.node_client(old)
             try:
-                assert new.mget("async", "sync") == [b"after", b"after"]
-                assert b"after" not in old.mget("async", "sync")
+                assert on_new.mget("async", "sync") == [b"after", b"after"]
+                assert b"after" not in on_old.mget("async", "sync")
             finally:
-                new.close()
-                old.close()
+                on_new.close()
+                on_old.close()
         finally:
             await async_client.aclose(close_connection_pool=True)
             sync_client.close()
