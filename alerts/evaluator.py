@@ -67,6 +67,7 @@ from markets import keys as market_keys
 from markets.entitlements import unentitled
 from markets.redis import by_shard, new_sync_client, sync_redis_for
 from markets.ticks import Tick
+from telemetry.metrics import REDIS_ERRORS
 
 from . import services
 from .delivery import channel_event, user_group_name
@@ -427,11 +428,16 @@ def run_evaluator_blocking(stop: threading.Event, *, worker: str = "") -> None:
     evaluator = Evaluator(client=client)
     block_ms = max(50, int(ttl * 1000 / 4))
     holding = False
+    failing = 0  # rounds failed in a row: logged once, with the first one's traceback
     try:
         while not stop.is_set():
             close_old_connections()
             try:
-                if not lease.hold():
+                held = lease.hold()
+                if failing:  # Redis answered
+                    logger.warning("alerts: Redis answers again after %d failed rounds", failing)
+                    failing = 0
+                if not held:
                     if holding:
                         logger.warning("alerts: evaluator lease lost; standing by")
                     holding = False
@@ -443,8 +449,13 @@ def run_evaluator_blocking(stop: threading.Event, *, worker: str = "") -> None:
                 evaluator.step(block_ms=block_ms)
                 if evaluator.idle:
                     stop.wait(block_ms / 1000)
-            except Exception:
-                logger.exception("alerts: evaluation round failed; trying again")
+            except Exception as exc:
+                if isinstance(exc, redis.RedisError):
+                    REDIS_ERRORS.labels("alerts").inc()
+                if not failing:
+                    # A Redis failover fails every round until it ends: once, not per round.
+                    logger.exception("alerts: evaluation round failed; trying again every 1 s")
+                failing += 1
                 stop.wait(1.0)
     finally:
         try:

@@ -312,7 +312,7 @@ for _op in ("receive", "recover", "housekeeping"):
     CHANNEL_LAYER_ERRORS.labels(_op)
 for _why in ("subscribe", "gap", "epoch", "bad"):
     BOOK_REFILLS.labels(_why)
-for _component in ("refill", "catch-up", "subscribe", "metrics", "readyz", "book"):
+for _component in ("refill", "catch-up", "subscribe", "metrics", "readyz", "book", "alerts"):
     REDIS_ERRORS.labels(_component)
 for _event in ("taken", "lost", "released"):
     LEASE_CHANGES.labels(_event)

@@ -483,3 +483,34 @@ async def test_the_history_keeps_what_is_young_and_each_users_newest(user, djang
     left = {e.pk for e in await events()}
     assert left == {e.pk for e in mine[5:10]} | {e.pk for e in theirs}
     assert await sync_to_async(prune_history)(days=0, per_user=0) == 0
+
+
+def test_an_evaluator_loop_logs_a_redis_outage_once(settings, caplog, db):
+    """A Redis failover fails every round of the loop until it ends: one error with its
+    traceback, and every failed round counted in ticker_redis_errors_total."""
+    import logging
+    import threading
+    import time
+
+    from alerts.evaluator import run_evaluator_blocking
+    from telemetry.metrics import REDIS_ERRORS
+    from tickerproject.stack import free_port
+
+    working = settings.REDIS_URL
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    errors = REDIS_ERRORS.labels("alerts")._value.get()
+    stop = threading.Event()
+    caplog.set_level(logging.INFO, logger="alerts.evaluator")
+    loop = threading.Thread(target=run_evaluator_blocking, args=(stop,), kwargs={"worker": "t"})
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while REDIS_ERRORS.labels("alerts")._value.get() < errors + 3:
+            assert time.monotonic() < deadline, "the loop did not fail three rounds"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        loop.join(30)
+    settings.REDIS_URL = working
+    failed = [r for r in caplog.records if "evaluation round failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info
