@@ -110,6 +110,19 @@ async def test_binance_a_gap_discards_the_book_and_syncs_again(binance, caplog):
     assert sum("book synced again" in r.getMessage() for r in caplog.records) == 1
 
 
+async def test_binance_a_gap_among_the_events_buffered_during_the_sync_is_found(binance):
+    binance.rest_delay = 0.3
+    src = binance_source()
+    async with collecting(src) as c:
+        await c.until(lambda: src.stats.state == "up")
+        async with streaming(binance.depth):
+            await c.until(lambda: len(binance.rest_requests) == 1, what="the first request")
+            binance.skip_depth(changes=2)  # after the snapshot was taken, before it arrives
+            await c.until(lambda: c.snapshots == 1, what="a sync")
+            assert src.stats.book_gaps == 1 and len(binance.rest_requests) == 2
+        await converged_binance(c, binance, src)
+
+
 async def test_binance_a_snapshot_older_than_the_stream_is_fetched_again(binance):
     binance.freeze_snapshot()  # a lagging snapshot: older than every event streamed next
     binance.skip_depth(changes=3)

@@ -379,9 +379,10 @@ class BinanceSource(ExchangeSource):
         self.book = book
         self.last_update_id = snapshot.last_update_id
         self.buffered = []
-        for event in pending:
+        for index, event in enumerate(pending):
             if event.first > self.last_update_id + 1:
                 self._gap(event)
+                self.buffered.extend(pending[index + 1 :])  # kept for the next snapshot
                 return None
             try:
                 self.book.apply(bids=event.bids, asks=event.asks)
