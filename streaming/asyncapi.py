@@ -476,8 +476,9 @@ def _server_messages() -> dict[str, dict[str, Any]]:
         ),
         "book": (
             "A book snapshot: sent after subscribed for a newly subscribed book stream, and "
-            "again whenever the book cannot be continued (a new epoch). Replace what you "
-            "hold for the symbol.",
+            "again whenever the book cannot be continued (a new epoch) or an update waited "
+            "longer than MAX_TICK_AGE_MS for a full socket. Replace what you hold for the "
+            "symbol.",
             _obj(
                 ["type", "symbol", "seq", "epoch", "ts", "depth", "bids", "asks", "checksum"],
                 {

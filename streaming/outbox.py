@@ -71,6 +71,28 @@ BOOK_SLOT_PREFIX = "book:"
 class BookSource(Protocol):
     def next_frame(self, now: float) -> str | None: ...
 
+    def fresh_frame(self, stale: str) -> str: ...
+
+
+class BookFrame(Frame):
+    """A book frame built when the outbox took it (``built_ms``), from ``source``.
+
+    If the writer can only hand it to the socket more than ``max_age_ms`` later (the
+    socket was full for that long), a fresh ``book`` snapshot replaces it: a client never
+    gets a book older than that from a frame that waited here.
+    """
+
+    def __new__(cls, text: str, source: BookSource, built_ms: float) -> "BookFrame":
+        frame = super().__new__(cls, text)
+        frame.source = source
+        frame.built_ms = built_ms
+        return frame
+
+    def fresh(self, now: float, max_age_ms: float) -> str:
+        if now - self.built_ms <= max_age_ms:
+            return self
+        return self.source.fresh_frame(self)
+
 
 class _Slot:
     """A ``latest`` subscription's waiting tick, or a book subscription's pending change."""
@@ -465,6 +487,8 @@ class Outbox:
             if parked is not None:
                 await _resume(*parked)
                 for text in rest or ():
+                    if isinstance(text, BookFrame):
+                        text = text.fresh(self.clock(), self.max_age_ms)
                     await self._send(text)
                 DELIVERY.frames += len(rest or ())
                 if self._writing_oldest_ts:
@@ -478,6 +502,8 @@ class Outbox:
                 if frames:
                     self._last_batch_ms = self.clock()
                 for text in frames:
+                    if isinstance(text, BookFrame):
+                        text = text.fresh(self.clock(), self.max_age_ms)
                     await self._send(text)
                 DELIVERY.frames += len(frames)
                 if self._writing_oldest_ts:
@@ -580,7 +606,7 @@ class Outbox:
                 self._due_slots -= 1
                 text = slot.source.next_frame(now)  # the change(s) since the last one, merged
                 if text is not None:
-                    items.append(Frame(text))
+                    items.append(BookFrame(text, slot.source, now))
                     book_frames += 1
                     slot.due_ms = now + slot.interval_ms
                 continue
@@ -607,7 +633,7 @@ def _merge(items: list[str]) -> list[str]:
     out: list[str] = []
     run: list[str] = []
     for item in items:
-        if type(item) is Frame:
+        if isinstance(item, Frame):
             if run:
                 out.append(joined_frame(run))
                 run = []

@@ -221,5 +221,17 @@ class BookSubscription:
         self.epoch, self.seq, self.view = book.epoch, book.seq, view
         return text
 
+    def fresh_frame(self, stale: str) -> str:
+        """Called when the frame ``stale`` waited too long for the socket: a ``book``
+        snapshot of the book as it is now goes instead (the client replaces its book)."""
+        book = self.feed.book
+        if book is None or not book.loaded or self.outbox.closing:
+            return stale  # unsubscribed meanwhile: nothing fresher to say
+        text, view = book.snapshot(self.depth)
+        self.epoch, self.seq, self.view = book.epoch, book.seq, view
+        DELIVERY.book_snapshots += 1
+        DELIVERY.book_stale += 1
+        return text
+
     def close(self) -> None:
         self.outbox.drop_slot(self.key)

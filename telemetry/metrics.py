@@ -110,7 +110,8 @@ BOOK_CONFLATED = Counter(
 BOOK_STALE_DROPPED = Counter(
     "ticker_book_stale_dropped",
     "Book updates not sent because the process's book was older than MAX_TICK_AGE_MS "
-    "(the process was behind); the next one takes the client to the then current book.",
+    "(the process was behind; the next one takes the client to the then current book), "
+    "or replaced by a fresh book snapshot because a full socket kept them waiting longer.",
 )
 BOOK_FRAMES_BUILT = Counter(
     "ticker_book_frames_built",

@@ -103,3 +103,65 @@ def test_every_client_holds_the_top_depth_through_conflation_and_new_epochs(step
         assert fb.seq == seq and fb.book.top(MAX_DEPTH) == truth.top(MAX_DEPTH)
     for i in range(len(subs)):
         write(i)
+
+
+async def test_a_book_frame_that_waited_too_long_for_the_socket_goes_as_a_fresh_snapshot():
+    import asyncio
+
+    from streaming.outbox import Outbox
+
+    class Clock:
+        now = 1_000_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    outbox = Outbox(max_bytes=10_000, max_age_ms=1000, clock=clock)
+    sent: list[dict] = []
+    gates: list[asyncio.Event] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+        if gates:
+            await gates[0].wait()
+            gates.pop(0)
+
+    outbox.attach(send)
+    books, subs = {}, {}
+    for symbol in ("X", "Y"):
+        feed = SimpleNamespace(symbol=symbol, book=None)
+        feed.book = books[symbol] = FeedBook(symbol, on_change=lambda: None)
+        books[symbol]._replace("e", 1, clock.now, [["10", "1"], ["9", "1"]], [["11", "1"]])
+        books[symbol].loaded = True
+        subs[symbol] = BookSubscription(feed, outbox, depth=5)
+        subs[symbol].live = True
+        subs[symbol].offer()
+    assert [(m["type"], m["symbol"]) for m in sent] == [("book", "X"), ("book", "Y")]
+
+    def change(symbol: str, seq: int, size: str) -> None:
+        books[symbol].on_message(
+            {"epoch": "e", "seq": seq, "ts": clock.now, "bids": [["10", size]], "asks": []}
+        )
+        subs[symbol].offer()
+
+    gates.extend([asyncio.Event(), asyncio.Event()])
+    change("X", 2, "2")  # written at once; the socket then blocks (the writer parks it)
+    change("X", 3, "3")  # both wait in their slots now
+    change("Y", 2, "2")
+    gates[0].set()  # X's update 2 is through: the writer takes X 3 and Y 2 together
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [(m["type"], m["symbol"], m["seq"]) for m in sent[2:]] == [
+        ("book_update", "X", 2), ("book_update", "X", 3),
+    ]  # fmt: skip
+    clock.now += 2000  # X 3 blocks the socket for 2 s: Y 2, built before, is now stale
+    gates[0].set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    stale = sent[4]
+    assert (stale["type"], stale["symbol"], stale["seq"]) == ("book", "Y", 2)
+    assert stale["bids"][0] == ["10", "2"]
+    change("Y", 3, "4")  # and the next update goes on from that snapshot
+    await asyncio.sleep(0)
+    assert (sent[-1]["type"], sent[-1]["prev_seq"], sent[-1]["seq"]) == ("book_update", 2, 3)
