@@ -117,7 +117,10 @@ async def test_binance_a_gap_among_the_events_buffered_during_the_sync_is_found(
         await c.until(lambda: src.stats.state == "up")
         async with streaming(binance.depth):
             await c.until(lambda: len(binance.rest_requests) == 1, what="the first request")
-            binance.skip_depth(changes=2)  # after the snapshot was taken, before it arrives
+            # After the snapshot was taken and before it arrives: an event, then a hole.
+            # (A hole right after the snapshot would make it look older than the stream.)
+            await binance.depth()
+            binance.skip_depth(changes=2)
             await c.until(lambda: c.snapshots == 1, what="a sync")
             assert src.stats.book_gaps == 1 and len(binance.rest_requests) == 2
         await converged_binance(c, binance, src)
