@@ -127,6 +127,7 @@ class FakeExchange:
         self.connections = 0  # accepted so far
         self.received: list[dict] = []  # every JSON message clients sent
         self.stream_task: asyncio.Task | None = None
+        self.stream_generation = 0  # a stream runs while its generation is the current one
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -151,6 +152,7 @@ class FakeExchange:
         return self
 
     async def stop(self) -> None:
+        self.stream_generation += 1
         if self.stream_task is not None:
             self.stream_task.cancel()
             await asyncio.gather(self.stream_task, return_exceptions=True)
@@ -218,11 +220,13 @@ class FakeExchange:
 
     def start_stream(self, rate: float) -> None:
         """Send ``tick()`` to every client ``rate`` times a second until stopped."""
+        self.stream_generation += 1
+        generation = self.stream_generation
 
         async def run() -> None:
             interval = 1.0 / rate
             next_at = time.monotonic()
-            while True:
+            while self.stream_generation == generation:
                 if self.clients:
                     await self.tick()
                 next_at += interval
@@ -231,9 +235,9 @@ class FakeExchange:
         self.stream_task = asyncio.get_running_loop().create_task(run())
 
     def stop_stream(self) -> None:
-        if self.stream_task is not None:
-            self.stream_task.cancel()
-            self.stream_task = None
+        """Stop the stream after the tick under way, if any (a tick cancelled half-way
+        would leave the true book changed and the change unsent)."""
+        self.stream_generation += 1
 
     async def tick(self) -> None:
         raise NotImplementedError
