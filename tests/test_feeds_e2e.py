@@ -277,11 +277,15 @@ async def converge(client, fakes) -> float:
     """With the fakes paused, until the client holds each fake's true top ``DEPTH``."""
     for fake in (f for f, _, _ in fakes):
         fake.loop.call_soon_threadsafe(fake.stop_stream)
-    await asyncio.sleep(0.1)  # let a tick() under way finish
-    wanted = {symbol: truth(fake, key) for fake, key, symbol in fakes}
+    # The truth is read again on each check: a tick() under way when the stream stopped
+    # still finishes (it changes the book and sends the change).
     took = await until(
-        lambda: all(client.top(s) == w for s, w in wanted.items()), 30, "convergence"
+        lambda: all(client.top(symbol) == truth(fake, key) for fake, key, symbol in fakes),
+        30,
+        "convergence",
     )
+    for symbol in (s for _, _, s in fakes):  # not two empty books
+        assert [len(side) for side in client.top(symbol)] == [DEPTH, DEPTH]
     for fake in (f for f, _, _ in fakes):
         fake.loop.call_soon_threadsafe(fake.start_stream, RATE)
     return took
