@@ -214,7 +214,7 @@ def note_primary(group: str, address: tuple[str, int]) -> None:
             return
         _primaries[group] = address
     if before is not None:
-        REDIS_PRIMARY_CHANGES.labels(group).inc()
+        REDIS_PRIMARY_CHANGES.inc()
         logger.warning(
             "Redis primary of %s is now %s:%s (was %s:%s): a failover", group, *address, *before
         )

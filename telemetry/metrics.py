@@ -163,11 +163,11 @@ CHANNEL_LAYER_ERRORS = Counter(
 REDIS_ERRORS = Counter(
     "ticker_redis_errors", "Redis operations that failed, by component.", ["component"]
 )
+# No label (the log line names the group): a series from the start, at 0.
 REDIS_PRIMARY_CHANGES = Counter(
     "ticker_redis_primary_changes",
     "Times this process found a Sentinel-managed group's primary at another address than "
-    "before (a failover), by group (its master name; markets.sentinel).",
-    ["group"],
+    "before (a failover; markets.sentinel logs which group).",
 )
 REVOKED = Counter("ticker_revoked_connections", "Connections closed with 4403 by the guard.")
 
