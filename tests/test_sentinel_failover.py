@@ -183,18 +183,31 @@ async def test_the_stack_survives_the_loss_of_its_redis_primary(tmp_path):
                 await client.close()
 
 
-async def test_a_command_retried_after_a_failover_goes_to_the_new_primary(tmp_path):
+async def test_a_command_retried_after_a_failover_goes_to_the_new_primary(tmp_path, settings):
     """redis-py#3874: a command whose connection dropped reconnects, in redis-py, to the
     host it had. Here the old primary is back (restarted on its own, as a primary with its
     data, before the sentinels demote it): the retried write must still reach the new
-    primary, for the async clients (markets.redis, the channel layer) and the sync ones."""
+    primary, for the async clients (markets.redis, the channel layer) and the sync ones.
+
+    And a shard of REDIS_SHARD_URLS may be a Sentinel group: markets.redis puts each
+    symbol's keys on its shard, the group's on its primary before and after the failover."""
+    import uuid
+
     import redis as sync_redis
     import redis.asyncio as aioredis
 
     from markets import sentinel
+    from markets.redis import close_redis_client, redis_for, shard_index
 
     with sentinel_group(tmp_path / "redis") as group:
         url = f"redis+sentinel://{group.sentinels_env}/mymaster/0"
+        plain = settings.REDIS_URL
+        settings.REDIS_SHARD_URLS = [url, plain]
+        on_group = next(s for s in ("BTC-USD", "ETH-USD", "AAPL") if shard_index(s) == 0)
+        on_plain = next(s for s in ("BTC-USD", "ETH-USD", "AAPL") if shard_index(s) == 1)
+        key = f"test-sentinel-shard:{uuid.uuid4().hex}"
+        await redis_for(on_group).set(key, "before")
+        await redis_for(on_plain).set(key, "plain")
         target = sentinel.parse(url)
         options = {"socket_timeout": 5, "retry": sentinel.retry_policy(3)}
         # One connection each, held across the failover (a command in flight holds its
@@ -216,6 +229,12 @@ async def test_a_command_retried_after_a_failover_goes_to_the_new_primary(tmp_pa
             await async_client.set("async", "before")
             sync_client.set("sync", "before")
             old, new = group.current_roles()
+            # "before" on the replica first (replication is asynchronous): WAIT for it.
+            primary = group.node_client(old)
+            try:
+                assert primary.execute_command("WAIT", 1, 10_000) == 1
+            finally:
+                primary.close()
             group.kill(old)
             await asyncio.to_thread(group.wait_promoted, new, DEADLINE)
             await asyncio.to_thread(group.wait_settled, new, [], DEADLINE)
@@ -227,14 +246,21 @@ async def test_a_command_retried_after_a_failover_goes_to_the_new_primary(tmp_pa
             await async_client.set("async", "after")
             sync_client.set("sync", "after")
 
+            await redis_for(on_group).append(key, "+after")
+
             on_new, on_old = group.node_client(new), group.node_client(old)
+            plain_client = sync_redis.Redis.from_url(plain)
             try:
                 assert on_new.mget("async", "sync") == [b"after", b"after"]
                 assert b"after" not in on_old.mget("async", "sync")
+                assert on_new.get(key) == b"before+after"
+                assert plain_client.get(key) == b"plain"
             finally:
-                on_new.close()
-                on_old.close()
+                plain_client.delete(key)
+                for client in (on_new, on_old, plain_client):
+                    client.close()
         finally:
             await async_client.aclose(close_connection_pool=True)
             sync_client.close()
             sync_client.connection_pool.close()
+            await close_redis_client()
