@@ -92,11 +92,14 @@ async def first_live_tick(stack, symbol: str, after_ms: float) -> float:
 
 
 def run_feed_received(stack) -> int:
-    """How many of beat's run_feed tasks the worker has logged as received."""
+    """How many of beat's run_feed tasks the worker's consumer has taken from the broker:
+    run, or discarded as expired (beat's expire after FEED_SUPERVISE_SECONDS, and those
+    queued while the consumer was still reconnecting are)."""
     return sum(
         1
         for line in stack.log("worker1").splitlines()
-        if "feeds.tasks.run_feed[" in line and "received" in line
+        if "feeds.tasks.run_feed[" in line
+        and ("received" in line or "Discarding revoked task" in line)
     )
 
 
