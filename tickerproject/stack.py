@@ -1,6 +1,7 @@
 """Starts the local stack: ``python -m tickerproject.stack run`` (what ``make run`` does).
 
-With no REDIS_URL it adds an embedded redis-server of its own. Every process runs
+With no REDIS_URL (nor REDIS_SHARD_URLS, REDIS_SENTINELS) it adds an embedded redis-server
+of its own. Every process runs
 under one honcho manager, which forwards Ctrl-C and SIGTERM to all of them and
 stops the whole stack when any one dies.
 
