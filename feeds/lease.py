@@ -31,25 +31,6 @@ end
 return out
 """
 
-# Takes each free lease, and re-takes (extends) each already ours: a round whose reply
-# was lost (a timeout, a dropped connection) or whose sources failed to start left
-# leases holding our token, which SET NX alone would count as another producer's for a
-# whole TTL (issue 22, "orphaned leases"). 1: newly taken, 2: ours already, 0: not ours.
-_ACQUIRE_LUA = """
-local out = {}
-for i = 1, #KEYS do
-  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    out[i] = 1
-  elseif redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    out[i] = 2
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
-
 _RELEASE_LUA = """
 for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
@@ -70,7 +51,6 @@ class SymbolLeases:
         self.ttl_ms = int(ttl_seconds * 1000)
         self._redis = redis
         script_client = redis or redis_client()
-        self._acquire = script_client.register_script(_ACQUIRE_LUA)
         self._renew = script_client.register_script(_RENEW_LUA)
         self._release = script_client.register_script(_RELEASE_LUA)
 
@@ -78,30 +58,44 @@ class SymbolLeases:
         return [(self._redis, symbols)] if self._redis is not None else shard_groups(symbols)
 
     async def acquire(self, symbols: Iterable[str]) -> list[str]:
-        """Take every free lease among ``symbols``, and those already ours; returns both."""
+        """Take every free lease among ``symbols``, and those already ours; returns both.
+
+        Leases already holding our token are taken again (extended, by the renewal
+        script): a round whose reply was lost (a timeout, a dropped connection) or whose
+        sources failed to start left leases that SET NX alone would count as another
+        producer's for a whole TTL (issue 22, "orphaned leases").
+        """
         symbols = list(symbols)
         if not symbols:
             return []
 
-        async def take(client: aioredis.Redis, group: list[str]) -> list[tuple[str, int]]:
-            results = await self._acquire(
-                keys=[lease_key(s) for s in group], args=[self.token, self.ttl_ms], client=client
-            )
-            return [(s, int(r)) for s, r in zip(group, results, strict=True) if int(r)]
+        async def take(client: aioredis.Redis, group: list[str]) -> list[str]:
+            pipe = client.pipeline(transaction=False)
+            for symbol in group:
+                pipe.set(lease_key(symbol), self.token, nx=True, px=self.ttl_ms)
+            results = await pipe.execute()
+            return [s for s, ok in zip(group, results, strict=True) if ok]
 
-        replies = await asyncio.gather(*(take(c, g) for c, g in self._groups(symbols)))
-        got = dict(pair for reply in replies for pair in reply)
-        taken = [s for s in symbols if s in got]
-        new = sum(1 for s in taken if got[s] == 1)
-        if new:
-            LEASE_CHANGES.labels("taken").inc(new)
-        return taken
+        got = set().union(*await asyncio.gather(*(take(c, g) for c, g in self._groups(symbols))))
+        if got:
+            LEASE_CHANGES.labels("taken").inc(len(got))
+        rest = [s for s in symbols if s not in got]
+        if rest:
+            got.update(await self._extend(rest))
+        return [s for s in symbols if s in got]
 
     async def renew(self, symbols: Iterable[str]) -> list[str]:
         """Extend the leases still ours; returns those, dropping any that were lost."""
         symbols = list(symbols)
         if not symbols:
             return []
+        held = await self._extend(symbols)
+        if len(held) < len(symbols):
+            LEASE_CHANGES.labels("lost").inc(len(symbols) - len(held))
+        return held
+
+    async def _extend(self, symbols: list[str]) -> list[str]:
+        """Those of ``symbols`` whose lease holds our token, each extended to the TTL."""
 
         async def extend(client: aioredis.Redis, group: list[str]) -> list[str]:
             results = await self._renew(
@@ -110,10 +104,7 @@ class SymbolLeases:
             return [s for s, ok in zip(group, results, strict=True) if int(ok)]
 
         kept = set().union(*await asyncio.gather(*(extend(c, g) for c, g in self._groups(symbols))))
-        held = [s for s in symbols if s in kept]
-        if len(held) < len(symbols):
-            LEASE_CHANGES.labels("lost").inc(len(symbols) - len(held))
-        return held
+        return [s for s in symbols if s in kept]
 
     async def release(self, symbols: Iterable[str]) -> None:
         """Give leases back at once so another producer can take over without waiting."""
