@@ -116,9 +116,11 @@ async def test_ticks_reach_a_websocket_client_with_contiguous_seq(stack, server)
         assert {t["symbol"] for t in ticks} == {"BTC-USD", "AAPL"}
         assert_contiguous(ticks)
         for t in ticks:
-            assert set(t) - {"_received_ms"} == {
+            # side (the aggressor) only where the source knows it: the simulator does.
+            assert set(t) - {"_received_ms", "side"} == {
                 "type", "symbol", "seq", "ts", "price", "bid", "ask", "size"
             }  # fmt: skip
+            assert t.get("side", "buy") in ("buy", "sell")
             assert t["bid"] <= t["price"] <= t["ask"]
         per_second = len(ticks) / window
         # Two symbols at 10/s each; allow for the window edges and a loaded machine.

@@ -30,13 +30,17 @@ PERIOD = 0.1
 
 
 class FakeConnection:
-    """What the guard uses of a Connection: identity, subs, unsubscribe, send, end."""
+    """What the guard uses of a Connection: identity, symbols, unsubscribe, send, end."""
 
     def __init__(self, identity) -> None:
         self.identity = identity
         self.subs = dict.fromkeys(["BTC-USD"])
+        self.books: dict = {}
         self.close_code = None
         self.sent: list[dict] = []
+
+    def symbols(self) -> list[str]:
+        return sorted(self.subs)
 
     def unsubscribe(self, symbols) -> None:
         for s in symbols:
