@@ -30,10 +30,12 @@ eval "ARGS=(${PYTEST_ARGS:-})"
 passed() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }
 
 # lane NICE pytest-args...: the launcher and pytest in a session of their own, at NICE.
+# Run as `lane ... &`: exec keeps the background job's pid for setsid, which (not being a
+# process group leader) makes it the session's leader, so `kill -- -PID` ends the session.
 lane() {
     local nice=$1
     shift
-    setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' \
+    exec setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' \
         "$nice" "$BIN/python" -m tickerproject.stack test -- "$BIN/python" -m pytest "$@" \
         ${ARGS[@]+"${ARGS[@]}"}
 }
@@ -49,6 +51,7 @@ browser_pid=$!
 lane 10 -n "${TEST_WORKERS:-2}" --dist loadfile -m "not serial and not browser" &
 parallel_pid=$!
 trap 'for pid in $serial_pid $browser_pid $parallel_pid; do kill -- "-$pid" 2>/dev/null; done' EXIT
+trap 'exit 130' INT TERM HUP  # so that the EXIT trap ends the parts
 
 wait "$parallel_pid"
 parallel=$?
