@@ -314,10 +314,15 @@ async def run_feed(
         settled = bool(configs)
 
     def drop(symbols: set[str], why: str) -> None:
+        nonlocal settled
         for symbol in symbols:
             stop_source(symbol)
         if symbols:
             stats.lost.update(symbols)
+            # "Lost" may be "lapsed": in an outage longer than their TTL the leases expire
+            # and nobody holds them. Only the next complete acquire round tells that from
+            # "another producer has them", so no "holding nothing" exit before it.
+            settled = False
             logger.warning("feed %s dropped %s: %s", stats.token, ", ".join(sorted(symbols)), why)
 
     async def refresh() -> bool:
@@ -457,6 +462,19 @@ async def run_feed(
         if not task.done():
             logger.warning("feed %s: the publisher did not stop in time", stats.token)
 
+    def not_stalled() -> None:
+        """Called when a step of the loop itself failed: Redis is away, not the publisher.
+
+        The watchdog is for a feed whose leases are renewed while it publishes nothing,
+        which keeps every other producer out. While the loop's own steps fail, the leases
+        lapse on their own and giving them up would only hold this feed off for a lease
+        period once Redis is back (a Sentinel failover longer than FEED_STALL_SECONDS
+        cost 3.5 s more that way): the stall is counted from the loop's next good step.
+        """
+        nonlocal pending_since
+        if pending_since is not None:
+            pending_since = loop.time()
+
     async def give_up(waited: float) -> None:
         """Called when drafts wait but nothing was published for FEED_STALL_SECONDS."""
         nonlocal publisher_task, pending_since, hold_off_until, settled
@@ -546,12 +564,14 @@ async def run_feed(
                     raise
                 failing += 1
                 fault(step, exc, "a feed step was cancelled under it")
+                not_stalled()
                 await asyncio.sleep(RETRY_SECONDS)
             except (RedisError, OSError) as exc:
                 # Redis is away or did not answer within the deadline: leases lapse on
                 # their own; try again shortly (at once after a timeout, which waited).
                 failing += 1
                 fault(step, exc, "Redis unavailable")
+                not_stalled()
                 await asyncio.sleep(0 if timed_out(exc) else RETRY_SECONDS)
             wake = min(next_refresh, next_renew, next_poll, next_flush)
             await asyncio.sleep(max(0.0, min(wake - loop.time(), 0.5)))
