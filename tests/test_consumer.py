@@ -467,6 +467,9 @@ async def test_snapshot_size_is_chosen_per_subscribe():
         assert (await c.recv())["seq"] == 1
 
 
+# AAPL's conflated tick waits out its 1 s interval; at the default MAX_TICK_AGE_MS (also
+# 1 s) it would be a few ms from being dropped as stale, and a late timer dropped it.
+@override_settings(MAX_TICK_AGE_MS=5000)
 async def test_latest_mode_conflates_and_all_mode_keeps_every_tick_on_one_connection():
     async with Client() as c:
         await c.subscribe("AAPL", mode="latest", max_rate=1)
