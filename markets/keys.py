@@ -17,6 +17,13 @@ def history_key(symbol: str) -> str:
     return _key("hist", symbol)
 
 
+def numbered_by_key() -> str:
+    """Hash: per seq counter (field: its key), the run_id of the Redis server that last
+    numbered a tick with it. Another server (a promoted replica, a restarted one) may lack
+    the newest writes: the publish script then starts a new epoch (markets.publishing)."""
+    return f"{settings.REDIS_PREFIX}:numbered-by"
+
+
 def epoch_key(symbol: str) -> str:
     """Identifies one life of the seq counter; it changes when Redis loses the counter."""
     return _key("epoch", symbol)

@@ -82,23 +82,39 @@ end
 -- epoch, 0 and '' when it knows none) and against the history's newest entry. A counter
 -- behind it, another epoch, or a history without the counter's tick: the numbering
 -- starts over (seq 0, so the next INCR opens a new epoch), never reissuing a number.
-local known_base = #ARGV - 2 * (#KEYS / stride)
+--
+-- And a counter last used on another Redis server (run_id): a replica promoted by a
+-- failover may hold the counter and the history both a few writes behind, consistent
+-- with each other, and a producer that takes over then knows nothing to compare: the
+-- numbering starts over there too. The last ARGV names the hash of which server numbered
+-- each counter (markets.keys.numbered_by_key; not in KEYS: one hash per host, and ticker
+-- shards by host, not with Redis Cluster).
+local numbered_by = ARGV[#ARGV]
+local known_base = #ARGV - 1 - 2 * (#KEYS / stride)
+local run_id = false
 local checked, firsts, news = {}, {}, {}
 local function check(i, seq_key, hist_key, epoch_key)
   if checked[seq_key] then return end
   checked[seq_key] = true
   firsts[#firsts + 1] = i
+  if not run_id then
+    run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  end
+  local by = redis.call('HGET', numbered_by, seq_key)
   local kseq = tonumber(ARGV[known_base + 2*i + 1])
   local cur = tonumber(redis.call('GET', seq_key) or '0')
   local why = false
   if kseq > 0 and (cur < kseq or redis.call('GET', epoch_key) ~= ARGV[known_base + 2*i + 2]) then
     why = 'seq_behind'
+  elseif cur > 0 and by and by ~= run_id then
+    why = 'server_changed'
   elseif cur > 0 then
     local top = redis.call('XREVRANGE', hist_key, '+', '-', 'COUNT', 1)
     if #top == 0 or tonumber(string.match(top[1][1], '^(%d+)')) ~= cur then
       why = 'history_tail_lost'
     end
   end
+  if by ~= run_id then redis.call('HSET', numbered_by, seq_key, run_id) end
   if why then
     redis.call('SET', seq_key, 0)
     news[#news + 1] = i
@@ -269,6 +285,7 @@ class TickPublisher:
             args += [ts, repr(d.price), repr(d.bid), repr(d.ask), repr(d.size), d.side or ""]
         for d in drafts:
             args += self._known.get(d.symbol, (0, ""))
+        args.append(keys.numbered_by_key())
         seqs, epochs, news = await self._script(
             keys=script_keys, args=args, client=redis_for(drafts[0].symbol)
         )
@@ -283,7 +300,7 @@ class TickPublisher:
             why = why.decode() if isinstance(why, bytes) else why
             metrics.FEED_EPOCHS.labels(why).inc()
             logger.warning(
-                "%s: Redis lost writes (%s); its numbering starts a new epoch, so "
+                "%s: Redis lost writes, or may have (%s); its numbering starts a new epoch, so "
                 "resuming subscribers get a reset and a fresh snapshot",
                 drafts[int(i)].symbol, why,
             )  # fmt: skip

@@ -192,7 +192,8 @@ FEED_STALLS = Counter(
 FEED_EPOCHS = Counter(
     "ticker_feed_new_epochs",
     "Symbols a producer moved to a new epoch because Redis lost writes it had made (the "
-    "stored seq behind the last it published, or the history's tail gone), by why.",
+    "stored seq behind the last it published, the history's tail gone, or the counter last "
+    "used on another Redis server: a promoted replica, a restarted one), by why.",
     ["why"],
 )
 

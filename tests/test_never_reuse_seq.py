@@ -10,22 +10,26 @@ start a new epoch, so resuming subscribers get a ``reset`` and a fresh snapshot.
 
 import asyncio
 import json
+import subprocess
 import threading
 import time
 
 import pytest
 import redis
 from django.conf import settings
+from django.test import override_settings
 from websockets.asyncio.client import connect
 
 from feeds.lease import SymbolLeases
 from feeds.services import run_feed
 from markets import history, keys
 from markets.publishing import TickPublisher
+from markets.redis import close_redis_client
 from markets.ticks import TickDraft
 from telemetry import metrics
 from tests.feeds_helpers import stop_feeds
 from tests.realstack import real_stack
+from tickerproject.stack import find_redis_server, free_port, wait_for_port
 
 # KEYS: seq, history. ARGV: how many of the newest writes were lost, whether the counter
 # and whether the history lost them. Returns the counter before.
@@ -240,3 +244,53 @@ async def test_snapshots_name_the_epoch_and_a_loss_resets_resumers_over_a_real_s
             )
             assert resumed[-1]["epoch"] == reset_snap["epoch"]
     assert not clashes([[*seen_first, *after], [snap], resumed])
+
+
+def start_redis(port: int, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", *extra],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port(port)
+    return proc
+
+
+async def test_a_promoted_replica_starts_a_new_epoch_even_with_nothing_visibly_lost():
+    """A replica promoted by a failover may be missing the newest writes of the counter
+    and of the history alike, consistent with each other, and a producer taking over
+    knows nothing to compare them with. So the counter's last server (its run_id) is kept
+    beside it: a publish on another server starts a new epoch (why: server_changed). Here
+    the replica lost nothing, the worst case for detection: nothing but the server shows."""
+    ports = free_port(), free_port()
+    primary = start_redis(ports[0])
+    replica = start_redis(ports[1], "--replicaof", "127.0.0.1", str(ports[0]))
+    urls = [f"redis://127.0.0.1:{p}/0" for p in ports]
+    try:
+        with override_settings(REDIS_URL=urls[0], REDIS_SHARD_URLS=[urls[0]]):
+            publisher = TickPublisher.unfenced_for_tests()
+            ticks = [t for i in range(5) for t in await publisher.publish([draft(100 + i)])]
+            old_epoch = publisher._known["BTC-USD"][1]
+            # Another producer on the same server carries on the numbering.
+            more = await TickPublisher.unfenced_for_tests().publish([draft(105)])
+            assert [t.seq for t in [*ticks, *more]] == [1, 2, 3, 4, 5, 6]
+            await close_redis_client()
+        sync = redis.Redis.from_url(urls[0], socket_timeout=5)
+        assert sync.wait(1, 5000) == 1  # the replica has every write
+        promoted = redis.Redis.from_url(urls[1], socket_timeout=5)
+        promoted.replicaof("NO", "ONE")
+        before = metrics.FEED_EPOCHS.labels("server_changed")._value.get()
+        with override_settings(REDIS_URL=urls[1], REDIS_SHARD_URLS=[urls[1]]):
+            assert (await history.snapshot(symbol="BTC-USD")).ticks[-1].seq == 6
+            taker = TickPublisher.unfenced_for_tests()  # knows nothing: a takeover
+            after = await taker.publish([draft(200), draft(201)])
+            new_epoch = taker._known["BTC-USD"][1]
+            found = await history.resume(symbol="BTC-USD", since=6, epoch=old_epoch)
+            await close_redis_client()
+        assert [t.seq for t in after] == [1, 2] and new_epoch != old_epoch
+        assert metrics.FEED_EPOCHS.labels("server_changed")._value.get() == before + 1
+        assert found.reset_reason == history.RESET_EPOCH_CHANGED and found.epoch == new_epoch
+    finally:
+        for proc in (replica, primary):
+            proc.kill()
+            proc.wait()
