@@ -246,25 +246,28 @@ async def test_snapshots_name_the_epoch_and_a_loss_resets_resumers_over_a_real_s
     assert not clashes([[*seen_first, *after], [snap], resumed])
 
 
-def start_redis(port: int, *extra: str) -> subprocess.Popen:
+def start_redis(port: int, workdir, *extra: str) -> subprocess.Popen:
+    # --dir: a replica writes the RDB of its full sync to its directory.
     proc = subprocess.Popen(
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", *extra],
+         "--appendonly", "no", "--dir", str(workdir), *extra],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     wait_for_port(port)
     return proc
 
 
-async def test_a_promoted_replica_starts_a_new_epoch_even_with_nothing_visibly_lost():
+async def test_a_promoted_replica_starts_a_new_epoch_even_with_nothing_visibly_lost(tmp_path):
     """A replica promoted by a failover may be missing the newest writes of the counter
     and of the history alike, consistent with each other, and a producer taking over
     knows nothing to compare them with. So the counter's last server (its run_id) is kept
     beside it: a publish on another server starts a new epoch (why: server_changed). Here
     the replica lost nothing, the worst case for detection: nothing but the server shows."""
     ports = free_port(), free_port()
-    primary = start_redis(ports[0])
-    replica = start_redis(ports[1], "--replicaof", "127.0.0.1", str(ports[0]))
+    (tmp_path / "primary").mkdir()
+    (tmp_path / "replica").mkdir()
+    primary = start_redis(ports[0], tmp_path / "primary")
+    replica = start_redis(ports[1], tmp_path / "replica", "--replicaof", "127.0.0.1", str(ports[0]))
     urls = [f"redis://127.0.0.1:{p}/0" for p in ports]
     try:
         with override_settings(REDIS_URL=urls[0], REDIS_SHARD_URLS=[urls[0]]):
