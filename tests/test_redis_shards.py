@@ -41,6 +41,7 @@ from markets.redis import (
 from markets.symbols import symbol_group_name
 from markets.ticks import TickDraft
 from markets.universe import DEFAULT_UNIVERSE
+from tests.feeds_helpers import collect_cancelled_connections
 from tests.realstack import BASE_DIR, RealStack
 from tickerproject.stack import free_port, redis_server_command, wait_for_port
 
@@ -245,6 +246,7 @@ async def test_the_feed_loop_and_feeds_list_over_two_servers(two_redis, async_sy
             stop.set()
             stats = await feed
             await close_redis_client()
+            collect_cancelled_connections()
         on = [keys_by_symbol(url, prefix) for url in two_redis]
     assert stats.ticks > 0
     assert set(FIRST) <= on[0] and set(SECOND) <= on[1] and not on[0] & on[1]
