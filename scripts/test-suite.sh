@@ -4,17 +4,17 @@
 #
 # 1. the tests marked `serial` (tests/conftest.py lists them): they assert timings or load
 #    figures, so they run one at a time and at normal CPU priority;
-# 2. most of the suite in TEST_WORKERS processes (a test file per process at a time, so a
-#    file's shared stack stays in one), and
-# 3. the `browser` tests (real Chromium) in a process of their own (Playwright's sync API
-#    gets a process to itself),
+# 2. the `browser` tests (real Chromium) in a process of their own (Playwright's sync API
+#    gets a process to itself), also at normal priority: a page starved of the CPU misses
+#    what it waits for;
+# 3. most of the suite in TEST_WORKERS processes (a test file per process at a time, so a
+#    file's shared stack stays in one), at a low CPU priority (nice 10),
 #
-# the last two at a low CPU priority (nice 10), so they use what the serial part leaves:
-# it waits on sockets, timers and subprocesses most of the time, and whenever it wants the
-# CPU it gets it first, much as if it ran alone. Each part runs in a session of its own
+# so the last uses what the first two leave: they wait on sockets, timers, pages and
+# subprocesses most of the time, and whenever they want the CPU they get it first. Each part runs in a session of its own
 # (setsid): Ctrl-C or a failure ends every process of every part (launchers, Redis,
 # pytest, stacks, Chromium), and with the kernel's autogroup scheduling the low priority is
-# given to each niced part's whole session (/proc/PID/autogroup), which plain nice alone
+# given to the niced part's whole session (/proc/PID/autogroup), which plain nice alone
 # is not across sessions.
 #
 # The parallel part's output is shown as it runs; the other two parts' once they end, so
@@ -46,7 +46,7 @@ browser_log=var/test-browser.log
 started=$SECONDS
 lane 0 -m "serial and not browser" >"$serial_log" 2>&1 &
 serial_pid=$!
-lane 10 -m browser >"$browser_log" 2>&1 &
+lane 0 -m browser >"$browser_log" 2>&1 &
 browser_pid=$!
 lane 10 -n "${TEST_WORKERS:-2}" --dist loadfile -m "not serial and not browser" &
 parallel_pid=$!

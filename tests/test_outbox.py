@@ -279,13 +279,19 @@ async def test_batching_writes_a_burst_at_once_then_at_most_once_per_batch_ms():
     assert len(sent) == 2
     clock = batch_clock()
     assert clock.waiting == boxes and all(box._task is None for box in boxes)
-    await asyncio.sleep(0.1)
+    # The shared timer fires batch_ms after the last write: wait for it (on a busy machine
+    # a timer can fire late; how late is not what this test asserts).
+    for _ in range(500):  # up to 5 s
+        if len(sent) >= 8:
+            break
+        await asyncio.sleep(0.01)
     assert [(n, json.loads(f)["type"]) for n, _, f in sent[2:]] == [
         ("a", "tick"), ("a", "pong"), ("a", "tick"), ("b", "tick"), ("b", "pong"), ("b", "tick"),
     ]  # fmt: skip
-    # Not before batch_ms after the last write, and not much later.
-    assert all(0.05 - 0.002 <= at - first <= 0.05 + 0.03 for _, at, _ in sent[2:])
+    # Not before batch_ms after the last write: the guarantee.
+    assert all(at - first >= 0.05 - 0.002 for _, at, _ in sent[2:])
     assert clock.waiting == [] and clock._handle is None  # idle: no timer left running
+    await asyncio.sleep(0.06)  # past the window of that write: the next batch is due
     # Outside a round (a reply to a command), a due batch goes out at the end of the turn.
     boxes[0].put_frame('{"type":"pong"}')
     assert len(sent) == 8
