@@ -450,9 +450,10 @@ async def run_feed(
 
     async def stop_publisher(task: asyncio.Task, *, grace: float) -> None:
         # Called with the sources stopped, so no new batch starts: a publish under way
-        # may finish first (up to ``grace``). Cancelled mid-call, redis-py can leave the
-        # call's connection outside its pool, open until the garbage collector finds it
-        # (ResourceWarnings in a later test); and the batch is better out than half out.
+        # may finish first (up to ``grace``), as the batch is better out than half out.
+        # The publisher must have ended when run_feed returns: its caller closes the
+        # loop's clients then (run_feed_blocking), and a call still running under that
+        # leaves its connection open in a pool nobody holds (issue 22).
         if grace > 0 and not task.done():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):

@@ -133,7 +133,12 @@ def sync_redis_for(symbol: str | None = None) -> redis.Redis:
 
 
 async def close_redis_client() -> None:
-    """Close the running loop's clients (every host); call before the loop ends."""
+    """Close the running loop's clients (every host); call before the loop ends.
+
+    Only the loop's owner, once nothing else on it uses them: a call in flight under the
+    close is retried on a new socket and given back to the closed pool, which nobody holds
+    any more, so that socket stays open until the garbage collector finds it (issue 22).
+    """
     per_loop = _clients.pop(asyncio.get_running_loop(), None) or {}
     for client in per_loop.values():
         await client.aclose()

@@ -24,11 +24,11 @@ SERIAL_FILES = {
     # publishing (one "Redis unavailable" line, then nothing), run in the parallel part
     # again: the cause was a non-standby run_feed that took a failed first acquire round
     # for "another producer has it all" and returned without a word (02b67ef; issue 22,
-    # docs/operations.md). This file stays: its feed-loop test leaves an asyncio Redis
-    # connection of the publish path unclosed now and then (seen before issue 22's
-    # changes too, on 07dcc2d^), and the ResourceWarning fails whichever test the garbage
-    # collector finds it in; in an xdist worker with other files that was every time.
-    "test_redis_shards.py",
+    # docs/operations.md). test_redis_shards.py, serial for an asyncio Redis connection
+    # its feed-loop test left open (a ResourceWarning in whichever test the garbage
+    # collector found it), is back too: `feeds list`'s gather_rows, which that test runs
+    # on the feed's own loop, closed the loop's clients under the feed's calls in flight
+    # (issue 22, docs/operations.md).
 }
 
 

@@ -2,11 +2,9 @@
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import sys
 import time
-import warnings
 from decimal import Decimal
 
 from feeds.sources import SourceContext, SymbolConfig, build_source
@@ -214,19 +212,3 @@ async def stop_feeds(stop, tasks, *, timeout: float = 20.0) -> None:
         )
     for task in done:
         task.result()
-    collect_cancelled_connections()
-
-
-def collect_cancelled_connections() -> None:
-    """Collect, here, the Redis connections a feed loop's cancelled calls left behind.
-
-    The feed cancels a Redis call past its deadline (issue 22), and a redis-py call
-    cancelled while it (re)connects can drop its connection with the socket open: freed
-    by the garbage collector later, with a ResourceWarning, in whichever test it happens
-    to run (in make test, a later test of the serial part, after this module's Redis
-    servers had stopped). Not found at its root yet (docs/operations.md, "A feed that
-    stops publishing"); collected at the end of the feed test that caused it instead.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()

@@ -41,7 +41,6 @@ from markets.redis import (
 from markets.symbols import symbol_group_name
 from markets.ticks import TickDraft
 from markets.universe import DEFAULT_UNIVERSE
-from tests.feeds_helpers import collect_cancelled_connections
 from tests.realstack import BASE_DIR, RealStack
 from tickerproject.stack import free_port, redis_server_command, wait_for_port
 
@@ -246,12 +245,56 @@ async def test_the_feed_loop_and_feeds_list_over_two_servers(two_redis, async_sy
             stop.set()
             stats = await feed
             await close_redis_client()
-            collect_cancelled_connections()
         on = [keys_by_symbol(url, prefix) for url in two_redis]
     assert stats.ticks > 0
     assert set(FIRST) <= on[0] and set(SECOND) <= on[1] and not on[0] & on[1]
     for i, found in enumerate(on):
         assert all(shard_index(s, 2) == i for s in found), (i, sorted(found))
+
+
+async def test_feeds_list_leaves_the_loop_s_clients_to_a_feed_running_beside_it(
+    two_redis, async_symbols
+):
+    """gather_rows (`feeds list`) reads over the running loop's Redis clients and leaves
+    them open: on a loop where a feed runs too (the feed-loop test above) they are the
+    feed's as well.
+
+    It used to close them (close_redis_client) under the feed's calls in flight: redis-py
+    ran such a call again on a new socket (its retry) and returned the connection to the
+    closed pool, which the loop no longer held, so the socket stayed open until the
+    garbage collector freed it, with a ResourceWarning, in whichever later test (issue
+    22). Here the call in flight is a BLPOP, waiting on the server until the test wakes
+    it; afterwards no connection of this test may be open on the server.
+    """
+    from feeds.management.commands.feeds import gather_rows
+    from markets.models import Symbol
+    from markets.redis import redis_for
+
+    prefix = f"h10shard-{uuid.uuid4().hex[:6]}"
+    admin = redis.Redis.from_url(two_redis[0])
+    before = {c["id"] for c in admin.client_list()}
+    with override_settings(REDIS_SHARD_URLS=two_redis, REDIS_URL=two_redis[0], REDIS_PREFIX=prefix):
+        client = redis_for(FIRST[0])
+        try:
+            waiting = asyncio.ensure_future(client.blpop([f"{prefix}:wake"], timeout=20))
+            deadline = time.monotonic() + 10
+            while not any(c["cmd"] == "blpop" for c in admin.client_list()):
+                assert time.monotonic() < deadline and not waiting.done(), "no BLPOP in flight"
+                await asyncio.sleep(0.01)
+            (blocked,) = [c["id"] for c in admin.client_list() if c["cmd"] == "blpop"]
+            wanted = [s async for s in Symbol.objects.filter(ticker__in=TICK_SYMBOLS)]
+            assert len(await gather_rows(wanted)) == len(TICK_SYMBOLS)
+            # The call in flight still waits on its own connection, of the loop's client.
+            assert [c["id"] for c in admin.client_list() if c["cmd"] == "blpop"] == [blocked]
+            assert redis_for(FIRST[0]) is client
+            admin.lpush(f"{prefix}:wake", "go")
+            assert list(await waiting) == [f"{prefix}:wake".encode(), b"go"]
+        finally:
+            await close_redis_client()
+            left = {c["id"] for c in admin.client_list()} - before - {admin.client_id()}
+            await client.aclose()  # before the fix, the one holding the connection left open
+            admin.close()
+    assert not left, f"{len(left)} connection(s) of the loop's clients still open"
 
 
 def test_closed_candles_are_persisted_from_both_servers(two_redis, symbols):

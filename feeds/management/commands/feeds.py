@@ -33,20 +33,23 @@ def _decode(value):
 
 
 async def gather_rows(symbols: list[Symbol]) -> list[dict]:
-    """One row per symbol: configuration, lease owner, last tick and reported status."""
+    """One row per symbol: configuration, lease owner, last tick and reported status.
+
+    Over the running loop's Redis clients (markets.redis), which it leaves open: they are
+    the loop's, shared with whatever else runs on it (a feed loop, in a test). Closing
+    them here under another task's call in flight left that call's connection open in a
+    pool nobody held (issue 22, docs/operations.md); the loop's owner closes them.
+    """
     tickers = [s.ticker for s in symbols]
-    try:
-        owner_of: dict[str, str | None] = {}
-        for client, group in shard_groups(tickers):  # each lease on its symbol's host
-            pipe = client.pipeline(transaction=False)
-            for ticker in group:
-                pipe.get(keys.lease_key(ticker))
-            owner_of.update(zip(group, (_decode(v) for v in await pipe.execute()), strict=True))
-        owners = [owner_of[t] for t in tickers]
-        last = await latest_ticks(symbols=tickers)
-        status = await source_status(symbols=tickers)
-    finally:
-        await close_redis_client()
+    owner_of: dict[str, str | None] = {}
+    for client, group in shard_groups(tickers):  # each lease on its symbol's host
+        pipe = client.pipeline(transaction=False)
+        for ticker in group:
+            pipe.get(keys.lease_key(ticker))
+        owner_of.update(zip(group, (_decode(v) for v in await pipe.execute()), strict=True))
+    owners = [owner_of[t] for t in tickers]
+    last = await latest_ticks(symbols=tickers)
+    status = await source_status(symbols=tickers)
     now = time.time() * 1000
     rows = []
     for symbol, owner in zip(symbols, owners, strict=True):
@@ -106,6 +109,14 @@ def _cell(row: dict, name: str) -> str:
     return "" if value is None else str(value)
 
 
+async def _rows_on_own_loop(symbols: list[Symbol]) -> list[dict]:
+    """gather_rows on the command's own loop, whose clients it closes before the loop ends."""
+    try:
+        return await gather_rows(symbols)
+    finally:
+        await close_redis_client()
+
+
 class Command(BaseCommand):
     help = "List the symbols' feed sources and their state, or change a symbol's source."
 
@@ -144,7 +155,7 @@ class Command(BaseCommand):
 
     def list(self, *, as_json: bool) -> None:
         symbols = list(Symbol.objects.order_by("ticker"))
-        rows = asyncio.run(gather_rows(symbols))
+        rows = asyncio.run(_rows_on_own_loop(symbols))
         if as_json:
             self.stdout.write(json.dumps(rows, indent=2))
             return
