@@ -240,9 +240,10 @@ class RealStack(Server):
                 roles["web"].append(p)
             elif "redis-server" in cmd:
                 roles["redis"].append(p)
-            elif "celery" in cmd and " beat" in cmd:
+            # Celery runs inside the Procfile's launcher (tickerproject.serve worker|beat).
+            elif ("celery" in cmd or "tickerproject.serve" in cmd) and " beat" in cmd:
                 roles["beat"].append(p)
-            elif "celery" in cmd:
+            elif "celery" in cmd or "tickerproject.serve worker" in cmd:
                 roles["worker"].append(p)
         return roles
 
