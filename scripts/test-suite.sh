@@ -3,7 +3,8 @@
 # (python -m tickerproject.stack test):
 #
 # 1. most of the suite in TEST_WORKERS processes (a test file per process at a time, so a
-#    file's shared stack stays in one), and beside it
+#    file's shared stack stays in one; the slowest files first, tests/conftest.py's
+#    SLOW_FIRST), and beside it
 # 2. the `browser` tests (real Chromium) in a process of their own: Playwright's sync API
 #    gets a process to itself, and the two share the machine instead of waiting for each
 #    other (the browser tests spend most of their time waiting on the page);
@@ -44,7 +45,7 @@ started=$SECONDS
 part -m browser >"$browser_log" 2>&1 &
 browser_pid=$!
 pids+=("$browser_pid")
-part -n "${TEST_WORKERS:-2}" --dist loadfile -m "not serial and not browser" &
+part -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder -m "not serial and not browser" &
 parallel_pid=$!
 pids+=("$parallel_pid")
 wait "$parallel_pid"
