@@ -8,7 +8,9 @@ and docker-compose.yml start them.
 
 import atexit
 import contextlib
+import json
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -16,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,6 +53,7 @@ class RealStack:
             **env_overrides,
         }
         self.procs: dict[str, subprocess.Popen] = {}
+        self._shell_lock = threading.Lock()
 
     @property
     def ws_url(self) -> str:
@@ -71,6 +75,48 @@ class RealStack:
             check=True,
             capture_output=True,
         )
+
+    def shell(self, code: str, timeout: float = 120.0) -> str:
+        """Run ``code`` in the stack's Django, as `manage.py shell -c` would; what it printed.
+
+        The snippets run one after the other in one process (tests/stack_shell.py,
+        process "shell"), started on first use with the stack's environment at that
+        time and stopped with the others. A `manage.py shell -c` costs about 3 s of CPU
+        to start Django; this does once per stack. A snippet that raises fails the
+        calling test with its traceback. ``timeout`` is a deadline for a hung snippet,
+        not an expected time.
+        """
+        with self._shell_lock:
+            proc = self.procs.get("shell")
+            if proc is None or proc.poll() is not None:
+                self.stop("shell")
+                log = open(self.workdir / "shell.log", "ab")  # closed in stop()
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "tests.stack_shell"],
+                    env=self.env,
+                    cwd=BASE_DIR,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                )
+                proc._log = log  # type: ignore[attr-defined]
+                self.procs["shell"] = proc
+            try:
+                proc.stdin.write(json.dumps({"code": code}).encode() + b"\n")
+                proc.stdin.flush()
+                reply = _read_line(proc.stdout.fileno(), time.monotonic() + timeout)
+            except (OSError, EOFError, TimeoutError) as exc:
+                # Dead or hung: it goes, and the next snippet starts a new one.
+                self.stop("shell", timeout=0.0)
+                raise AssertionError(
+                    f"stack shell failed ({exc!r}):\n{self.log('shell')[-3000:]}"
+                ) from None
+        answer = json.loads(reply)
+        if answer["error"] is not None:
+            raise AssertionError(
+                f"snippet raised:\n{answer['error']}\n{answer['out']}\nsnippet:\n{code}"
+            )
+        return answer["out"]
 
     def prepare_database(self) -> None:
         """The Procfile's `release` (migrate, seed symbols), as `make run` does first.
@@ -176,6 +222,9 @@ class RealStack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
         proc._log.close()  # type: ignore[attr-defined]
 
     def stop_all(self, timeout: float = 15.0) -> None:
@@ -193,6 +242,22 @@ class RealStack:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             self.stop(name, timeout=0.0)  # kills whatever is still running
+
+
+def _read_line(fd: int, deadline: float) -> bytes:
+    """One line from pipe ``fd``: EOFError if its writer is gone, TimeoutError at deadline."""
+    # poll, not select: a test process with many sockets may have descriptors past 1024.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    while not data.endswith(b"\n"):
+        if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            raise TimeoutError("no reply before the deadline")
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            raise EOFError("the process ended")
+        data += chunk
+    return data
 
 
 _template: Path | None = None
