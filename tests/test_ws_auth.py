@@ -1,7 +1,8 @@
 """WebSocket access over a real stack: tokens, sessions, WS_REQUIRE_AUTH, entitlements, revocation.
 
-Users, tokens, groups and sessions are made in the stack's own database through
-``manage.py shell``; the clients are real sockets to a real uvicorn.
+Users, tokens, groups and sessions are made in the stack's own database by code
+snippets (RealStack.shell, as `manage.py shell -c` would); the clients are real sockets
+to a real uvicorn.
 """
 
 import asyncio
@@ -41,20 +42,7 @@ def stack(tmp_path_factory):
 
 def shell(stack, code: str) -> str:
     """Run ``code`` in the stack's Django (its own database); returns what it printed."""
-    import subprocess
-    import sys
-
-    from tests.realstack import BASE_DIR
-
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        env=stack.env,
-        cwd=BASE_DIR,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return stack.shell(code).strip()
 
 
 USER = """
@@ -211,7 +199,7 @@ async def test_a_revoked_token_closes_its_open_connections_with_4403(stack):
             f"revoke_token(token=ApiToken.objects.get(pk={pk}))",
         )
         assert await closed_with(ws) == 4403
-        # An upper bound: it includes the shell's own start-up (about a second).
+        # An upper bound: it includes the snippet's run in the stack's shell process.
         print(f"revoked and closed within {time.monotonic() - revoking_at:.2f} s")
     # And the token no longer opens a connection.
     async with connect(stack.ws_url, origin=stack.origin, additional_headers=bearer(secret)) as ws:
