@@ -75,8 +75,8 @@ def request(
 def stack(tmp_path_factory):
     stack = RealStack(tmp_path_factory.mktemp("auth-api"), WS_REQUIRE_AUTH="1")
     stack.prepare_database()
-    manage(stack, "shell", "-c", SETUP.replace("PASSWORD", repr(PASSWORD)))
     try:
+        stack.shell(SETUP.replace("PASSWORD", repr(PASSWORD)))
         stack.start_web()
         yield stack
     finally:
@@ -119,7 +119,7 @@ def test_revoked_and_expired_tokens_are_401(stack):
     for token in (revoked, expired):
         assert request(stack, "/api/symbols/", token=token)[0] == 200
     # As the admin's action and an expiry in the past leave them.
-    manage(stack, "shell", "-c", f"""
+    stack.shell(f"""
 from datetime import timedelta
 from django.utils import timezone
 from accounts.models import ApiToken
@@ -210,10 +210,10 @@ class Browser:
 
 
 def user_pk(stack: RealStack, username: str) -> int:
-    out = manage(stack, "shell", "-c", f"""
+    out = stack.shell(f"""
 from django.contrib.auth.models import User
 print(User.objects.get(username={username!r}).pk)
-""").stdout  # fmt: skip
+""")  # fmt: skip
     return int(out.split()[-1])
 
 
@@ -232,10 +232,10 @@ def test_a_staff_user_who_may_add_tokens_adds_them_for_themselves_only(stack):
     status, html = browser.post("/admin/accounts/apitoken/add/", add)
     assert status == 200 and "token-secret" not in html
     assert "Select a valid choice" in html
-    count = manage(stack, "shell", "-c", """
+    count = stack.shell("""
 from accounts.models import ApiToken
 print(ApiToken.objects.filter(user__username="admin").count())
-""").stdout.split()[-1]  # fmt: skip
+""").split()[-1]  # fmt: skip
     assert count == "0"
 
     status, html = browser.post("/admin/accounts/apitoken/add/", {**add, "user": staffer})
@@ -336,7 +336,7 @@ class FormClient:
 
 @pytest.fixture(scope="module")
 def throttled_users(stack):
-    manage(stack, "shell", "-c", THROTTLED.format(password=PASSWORD))
+    stack.shell(THROTTLED.format(password=PASSWORD))
 
 
 @pytest.fixture
