@@ -1,22 +1,9 @@
 """Helpers of the client-library and AsyncAPI tests over a real stack (tests/realstack.py)."""
 
-import subprocess
-import sys
-
-from tests.realstack import BASE_DIR
-
 
 def shell(stack, code: str) -> str:
     """Run ``code`` in the stack's Django (its own database); what it printed."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        env=stack.env,
-        cwd=BASE_DIR,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return stack.shell(code).strip()
 
 
 USER = """

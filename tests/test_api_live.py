@@ -58,11 +58,9 @@ def stack(tmp_path_factory):
 
 def issue_token(stack, username: str) -> str:
     """A user and an API token in the stack's database, made as an operator would."""
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c",
-         f"from django.contrib.auth.models import User; User.objects.create_user({username!r})"],
-        env=stack.env, cwd=BASE_DIR, check=True, capture_output=True,
-    )  # fmt: skip
+    stack.shell(
+        f"from django.contrib.auth.models import User; User.objects.create_user({username!r})"
+    )
     run = subprocess.run(
         [sys.executable, "manage.py", "issue_token", username, "--name", "schemathesis"],
         env=stack.env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
