@@ -2,12 +2,10 @@
 against a real stack (uvicorn + Celery worker and beat + Redis) with WS_REQUIRE_AUTH=1."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.realstack import BASE_DIR, real_stack
+from tests.realstack import real_stack
 from tests.test_browser_dashboard import (
     CHROMIUM_ARGS,
     DEFAULT_WATCHLIST,
@@ -29,20 +27,13 @@ User.objects.create_user("alice", password={PASSWORD!r})
 """
 
 
-def manage(stack, *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        env=stack.env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-
-
 def shell(stack, code: str) -> str:
     """Run ``code`` in the stack's database, as an operator's admin change would."""
     imports = (
         "from django.contrib.auth.models import Group, User\n"
         "from django.contrib.sessions.models import Session\n"
     )
-    return manage(stack, "shell", "-c", imports + code)
+    return stack.shell(imports + code)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,7 @@ def stack(tmp_path_factory):
         WS_REQUIRE_AUTH="1",
         ENTITLEMENT_RECHECK_SECONDS="1",
     ) as s:
-        manage(s, "shell", "-c", SETUP)
+        s.shell(SETUP)
         yield s
 
 

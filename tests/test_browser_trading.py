@@ -39,11 +39,10 @@ def manage(stack, *args: str) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     with real_stack(tmp_path_factory.mktemp("trading-stack"), TICK_RATE="10") as s:
-        manage(
-            s, "shell", "-c",
-            f"from django.contrib.auth.models import User; "
-            f"User.objects.create_user('trader', password={PASSWORD!r})",
-        )  # fmt: skip
+        s.shell(
+            "from django.contrib.auth.models import User\n"
+            f"User.objects.create_user('trader', password={PASSWORD!r})"
+        )
         s.token = manage(s, "issue_token", "trader").strip().splitlines()[-1]
         s.started_at = time.monotonic()
         yield s
