@@ -408,12 +408,11 @@ def test_ops_page_is_staff_only_and_shows_the_figures(ops_stack):
     figures with no CSP violation; saves test-artifacts/ops.png (docs/img/ops.png is one)."""
     from tests.test_browser_dashboard import CHROMIUM_ARGS, PageWatch, chromium_or_fail
 
-    ops_stack.manage(
-        "shell", "-c",
+    ops_stack.shell(
         "from django.contrib.auth.models import User\n"
         f"User.objects.create_user('ops', password={OPS_PASSWORD!r}, is_staff=True)\n"
-        f"User.objects.create_user('viewer', password={OPS_PASSWORD!r})\n",
-    )  # fmt: skip
+        f"User.objects.create_user('viewer', password={OPS_PASSWORD!r})\n"
+    )
     status, _ = get(f"{ops_stack.http_url}/ops/data.json")
     assert status == 403
     executable = chromium_or_fail()
