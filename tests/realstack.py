@@ -50,6 +50,10 @@ class RealStack:
             "PYTHONUNBUFFERED": "1",
             "FEED_SUPERVISE_SECONDS": "1",
             "FEED_LEASE_SECONDS": "3",
+            # Two book updates a second per simulated symbol, not one per tick: at the
+            # tests' 10-20 ticks/s the books cost a worker as much as the ticks do, for
+            # tests that do not look at books (issue 19). The book tests ask for "0".
+            "SIM_BOOK_RATE": "2",
             **env_overrides,
         }
         self.procs: dict[str, subprocess.Popen] = {}

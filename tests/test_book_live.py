@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with real_stack(tmp_path_factory.mktemp("bookstack"), TICK_RATE="10") as s:
+    with real_stack(tmp_path_factory.mktemp("bookstack"), TICK_RATE="10", SIM_BOOK_RATE="0") as s:
         yield s
 
 
