@@ -464,7 +464,7 @@ async def run_feed(
             logger.warning("feed %s: the publisher did not stop in time", stats.token)
 
     def not_stalled() -> None:
-        """Called when a step of the loop itself failed: Redis is away, not the publisher.
+        """Called when a step of the loop itself failed, and at its first good round after.
 
         The watchdog is for a feed whose leases are renewed while it publishes nothing,
         which keeps every other producer out. While the loop's own steps fail, the leases
@@ -560,6 +560,9 @@ async def run_feed(
                         "feed %s: Redis answers again after %d failed steps", stats.token, failing
                     )
                     failing = 0
+                    # The stall is counted from here, this first good round, not from the
+                    # last failed step: a slow round on a busy machine is no stall.
+                    not_stalled()
             except asyncio.CancelledError as exc:
                 if cancelled_for_real():
                     raise
