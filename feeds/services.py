@@ -605,6 +605,10 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()
 
 
+# How long a stopping feed waits for its cancelled tasks before closing its Redis clients.
+CLOSE_WAIT_SECONDS = 5.0
+
+
 def run_feed_blocking(*, stop: threading.Event, **kwargs) -> FeedStats:
     """Run the feed on a fresh event loop in this thread (for the Celery worker)."""
     t0 = time.monotonic()
@@ -613,6 +617,14 @@ def run_feed_blocking(*, stop: threading.Event, **kwargs) -> FeedStats:
         try:
             return await run_feed(stop=stop, **kwargs)
         finally:
+            # Whatever still runs (a publisher that did not stop in time) is cancelled and
+            # waited for first: a client closed under a call in flight has redis-py retry
+            # it on a new socket, given back to a pool nobody holds (issue 22).
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            if others:
+                await asyncio.wait(others, timeout=CLOSE_WAIT_SECONDS)
             await close_redis_client()
 
     stats = asyncio.run(main())
