@@ -227,6 +227,45 @@ def test_promtool_accepts_the_config_and_rules(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+FEED_STALLED_TEST = """
+rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # A worker's watchdog gives its symbols up once, at minute 5.
+      - series: 'ticker_feed_stalls_total{{job="ticker-worker", instance="w1:9100"}}'
+        values: '0 0 0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: TickerFeedStalled
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: TickerFeedStalled
+        exp_alerts:
+          - exp_labels: {{severity: page}}
+            exp_annotations:
+              summary: A producer stalled and gave its symbols up in the last 10 minutes
+              description: >-
+                See the worker log ('drafts waiting but nothing published') and the feed
+                faults by step on /metrics: a publish call that hangs is the usual cause.
+      - eval_time: 17m
+        alertname: TickerFeedStalled
+        exp_alerts: []
+"""
+
+
+def test_a_producer_that_stalled_fires_an_alert_for_ten_minutes(tmp_path):
+    """The watchdog's count (issue 22) pages: once a stall is counted, and not after."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: scripts/ensure-prometheus.sh installs it"
+    test = tmp_path / "feed_stalled_test.yml"
+    test.write_text(FEED_STALLED_TEST.format(rules=RULES))
+    done = subprocess.run([promtool, "test", "rules", str(test)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_metrics_name_everything_the_dashboard_and_rules_use(ops_stack):
     # One connection opened and closed by the client, so closes have a series too.
     with connect(ops_stack.ws_url, origin=ops_stack.origin, open_timeout=10) as ws:
