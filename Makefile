@@ -58,7 +58,7 @@ test-js:
 # the browser tests beside it in a process of their own, then the tests marked `serial`
 # (they assert timings or load figures, tests/conftest.py lists them) alone. PYTEST_ARGS is
 # passed to every part.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 export TEST_WORKERS PYTEST_ARGS
 test: install lint chromium nginx prometheus test-js
 	scripts/test-suite.sh

@@ -45,7 +45,7 @@ started=$SECONDS
 part -m browser >"$browser_log" 2>&1 &
 browser_pid=$!
 pids+=("$browser_pid")
-part -n "${TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder -m "not serial and not browser" &
+part -n "${TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder -m "not serial and not browser" &
 parallel_pid=$!
 pids+=("$parallel_pid")
 wait "$parallel_pid"
