@@ -57,7 +57,7 @@ echo "test-suite: browser part (beside it) ended after $((SECONDS - started)) s 
 cat "$browser_log"
 
 started=$SECONDS
-part -m "serial and not browser" &
+part -n "${SERIAL_WORKERS:-2}" --dist loadfile --no-loadscope-reorder -m "serial and not browser" &
 serial_pid=$!
 pids+=("$serial_pid")
 wait "$serial_pid"

@@ -38,6 +38,10 @@ SERIAL_FILES = {
 # in one worker while the other worker has nothing left (issue 19). Measured in a fresh
 # clone's make test; a file not listed runs after these, in its usual order.
 SLOW_FIRST = [
+    # The serial part's two longest, so that its two processes start with them.
+    "test_e2e_delivery.py",
+    "test_loadtest.py",
+    # The parallel part's.
     "test_accounts_live.py",
     "test_ws_auth.py",
     "test_api_live.py",
