@@ -56,10 +56,11 @@ test-js:
 
 # The suite in three parts (scripts/test-suite.sh): most of it in TEST_WORKERS processes with
 # the browser tests beside it in a process of their own, then the tests marked `serial`
-# (they assert timings or load figures, tests/conftest.py lists them) alone. PYTEST_ARGS is
-# passed to every part.
+# (they assert timings or load figures, tests/conftest.py lists them) in SERIAL_WORKERS
+# processes with nothing else running. PYTEST_ARGS is passed to every part.
 TEST_WORKERS ?= 4
-export TEST_WORKERS PYTEST_ARGS
+SERIAL_WORKERS ?= 2
+export TEST_WORKERS SERIAL_WORKERS PYTEST_ARGS
 test: install lint chromium nginx prometheus test-js
 	scripts/test-suite.sh
 

@@ -2,18 +2,20 @@
 # make test's pytest run, in three parts, each against an embedded Redis of its own
 # (python -m tickerproject.stack test):
 #
-# 1. most of the suite in TEST_WORKERS processes (a test file per process at a time, so a
-#    file's shared stack stays in one; the slowest files first, tests/conftest.py's
+# 1. most of the suite in TEST_WORKERS (4) processes, a test file per process at a time
+#    (a file's shared stack stays in one), the slowest files first (tests/conftest.py's
 #    SLOW_FIRST), and beside it
 # 2. the `browser` tests (real Chromium) in a process of their own: Playwright's sync API
 #    gets a process to itself, and the two share the machine instead of waiting for each
 #    other (the browser tests spend most of their time waiting on the page);
-# 3. then the tests marked `serial` alone: they assert timings or load figures
-#    (tests/conftest.py lists them), so nothing else runs meanwhile.
+# 3. then the tests marked `serial` (tests/conftest.py lists them) in SERIAL_WORKERS (2)
+#    processes, a file per process at a time, with nothing else running: they assert
+#    timings or load figures, and each uses about a third of a core.
 #
-# Running the serial part beside the others (at a higher CPU priority) was tried: with
-# the suite's CPU at about 19 minutes of two cores' 20, the machine stayed saturated and
-# timing-sensitive tests failed (issue 19's note). Each part runs in a session of its own
+# Four processes, not two: most tests wait (on stacks, sockets, timers), and with two
+# the part kept the 2-core machine at 1.2 cores on average (issue 19's note). Running the
+# serial part beside the others (at a higher CPU priority) was tried: the machine stayed
+# saturated and timing-sensitive tests failed. Each part runs in a session of its own
 # (setsid), so that Ctrl-C or a failure ends every process of it (the launcher, its Redis,
 # pytest, stacks, Chromium). The browser part's output is shown once it ends, so the two
 # do not interleave. Every part runs even when one before it failed; the exit status is

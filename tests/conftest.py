@@ -9,8 +9,8 @@ pytest_plugins = ["tests.asyncapi_contract"]
 
 # Test files that assert timings or load figures (a failover within 5 s, ticks in every
 # second of a stall, a flood's effect on others, fault-to-degraded times, benchmark
-# runs): marked `serial`, which make test runs alone after the rest runs in parallel, so
-# another test's load cannot fail them.
+# runs): marked `serial`, which make test runs after the rest, two files at a time with
+# nothing else running, so the rest of the suite's load cannot fail them.
 SERIAL_FILES = {
     "test_e2e_delivery.py",
     "test_e2e_stack.py",
