@@ -431,7 +431,7 @@ async def run_feed(
                 fault("publish", exc, "publish failed; those ticks were not published")
                 continue
             except Exception as exc:  # Redis, a timeout, or a bug: counted, never fatal
-                idle.set()
+                idle.set()  # now, not in finally: no publish is under way in the sleep below
                 fault("publish", exc, "publish failed; those ticks were not published")
                 await asyncio.sleep(0 if timed_out(exc) else RETRY_SECONDS)
                 continue

@@ -14,6 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.clienthelpers import USER, make_token, shell
 from tests.realstack import real_stack
 from tickerproject.stack import free_port
 
@@ -38,29 +39,6 @@ def stack(tmp_path_factory):
         ALERT_HISTORY_PRUNE_SECONDS="1",
     ) as s:
         yield s
-
-
-def shell(stack, code: str) -> str:
-    """Run ``code`` in the stack's Django (its own database); returns what it printed."""
-    return stack.shell(code).strip()
-
-
-USER = """
-from django.contrib.auth.models import User, Group
-user, _ = User.objects.get_or_create(username={name!r})
-"""
-
-
-def make_token(stack, username: str) -> tuple[str, int]:
-    out = shell(
-        stack,
-        USER.format(name=username)
-        + "from accounts.services import issue_token\n"
-        + "t = issue_token(user=user, by=user, name='test')\n"
-        + "print(t.token.pk, t.secret)",
-    )
-    pk, secret = out.split()[-2:]
-    return secret, int(pk)
 
 
 def bearer(secret: str) -> dict:
