@@ -215,6 +215,9 @@ async def run_feed(
     # while the last publish went through), and until when this feed takes no lease
     # after giving its leases up (so another producer gets them).
     pending_since: float | None = None
+    # When a renewal last went through: the watchdog's evidence that this feed still
+    # holds its leases (keeping every other producer out) while it publishes nothing.
+    renewed_at = float("-inf")
     idle = asyncio.Event()  # cleared while a publish call is under way
     idle.set()
     hold_off_until = 0.0
@@ -519,13 +522,24 @@ async def run_feed(
                 logger.error("feed %s: the publisher ended; starting it again", stats.token)
                 publisher_task = start_publisher()
             try:
-                if running and pending_since is not None and now - pending_since > stall_seconds:
+                # A stall needs a renewal that got through since the stall clock started
+                # (drafts began waiting, or the loop's last failed step): in an outage the
+                # leases lapse by themselves, and a process kept off the CPU for a while
+                # (a loaded machine) knows nothing new when it wakes (CI once saw the
+                # watchdog fire 1.5 s into an outage, no step having run in between).
+                if (
+                    running
+                    and pending_since is not None
+                    and now - pending_since > stall_seconds
+                    and renewed_at > pending_since
+                ):
                     await give_up(now - pending_since)
                 # Renewals first, and a failed one is tried again at once (not a third of
                 # the TTL later): a renewal that hung to its deadline must not cost the
                 # leases (the fault-injection harness found that).
                 if now >= next_renew:
                     held = set(await bounded("renew", leases.renew(list(running))))
+                    renewed_at = loop.time()
                     next_renew = now + renew_every
                     drop(set(running) - held, "lease lost (renewal found another owner)")
                     # Holding nothing means another producer has it all, once the symbol

@@ -322,6 +322,37 @@ async def test_an_outage_longer_than_the_stall_period_is_not_taken_for_a_stuck_f
     assert "Redis unavailable" in caplog.text  # the outage itself is logged
 
 
+async def test_a_process_kept_off_the_cpu_in_an_outage_does_not_take_it_for_a_stuck_feed(
+    inject, settings, caplog
+):
+    """The same outage, with the feed's process kept off the CPU for longer than
+    FEED_STALL_SECONDS right after a failed step (a loaded machine: CI once saw it). When
+    it wakes, drafts have waited that long, but no renewal got through meanwhile: the
+    watchdog has no evidence that the feed holds leases it does not use, and stays quiet.
+    The test's loop is the feed's, so blocking it stalls the feed as a descheduled
+    process would."""
+    settings.FEED_STALL_SECONDS = 1.0
+    r = sync_redis()
+    stalls = metrics.FEED_STALLS._value.get()
+    outage = Outage()
+    stop = threading.Event()
+    task = start_feed(stop, outage, tick_rate=10)
+    try:
+        await wait_for(lambda: newest(r)[0] >= 3, 10, "a first few ticks")
+        failed = fault_count("renew", "error")
+        outage.down = True
+        await wait_for(lambda: fault_count("renew", "error") > failed, 10, "a failed renewal")
+        time.sleep(1.5 * settings.FEED_STALL_SECONDS)  # noqa: ASYNC251 (the point: no step runs)
+        await asyncio.sleep(1.0)  # the outage goes on; the loop runs its steps again
+        back = time.time()
+        outage.down = False
+        await resumed_after(r, back, task)
+    finally:
+        await stop_feeds(stop, [task])
+    assert metrics.FEED_STALLS._value.get() == stalls
+    assert "giving up" not in caplog.text
+
+
 def test_the_feed_thread_outlives_a_cancelled_error(monkeypatch, caplog):
     """The ticker-feed thread restarts a feed loop that ended with a CancelledError
     instead of dying past ``except Exception``."""
