@@ -18,6 +18,14 @@ def tick(symbol: str, seq: int, ts: int = 1_000_000) -> str:
     return json.dumps({"type": "tick", "symbol": symbol, "seq": seq, "ts": ts}).replace(" ", "")
 
 
+async def until(predicate, timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds (the writer tasks have run), not for a fixed time:
+    on a loaded machine a short sleep may end before they do."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 (writers own no event to wait on)
+            await asyncio.sleep(0.001)
+
+
 def make(**kw) -> tuple[Outbox, Clock, list[int]]:
     clock = Clock()
     box = Outbox(max_bytes=kw.pop("max_bytes", 10_000), max_age_ms=1000, clock=clock)
@@ -172,8 +180,9 @@ async def test_a_stalled_send_stalls_only_its_own_writer_and_the_stall_closes_it
         # The fan-out: plain appends, never awaiting either socket.
         stalled_box.put_tick(tick("A", seq), int(clock.now))
         healthy_box.put_tick(tick("A", seq), int(clock.now))
-        await asyncio.sleep(0.01)
+        await until(lambda seq=seq: len(got) == seq)
     assert [json.loads(t)["seq"] for t in got] == [1, 2, 3, 4, 5]
+    await until(lambda: closed)  # on_close runs in the next loop turn
     assert closed == [4008]  # tick 1 waited more than 1000 ms behind the stalled send
     assert healthy_closed == []
     stalled_box.stop()
@@ -199,7 +208,7 @@ async def test_an_idle_connection_writes_at_once_and_a_full_socket_parks_the_sen
     box.put_tick(tick("A", 3), 1_000_000)
     assert got == [tick("A", 1)] and box._task is not None
     room.set()
-    await asyncio.sleep(0.01)
+    await until(lambda: len(got) == 4 and box._task is None)
     assert got == [tick("A", 1), tick("A", 2), '{"type":"pong"}', tick("A", 3)]
     assert box._task is None  # idle again
     box.put_tick(tick("A", 4), 1_000_000)
@@ -245,10 +254,14 @@ async def test_batching_writes_a_burst_at_once_then_at_most_once_per_batch_ms():
     from streaming.outbox import ROUND, batch_clock
 
     loop = asyncio.get_running_loop()
+    # The outboxes' clock stands still unless the test moves it: whether a write falls in
+    # the batch window must not depend on how fast a loaded machine runs the test. The
+    # shared timer runs on the loop's clock, for as long as the outbox asked.
+    clock = Clock()
     boxes, sent = [], []
     for name in ("a", "b"):
-        box, clock, _ = make()
-        box.clock = lambda: loop.time() * 1000  # ticks are fresh whatever the wall clock says
+        box, _, _ = make()
+        box.clock = clock
         box.batch_ms = 50
 
         async def send(text: str, name=name) -> None:
@@ -256,7 +269,7 @@ async def test_batching_writes_a_burst_at_once_then_at_most_once_per_batch_ms():
 
         box.attach(send)
         boxes.append(box)
-    now = loop.time() * 1000
+    now = clock.now
     # A burst after a quiet spell: each connection's ticks of the round in one frame,
     # written when the round ends, with no timer and no task.
     with ROUND:
@@ -270,15 +283,14 @@ async def test_batching_writes_a_burst_at_once_then_at_most_once_per_batch_ms():
     ]  # fmt: skip
     assert all(box._task is None for box in boxes)
     # More within batch_ms of that write: they wait for the window, on one shared timer.
-    await asyncio.sleep(0.01)
     with ROUND:
         for box in boxes:
             box.put_tick(tick("A", 2), now)
             box.put_frame('{"type":"pong"}')
             box.put_tick(tick("B", 2), now)
     assert len(sent) == 2
-    clock = batch_clock()
-    assert clock.waiting == boxes and all(box._task is None for box in boxes)
+    timers = batch_clock()
+    assert timers.waiting == boxes and all(box._task is None for box in boxes)
     # The shared timer fires batch_ms after the last write: wait for it (on a busy machine
     # a timer can fire late; how late is not what this test asserts).
     for _ in range(500):  # up to 5 s
@@ -290,8 +302,8 @@ async def test_batching_writes_a_burst_at_once_then_at_most_once_per_batch_ms():
     ]  # fmt: skip
     # Not before batch_ms after the last write: the guarantee.
     assert all(at - first >= 0.05 - 0.002 for _, at, _ in sent[2:])
-    assert clock.waiting == [] and clock._handle is None  # idle: no timer left running
-    await asyncio.sleep(0.06)  # past the window of that write: the next batch is due
+    assert timers.waiting == [] and timers._handle is None  # idle: no timer left running
+    clock.now += 60  # past the window of that write: the next batch is due
     # Outside a round (a reply to a command), a due batch goes out at the end of the turn.
     boxes[0].put_frame('{"type":"pong"}')
     assert len(sent) == 8
@@ -300,25 +312,38 @@ async def test_batching_writes_a_burst_at_once_then_at_most_once_per_batch_ms():
 
 
 async def test_batch_clock_writes_outboxes_in_due_order_whatever_the_order_they_wait():
-    from streaming.outbox import batch_clock
+    """One timer, re-armed for the earliest batch; each outbox written at or after its due
+    time, in due order. Asserted on the loop's clock, not on how long a sleep took: a
+    loaded machine may run all three in one late timer call, in order all the same."""
+    from streaming.outbox import BatchClock, batch_clock
 
-    order: list[str] = []
+    loop = asyncio.get_running_loop()
+    written: list[tuple[str, float]] = []
+    done = asyncio.Event()
 
     class Box:
         def __init__(self, name: str) -> None:
             self.name = name
 
         def write_scheduled(self) -> None:
-            order.append(self.name)
+            written.append((self.name, loop.time() * 1000))
+            if len(written) == 3:
+                done.set()
 
     clock = batch_clock()
+    start = loop.time() * 1000
     clock.add(Box("late"), 40)
+    late_at = clock._at
     clock.add(Box("early"), 10)  # re-arms the one timer earlier
-    clock.add(Box("middle"), 25)
-    await asyncio.sleep(0.02)
-    assert order == ["early"]
-    await asyncio.sleep(0.05)
-    assert order == ["early", "middle", "late"] and clock._handle is None
+    early_at = clock._at
+    clock.add(Box("middle"), 25)  # later than the armed one: no re-arm
+    assert early_at < late_at and clock._at == early_at
+    async with asyncio.timeout(10):
+        await done.wait()
+    assert [name for name, _ in written] == ["early", "middle", "late"]
+    for (_, at), delay in zip(written, (10, 25, 40), strict=True):
+        assert at >= start + delay - BatchClock.SLACK_MS  # never before it is due
+    assert clock._handle is None and clock.waiting == []
 
 
 async def test_a_batch_that_meets_a_full_socket_is_finished_by_the_writer_task_in_order():
@@ -341,7 +366,7 @@ async def test_a_batch_that_meets_a_full_socket_is_finished_by_the_writer_task_i
     assert sent == [] and box._task is not None
     box.put_frame('{"type":"three"}')
     gate.set()
-    await asyncio.sleep(0.1)
+    await until(lambda: len(sent) == 3)
     assert [json.loads(t)["type"] for t in sent] == ["one", "two", "three"]
 
 
@@ -388,7 +413,7 @@ async def test_a_held_batch_that_meets_a_full_socket_finishes_in_the_writer_task
     assert sent == [] and box._task is not None and box.live_bytes > 0
     box.put_tick(tick("A", 4), 1_000_000)
     gate.set()
-    await asyncio.sleep(0.05)
+    await until(lambda: len(sent) == 4)
     assert sent == [1, 2, 3, 4] and closed == []
 
 
@@ -419,7 +444,7 @@ async def test_a_server_write_is_used_at_once_and_send_takes_over_when_it_cannot
     assert box._task is not None and sends == []
     full = False
     gate.set()
-    await asyncio.sleep(0.01)
+    await until(lambda: len(sends) == 2 and box._task is None)
     assert sends == [tick("A", 2), tick("A", 3)] and box._task is None
     box.put_tick(tick("A", 4), 1_000_000)
     assert writes[-1] == tick("A", 4).encode()
