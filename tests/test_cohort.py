@@ -4,6 +4,9 @@ import asyncio
 import json
 import time
 
+import pytest
+
+from streaming import cohort as cohort_module
 from streaming.cohort import can_share, caught_up, local_cohorts
 from streaming.feed import SymbolFeed
 from streaming.outbox import ROUND, Outbox
@@ -15,6 +18,34 @@ def tick(symbol: str, seq: int, ts: int) -> str:
     return json.dumps({"type": "tick", "symbol": symbol, "seq": seq, "ts": ts}).replace(" ", "")
 
 
+class FrozenClock:
+    """The outboxes' and cohorts' clock here: it moves only when a test moves it, so
+    whether a write falls in a batch window does not depend on how fast a loaded machine
+    runs the test. Timers still run on the loop's clock, for as long as they were asked."""
+
+    def __init__(self) -> None:
+        self.now = time.time() * 1000
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = FrozenClock()
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch):
+    CLOCK.now = time.time() * 1000
+    monkeypatch.setattr(cohort_module, "now_ms", CLOCK)
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds (the writer tasks have run), not for a fixed time."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 (writers own no event to wait on)
+            await asyncio.sleep(0.001)
+
+
 class Client:
     """An outbox whose socket takes frames at once until ``full``, and what it got."""
 
@@ -23,7 +54,7 @@ class Client:
         self.writes: list[bytes] = []
         self.sends: list[str] = []
         self.closed: list[int] = []
-        self.outbox = Outbox(max_bytes=1 << 20, max_age_ms=1000)
+        self.outbox = Outbox(max_bytes=1 << 20, max_age_ms=1000, clock=CLOCK)
         self.outbox.batch_ms = 50
         self.outbox.on_close = self.closed.append
         self.outbox.attach(self._send, self._write)
@@ -57,10 +88,10 @@ def live(feed: SymbolFeed, client: Client, last_seq: int = 0) -> Subscription:
 
 
 def round_of(feeds: dict[str, SymbolFeed], seq: int, ts: int | None = None) -> None:
-    ts = ts or int(time.time() * 1000)
+    ts = ts or int(CLOCK.now)
     with ROUND:
         for symbol, feed in feeds.items():
-            feed.deliver(seq, tick(symbol, seq, ts), ts, now=time.time() * 1000)
+            feed.deliver(seq, tick(symbol, seq, ts), ts, now=CLOCK.now)
 
 
 async def test_connections_with_the_same_symbols_get_one_shared_frame_per_round():
@@ -79,7 +110,7 @@ async def test_connections_with_the_same_symbols_get_one_shared_frame_per_round(
     # Within batch_ms of that write the window is closed: the per-tick path and its timer.
     round_of(feeds, 2)
     assert all(len(c.writes) == 1 for c in clients)
-    await asyncio.sleep(0.08)
+    await until(lambda: all(len(c.writes) == 2 for c in clients))  # the timer's batch
     assert all(c.seqs() == [("A", 1), ("B", 1), ("A", 2), ("B", 2)] for c in clients)
     # A member leaves (unsubscribe, reset, end); the last one takes the cohort with it.
     for c in clients:
@@ -99,7 +130,7 @@ async def test_a_member_that_cannot_take_the_frame_at_once_gets_the_ticks_in_ord
     round_of(feeds, 1)
     assert ok.seqs() == [("A", 1)] and full.writes == [] and busy.writes == []
     full.full = False
-    await asyncio.sleep(0.08)
+    await until(lambda: full.seqs() and len(busy.frames()) == 2)
     assert full.seqs() == [("A", 1)]
     assert [f["type"] for f in busy.frames()] == ["pong", "tick"]  # the reply first
     for c in (ok, full, busy):
@@ -110,7 +141,7 @@ async def test_ticks_too_old_to_be_live_close_an_all_member_with_4008():
     feeds = {"A": SymbolFeed("A")}
     c = Client()
     local_cohorts().join(c.outbox, [live(feeds["A"], c)])
-    round_of(feeds, 1, ts=int(time.time() * 1000) - 5000)
+    round_of(feeds, 1, ts=int(CLOCK.now) - 5000)
     await asyncio.sleep(0)
     assert c.writes == [] and c.closed == [4008]
 
