@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from tests.realstack import BASE_DIR, RealStack
-from tests.test_api_live import run_schemathesis
+from tests.test_api_live import SCHEMATHESIS_TIMEOUT, run_schemathesis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -162,6 +162,7 @@ def test_the_watchlist_is_saved_per_user(stack):
     assert status == 422 and body["code"] == "bad_request"
 
 
+@pytest.mark.timeout(SCHEMATHESIS_TIMEOUT + 180)  # the stack's start-up may be in it
 def test_schemathesis_with_a_token_where_auth_is_required(stack, tmp_path):
     """Every operation with a valid token; ignored_auth checks each refuses one without.
 
