@@ -293,6 +293,24 @@ class Outage(Injector):
         return self.down
 
 
+async def outage_of_a_running_feed(during) -> float:
+    """A feed publishes; every Redis call of it fails while ``during()`` runs; returns
+    how long after the outage publishing resumed."""
+    r = sync_redis()
+    outage = Outage()
+    stop = threading.Event()
+    task = start_feed(stop, outage, tick_rate=10)
+    try:
+        await wait_for(lambda: newest(r)[0] >= 3, 10, "a first few ticks")
+        outage.down = True
+        await during()
+        back = time.time()
+        outage.down = False
+        return await resumed_after(r, back, task)
+    finally:
+        await stop_feeds(stop, [task])
+
+
 async def test_an_outage_longer_than_the_stall_period_is_not_taken_for_a_stuck_feed(
     inject, settings, caplog
 ):
@@ -302,20 +320,8 @@ async def test_an_outage_longer_than_the_stall_period_is_not_taken_for_a_stuck_f
     period: publishing resumes as soon as Redis answers. (Before, it fired: a failover
     longer than the stall period cost 3.5 s more; benchmarks/failover.py.)"""
     settings.FEED_STALL_SECONDS = 1.0
-    r = sync_redis()
     stalls = metrics.FEED_STALLS._value.get()
-    outage = Outage()
-    stop = threading.Event()
-    task = start_feed(stop, outage, tick_rate=10)
-    try:
-        await wait_for(lambda: newest(r)[0] >= 3, 10, "a first few ticks")
-        outage.down = True
-        await asyncio.sleep(3 * settings.FEED_STALL_SECONDS)
-        back = time.time()
-        outage.down = False
-        waited = await resumed_after(r, back, task)
-    finally:
-        await stop_feeds(stop, [task])
+    waited = await outage_of_a_running_feed(lambda: asyncio.sleep(3 * settings.FEED_STALL_SECONDS))
     print(f"\npublishing resumed {waited:.2f} s after a {3 * settings.FEED_STALL_SECONDS} s outage")
     assert metrics.FEED_STALLS._value.get() == stalls
     assert "giving up" not in caplog.text
@@ -332,23 +338,15 @@ async def test_a_process_kept_off_the_cpu_in_an_outage_does_not_take_it_for_a_st
     The test's loop is the feed's, so blocking it stalls the feed as a descheduled
     process would."""
     settings.FEED_STALL_SECONDS = 1.0
-    r = sync_redis()
     stalls = metrics.FEED_STALLS._value.get()
-    outage = Outage()
-    stop = threading.Event()
-    task = start_feed(stop, outage, tick_rate=10)
-    try:
-        await wait_for(lambda: newest(r)[0] >= 3, 10, "a first few ticks")
-        failed = fault_count("renew", "error")
-        outage.down = True
+    failed = fault_count("renew", "error")
+
+    async def off_the_cpu() -> None:
         await wait_for(lambda: fault_count("renew", "error") > failed, 10, "a failed renewal")
         time.sleep(1.5 * settings.FEED_STALL_SECONDS)  # noqa: ASYNC251 (the point: no step runs)
         await asyncio.sleep(1.0)  # the outage goes on; the loop runs its steps again
-        back = time.time()
-        outage.down = False
-        await resumed_after(r, back, task)
-    finally:
-        await stop_feeds(stop, [task])
+
+    await outage_of_a_running_feed(off_the_cpu)
     assert metrics.FEED_STALLS._value.get() == stalls
     assert "giving up" not in caplog.text
 
