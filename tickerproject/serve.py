@@ -9,7 +9,9 @@ Procfile's).
   ASGI_SERVER names, bound to HOST:PORT, with WEB_CONCURRENCY processes where the server
   supports it (uvicorn).
 - ``worker``: runs a Celery worker in this process (threads pool, WORKER_CONCURRENCY
-  threads, node name ``$WORKER_NAME@<host>``, ``worker-<pid>`` unless set).
+  threads, node name ``$WORKER_NAME@<host>``, ``worker-<pid>`` unless set). A worker that
+  stops on an "Unrecoverable error" of Celery's, not on a signal, after it had run for
+  RESTART_AFTER_SECONDS, is started again in a fresh image of this process (same pid).
 - ``beat``: runs Celery beat in this process, its schedule file in TICKER_VAR_DIR (the
   system's temporary directory unless set), or at CELERY_BEAT_SCHEDULE.
 - ``release``: what runs once before the others start (Heroku's ``release`` process type;
@@ -38,6 +40,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 
 from telemetry import logs
 from tickerproject.env import env_int, env_str, load_env_file
@@ -53,6 +56,9 @@ FALLBACK_WS_PROTOCOL = "websockets-sansio"
 # them, with no option to lower that (tungstenite's defaults, granian 2.8).
 SERVERS = ("uvicorn", "daphne")
 ROLES = ("web", "worker", "beat", "release")
+# A worker that ran at least this long before Celery stopped it on an error of its own is
+# started again; one that failed sooner failed to start, and its exit status stands.
+RESTART_AFTER_SECONDS = 10.0
 
 
 def server_argv(
@@ -270,7 +276,46 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] == "daphne":
         run_daphne(argv[1:])
         return
+    if role == "worker":
+        run_worker(argv, again=[sys.executable, "-m", "tickerproject.serve", role])
+        return
     run_in_process(argv)
+
+
+def should_restart(exit_code: object, *, ran_seconds: float, signalled: bool) -> bool:
+    """Whether a Celery worker that exited with ``exit_code`` is started again."""
+    return exit_code not in (0, None) and not signalled and ran_seconds >= RESTART_AFTER_SECONDS
+
+
+def run_worker(argv: list[str], *, again: list[str]) -> None:
+    """The Celery worker, supervised: started again if Celery gave up on it.
+
+    Celery stops a worker for good on an exception it did not expect ("Unrecoverable
+    error"). Celery 5.7 does so when the broker connection is lost with a message not yet
+    acknowledged: it collects the connection, then closes it, and closing the channel
+    restores the message through a transport whose client is gone (AttributeError). A
+    Redis restart at the wrong moment would leave no worker, so no feed, and nothing but
+    the supervisor (compose's restart policy, if any) to notice. Stopped on a signal
+    (SIGTERM, Ctrl-C), it is not started again: Celery tells of those with
+    ``worker_shutting_down``.
+    """
+    from celery.signals import worker_shutting_down
+
+    signals: list[str] = []
+    worker_shutting_down.connect(lambda sig=None, **_: signals.append(str(sig)), weak=False)
+    started = time.monotonic()
+    try:
+        run_in_process(argv)
+    except SystemExit as exc:
+        ran = time.monotonic() - started
+        if should_restart(exc.code, ran_seconds=ran, signalled=bool(signals)):
+            logger.error(
+                "the Celery worker stopped on an error after %.0f s (exit %s); starting it "
+                "again", ran, exc.code,
+            )  # fmt: skip
+            logging.shutdown()
+            os.execv(again[0], again)
+        raise
 
 
 def run_in_process(argv: list[str]) -> None:
