@@ -12,6 +12,7 @@ from streaming.feed import SymbolFeed
 from streaming.outbox import ROUND, Outbox
 from streaming.protocol import Mode
 from streaming.subscription import Subscription
+from tests.test_outbox import until
 
 
 def tick(symbol: str, seq: int, ts: int) -> str:
@@ -37,13 +38,6 @@ CLOCK = FrozenClock()
 def frozen_clock(monkeypatch):
     CLOCK.now = time.time() * 1000
     monkeypatch.setattr(cohort_module, "now_ms", CLOCK)
-
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds (the writer tasks have run), not for a fixed time."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 (writers own no event to wait on)
-            await asyncio.sleep(0.001)
 
 
 class Client:
