@@ -60,6 +60,11 @@ async def snapshot(*, symbol: str, size: int = SNAPSHOT_SIZE) -> Snapshot:
     return Snapshot(symbol=symbol, epoch=_decode(epoch) or "", ticks=ticks)
 
 
+async def current_epoch(*, symbol: str) -> str:
+    """The epoch of ``symbol``'s numbering now ("" before its first tick)."""
+    return _decode(await redis_for(symbol).get(keys.epoch_key(symbol))) or ""
+
+
 @dataclass(frozen=True)
 class Resume:
     """What resuming after ``since`` found: the missed ticks, or why it cannot resume."""

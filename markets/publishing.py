@@ -173,13 +173,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def tick_event(tick: Tick) -> dict:
-    """The channel-layer event for one tick; the JSON is encoded once, here, for all."""
+def tick_event(tick: Tick, *, epoch: str = "") -> dict:
+    """The channel-layer event for one tick; the JSON is encoded once, here, for all.
+
+    ``epoch`` names the numbering ``tick.seq`` belongs to: a web process drops a tick of an
+    epoch history no longer holds (a fan-out that a retry carried onto a restarted or
+    promoted Redis) instead of taking its seq for the current numbering's. "" for unknown.
+    """
     return {
         "type": TICK_EVENT_TYPE,
         "symbol": tick.symbol,
         "seq": tick.seq,
         "ts": tick.ts,
+        "epoch": epoch,
         "text": tick.to_json(),
     }
 
@@ -222,6 +228,10 @@ class TickPublisher:
         """Called when this publisher stops producing ``symbol`` (its lease went)."""
         self._known.pop(symbol, None)
 
+    def epoch_of(self, symbol: str) -> str:
+        """The epoch of ``symbol``'s numbering at this publisher's last publish ("" if none)."""
+        return self._known.get(symbol, (0, ""))[1]
+
     async def publish(self, drafts: Sequence[TickDraft]) -> list[Tick]:
         """Number, store and fan out ``drafts``; returns the ticks actually published."""
         if not drafts:
@@ -253,7 +263,10 @@ class TickPublisher:
         """Send each tick to its symbol's group; one symbol's ticks in seq order."""
         if not ticks:
             return
-        events = [(symbol_group_name(t.symbol), tick_event(t)) for t in ticks]
+        events = [
+            (symbol_group_name(t.symbol), tick_event(t, epoch=self.epoch_of(t.symbol)))
+            for t in ticks
+        ]
         send_many = getattr(self._layer, "group_send_many", None)
         if send_many is not None:
             # markets.layer: the whole batch in two round trips, in the order given.

@@ -112,6 +112,9 @@ class SymbolFeed:
         self.cohorts: list[Cohort] = []
         # The newest snapshot read, extended by live ticks: the ring of recent ticks.
         self.latest: EncodedSnapshot | None = None
+        # The numbering (history epoch) of the ticks this process delivers: the newest
+        # read's, or one the hub checked against Redis (Hub._on_tick); "" while unknown.
+        self.epoch = ""
         # seq of the newest tick this feed has handed to its subscribers, 0 for none yet,
         # and that tick's ts: a live tick at or below both is a copy (Hub._on_tick).
         # Only deliver() moves them: every subscriber, live or pending, has been handed
@@ -203,6 +206,7 @@ class SymbolFeed:
         # Reads may finish out of order; keep the newest as the next base.
         if latest is None or snap.last_seq >= latest.last_seq or snap.epoch != latest.epoch:
             self.latest = snap
+            self.epoch = snap.epoch
         # A read newer than the ticks delivered so far does not move last_seq: only its
         # own subscribers' history reaches that far. Subscribers of an older read still
         # pending (reads end in any order), or live ones, need those ticks when they
@@ -238,6 +242,7 @@ class SymbolFeed:
     def forget(self) -> None:
         """Drop the ring (a new epoch): the next read starts from scratch."""
         self.latest = None
+        self.epoch = ""
         self.last_seq = 0
         self.known_ts = 0
         self._read = None

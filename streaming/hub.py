@@ -60,6 +60,7 @@ class Hub:
         self.recoveries = 0
         self.resets = 0
         self.refills = 0
+        self.stale_ticks = 0
         self.renewed_at = 0.0
         self.renew_seconds = settings.CHANNEL_GROUP_RENEW_SECONDS
         self.idle_seconds = settings.FEED_IDLE_SECONDS
@@ -274,6 +275,11 @@ class Hub:
         feed = self.feeds.get(event["symbol"])
         if feed is None:
             return
+        epoch = event.get("epoch")  # absent from an older producer's ticks
+        if epoch and epoch != feed.epoch:
+            ROUND.release()  # what the round holds goes out before we wait for Redis
+            if not await self._check_epoch(feed, epoch):
+                return
         seq = event["seq"]
         last = feed.last_seq
         if seq != last + 1:
@@ -345,6 +351,38 @@ class Hub:
         feed.deliver_history(missed)
         return True
 
+    async def _check_epoch(self, feed: SymbolFeed, epoch: str) -> bool:
+        """Called with a tick of another epoch than ``feed``'s: True to deliver it.
+
+        Redis tells. A tick of an epoch it no longer holds is stale: numbered before Redis
+        lost its data, its fan-out carried onto the new server by a retry; taken for the
+        current numbering's, it reached clients after their reset and cost them a second
+        one. A tick of the current epoch is adopted by a feed that knew none, and resets
+        the subscribers of one that delivered another (their snapshot holds the tick).
+        """
+        try:
+            current = await history.current_epoch(symbol=feed.symbol)
+        except Exception as exc:
+            metrics.REDIS_ERRORS.labels("epoch").inc()
+            self.faults.report("epoch", "checking %s's epoch failed: %s", feed.symbol, exc)
+            self._suspect.add(feed.symbol)  # caught up once Redis answers
+            return False
+        if epoch != current:
+            self.stale_ticks += 1
+            metrics.STALE_TICKS.inc()
+            self.faults.report(
+                "stale-tick",
+                "%s: dropped a tick of epoch %s, which Redis no longer holds (a fan-out "
+                "retried past a Redis restart or failover)",
+                feed.symbol, epoch,
+            )  # fmt: skip
+            return False
+        if feed.epoch:
+            await self.reset(feed, history.RESET_EPOCH_CHANGED)
+            return False
+        feed.epoch = epoch
+        return True
+
     async def _check_suspects(self) -> None:
         for symbol in list(self._suspect):
             feed = self.feeds.get(symbol)
@@ -362,8 +400,7 @@ class Hub:
         since = feed.continues_after()
         if not since or not feed.subscribers:
             return
-        epoch = feed.latest.epoch if feed.latest is not None else None
-        found = await history.resume(symbol=feed.symbol, since=since, epoch=epoch)
+        found = await history.resume(symbol=feed.symbol, since=since, epoch=feed.epoch or None)
         if found.reset_reason is not None:
             await self.reset(feed, found.reset_reason)
         elif found.ticks:

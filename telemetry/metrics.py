@@ -133,6 +133,11 @@ BOOK_SEQ_BREAKS = Counter(
 # --- The delivery engine's faults and recoveries (streaming.hub)
 HOLE_REFILLS = Counter("ticker_hole_refills", "Ticks lost by the layer, refilled from history.")
 RESETS = Counter("ticker_resets", "Feeds whose subscribers were reset (history could not tell).")
+STALE_TICKS = Counter(
+    "ticker_stale_ticks",
+    "Ticks of an epoch Redis no longer holds, dropped by a web process (a fan-out that a "
+    "retry carried past a Redis restart or failover).",
+)
 RECOVERIES = Counter("ticker_channel_layer_recoveries", "Channel-layer outages recovered from.")
 LOOP_RESTARTS = Counter(
     "ticker_receive_loop_restarts",

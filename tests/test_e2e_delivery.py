@@ -419,11 +419,14 @@ async def test_after_redis_is_killed_and_restarted_open_and_new_connections_get_
     await asyncio.gather(*tasks)
     web_log = stack.log("web")
     print(f"\nticks again {[round(t - back, 2) for t in recovered if t]} s after Redis returned")
-    print(*[line for line in web_log.splitlines() if "channel layer" in line], sep="\n")
+    shown = ("channel layer", "reset", "stale", "epoch")
+    print(*[line for line in web_log.splitlines() if any(w in line for w in shown)], sep="\n")
     assert all(t is not None for t in recovered), web_log[-3000:]
     for c in clients:
         assert c.close_code is None
-        # Redis lost everything, so seq started again: each symbol was reset, not gapped.
+        # Redis lost everything, so seq started again: each symbol was reset, not gapped,
+        # and once: a tick of the old numbering that a retried fan-out carried onto the
+        # new server is dropped (tests/test_hub_epochs.py), not taken for a hole.
         assert (c.gaps, c.duplicates) == (0, 0)
         assert c.resets == 2
     assert "channel layer back after" in web_log

@@ -117,7 +117,7 @@ class HeldPublisher:
         self.events: list[dict] = []
 
         async def hold(ticks) -> None:
-            self.events += [tick_event(t) for t in ticks]
+            self.events += [tick_event(t, epoch=self.publisher.epoch_of(t.symbol)) for t in ticks]
 
         self.publisher._fan_out = hold
 
