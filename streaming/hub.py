@@ -377,9 +377,11 @@ class Hub:
                 feed.symbol, epoch,
             )  # fmt: skip
             return False
-        if feed.epoch:
+        if feed.epoch and feed.subscribers:
             await self.reset(feed, history.RESET_EPOCH_CHANGED)
             return False
+        if feed.epoch:
+            feed.forget()  # nobody to reset: the ring of the old numbering just goes
         feed.epoch = epoch
         return True
 

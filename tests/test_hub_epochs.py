@@ -122,3 +122,15 @@ async def test_the_new_epochs_first_tick_resets_once_and_the_catch_up_then_finds
     assert [f["reason"] for f in frames(client) if f["type"] == "reset"] == ["epoch_changed"]
     assert after_reset(client) == [(1, 0), (2, 0), (3, 0)]
     assert hub.stale_ticks == 0
+
+
+async def test_a_feed_nobody_holds_takes_the_new_epoch_without_a_reset():
+    ticks, client, _lost, _ = await an_old_epoch_with_a_tick_in_flight()
+    client.conn.unsubscribe([SYMBOL])
+    hub = local_hub()
+    feed = hub.feeds[SYMBOL]  # kept a while for a subscriber that comes back
+    assert not feed.subscribers
+    await ticks.publish()
+    await ticks.arrive()
+    assert feed.epoch == await history.current_epoch(symbol=SYMBOL)
+    assert (feed.last_seq, hub.resets, hub.stale_ticks) == (1, 0, 0)
