@@ -13,6 +13,7 @@ to ~2.6 MB for this one connection (its size follows segments x congestion windo
 import asyncio
 import json
 import socket
+import time
 
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
@@ -30,8 +31,11 @@ class StalledClient:
         self.sock.setblocking(False)
         self.port = parse_uri(url).port
         self.frames: list[str] = []
-        # How reading ended: "close" (a close frame came), "eof", "reset" or "timeout".
+        # How reading ended: "close" (a close frame came), "eof", "reset" or "timeout";
+        # and when (time.monotonic()).
         self.ended: str | None = None
+        self.ended_at: float | None = None
+        self.opened_at: float | None = None  # when the handshake ended (time.monotonic())
         self.local_port = 0
 
     async def _flush(self) -> None:
@@ -49,6 +53,7 @@ class StalledClient:
         while self.protocol.handshake_exc is None and not _open(self.protocol):
             self.protocol.receive_data(await loop.sock_recv(self.sock, 4096))
         assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
+        self.opened_at = time.monotonic()
         command = {"action": "subscribe", "symbols": symbols, **options}
         self.protocol.send_text(json.dumps(command).encode())
         await self._flush()
@@ -74,6 +79,7 @@ class StalledClient:
             for event in self.protocol.events_received():
                 if getattr(event, "opcode", None) is Opcode.TEXT:
                     self.frames.append(event.data.decode())
+        self.ended_at = time.monotonic()
         self.sock.close()
         close = self.protocol.close_rcvd
         if close is not None:

@@ -348,7 +348,7 @@ async def test_clients_stalled_past_the_keepalive_see_4008_or_a_dropped_connecti
     stalled_at = time.monotonic()
     await asyncio.sleep(3)  # the stall: longer than ping interval and timeout together
     read_after = time.monotonic() - stalled_at
-    codes = [await s.read_to_close() for s in readers]
+    codes = await asyncio.gather(*(s.read_to_close() for s in readers))
     # Those that never read: the server lets go of their connections, bounded in time.
     ports = {s.local_port for s in never}
     deadline = time.monotonic() + 2 + CLOSE_TIMEOUT + 15
@@ -360,16 +360,25 @@ async def test_clients_stalled_past_the_keepalive_see_4008_or_a_dropped_connecti
 
     print(
         f"\n{server}: read after {read_after:.1f} s: codes {codes}, ended "
-        f"{[s.ended for s in readers]}, {[len(s.frames) for s in readers]} frames; never "
+        f"{[s.ended for s in readers]} at "
+        f"{[round(s.ended_at - stalled_at, 1) for s in readers]} s, "
+        f"{[len(s.frames) for s in readers]} frames; never "
         f"read: codes {never_codes}, ended {[s.ended for s in never]}"
     )
     for s, code in zip(readers + never, codes + never_codes, strict=True):
         assert code in (4008, None) and s.ended in ("close", "reset", "eof"), (code, s.ended)
     assert all(s.frames for s in readers)  # their backlog came first
-    if server == "uvicorn" and read_after < CLOSE_TIMEOUT - 1:
-        # Read well within the close deadline (it starts after the stall began): the
-        # close frame was there, right behind the backlog.
-        assert codes == [4008] * len(readers)
+    if server == "uvicorn":
+        # uvicorn (our protocol) writes the 4008 right behind the backlog and resets the
+        # connection only CLOSE_TIMEOUT after it, so after the connection opened: a reader
+        # gets its backlog and the 4008 or, if TCP hands the backlog over slower than that
+        # (a 4 KB receive window, whose updates can wait for the sender's zero-window
+        # probes: a CI run read 38 to 1,750 of ~2,200 frames by then), the reset, never
+        # sooner. Reading at 3 s, all of them got the 4008 in most runs; that is a timing
+        # sample, not a guarantee.
+        for s, code in zip(readers, codes, strict=True):
+            open_for = s.ended_at - s.opened_at
+            assert code == 4008 or open_for >= CLOSE_TIMEOUT, (code, s.ended, open_for)
     assert "code 1011" not in web_log
 
 
