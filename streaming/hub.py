@@ -278,7 +278,7 @@ class Hub:
         epoch = event.get("epoch")  # absent from an older producer's ticks
         if epoch and epoch != feed.epoch:
             ROUND.release()  # what the round holds goes out before we wait for Redis
-            if not await self._check_epoch(feed, epoch):
+            if not await self._check_epoch(feed, epoch, event["seq"]):
                 return
         seq = event["seq"]
         last = feed.last_seq
@@ -351,7 +351,7 @@ class Hub:
         feed.deliver_history(missed)
         return True
 
-    async def _check_epoch(self, feed: SymbolFeed, epoch: str) -> bool:
+    async def _check_epoch(self, feed: SymbolFeed, epoch: str, seq: int) -> bool:
         """Called with a tick of another epoch than ``feed``'s: True to deliver it.
 
         Redis tells. A tick of an epoch it no longer holds is stale: numbered before Redis
@@ -367,6 +367,8 @@ class Hub:
             self.faults.report("epoch", "checking %s's epoch failed: %s", feed.symbol, exc)
             self._suspect.add(feed.symbol)  # caught up once Redis answers
             return False
+        if epoch == feed.epoch:
+            return True  # a snapshot read that ended meanwhile named it: nothing changed
         if epoch != current:
             self.stale_ticks += 1
             metrics.STALE_TICKS.inc()
@@ -378,6 +380,10 @@ class Hub:
             )  # fmt: skip
             return False
         if feed.epoch and feed.subscribers:
+            logger.warning(
+                "%s: a tick of epoch %s (seq %s) reached this process, which delivered epoch %s",
+                feed.symbol, epoch, seq, feed.epoch,
+            )  # fmt: skip
             await self.reset(feed, history.RESET_EPOCH_CHANGED)
             return False
         if feed.epoch:

@@ -13,6 +13,7 @@ so the order under test is the same every run.
 
 import asyncio
 import json
+from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.conf import settings
 from markets import history
 from markets.redis import redis_client
 from streaming.hub import local_hub
-from tests.test_seam import SYMBOL, Client, HeldPublisher, until
+from tests.test_seam import SYMBOL, Client, HeldPublisher, Reads, until
 
 pytestmark = pytest.mark.usefixtures("clean_redis", "close_hub")
 
@@ -134,3 +135,37 @@ async def test_a_feed_nobody_holds_takes_the_new_epoch_without_a_reset():
     await ticks.arrive()
     assert feed.epoch == await history.current_epoch(symbol=SYMBOL)
     assert (feed.last_seq, hub.resets, hub.stale_ticks) == (1, 0, 0)
+
+
+async def test_a_new_feeds_first_read_ending_while_the_hub_asks_about_an_epoch_resets_nobody():
+    # A fresh-clone run under load: a new feed's first tick made the hub ask Redis about
+    # its epoch; the feed's first snapshot read ended meanwhile and named that epoch; the
+    # hub took the feed for one that had delivered another epoch and reset its client.
+    ticks = HeldPublisher()
+    await ticks.publish(3)
+    ticks.events = []
+    reads = Reads()
+    asked, answer = asyncio.Event(), asyncio.Event()
+    real = history.current_epoch
+
+    async def held_current_epoch(**kwargs):
+        result = await real(**kwargs)
+        asked.set()
+        await answer.wait()
+        return result
+
+    client = Client("all")
+    with reads.patch(), mock.patch.object(history, "current_epoch", held_current_epoch):
+        subscribing = asyncio.ensure_future(client.subscribe())
+        await until(lambda: reads.done_reading == 1, "the first read")  # up to 3, held
+        await ticks.publish()  # 4
+        arriving = asyncio.ensure_future(ticks.arrive())
+        await asyncio.wait_for(asked.wait(), 5)  # the hub asks Redis about 4's epoch
+        reads.gate.set()
+        await subscribing  # the read ends first: the feed knows the epoch now
+        answer.set()
+        await arriving
+    await until(lambda: client.last() == 4, "tick 4")
+    assert [f for f in frames(client) if f["type"] == "reset"] == []
+    assert client.ticks() == [(1, 0), (2, 0), (3, 0), (4, 0)]
+    assert local_hub().resets == 0
