@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -293,20 +294,42 @@ class Outage(Injector):
         return self.down
 
 
-async def outage_of_a_running_feed(during) -> float:
-    """A feed publishes; every Redis call of it fails while ``during()`` runs; returns
-    how long after the outage publishing resumed."""
+@dataclass
+class OutageRun:
+    """What an outage of a running feed did, counted from the outage's start."""
+
+    waited: float  # from the outage's end until a tick stamped after it was in history
+    stalls: float  # the watchdog's firings (ticker_feed_stalls_total) since the start
+    gave_up: list[str]  # its "giving up" log lines since the start
+
+
+async def outage_of_a_running_feed(during, caplog) -> OutageRun:
+    """A feed publishes; every Redis call of it fails while ``during()`` runs.
+
+    Counted from the outage's start, not the feed's: at start-up on a loaded machine the
+    first publish can take longer than the 1 s stall period these tests set, and the
+    watchdog then rightly gives the leases up (a fresh-clone run saw it a second before
+    its first tick); that is not the outage under test.
+    """
     r = sync_redis()
     outage = Outage()
     stop = threading.Event()
     task = start_feed(stop, outage, tick_rate=10)
     try:
         await wait_for(lambda: newest(r)[0] >= 3, 10, "a first few ticks")
+        stalls = metrics.FEED_STALLS._value.get()
+        started = time.time()
         outage.down = True
         await during()
         back = time.time()
         outage.down = False
-        return await resumed_after(r, back, task)
+        waited = await resumed_after(r, back, task)
+        gave_up = [
+            rec.getMessage()
+            for rec in caplog.records
+            if rec.created >= started and "giving up" in rec.getMessage()
+        ]
+        return OutageRun(waited, metrics.FEED_STALLS._value.get() - stalls, gave_up)
     finally:
         await stop_feeds(stop, [task])
 
@@ -320,11 +343,14 @@ async def test_an_outage_longer_than_the_stall_period_is_not_taken_for_a_stuck_f
     period: publishing resumes as soon as Redis answers. (Before, it fired: a failover
     longer than the stall period cost 3.5 s more; benchmarks/failover.py.)"""
     settings.FEED_STALL_SECONDS = 1.0
-    stalls = metrics.FEED_STALLS._value.get()
-    waited = await outage_of_a_running_feed(lambda: asyncio.sleep(3 * settings.FEED_STALL_SECONDS))
-    print(f"\npublishing resumed {waited:.2f} s after a {3 * settings.FEED_STALL_SECONDS} s outage")
-    assert metrics.FEED_STALLS._value.get() == stalls
-    assert "giving up" not in caplog.text
+    run = await outage_of_a_running_feed(
+        lambda: asyncio.sleep(3 * settings.FEED_STALL_SECONDS), caplog
+    )
+    print(
+        f"\npublishing resumed {run.waited:.2f} s after a "
+        f"{3 * settings.FEED_STALL_SECONDS} s outage"
+    )
+    assert (run.stalls, run.gave_up) == (0, [])
     assert "Redis unavailable" in caplog.text  # the outage itself is logged
 
 
@@ -338,7 +364,6 @@ async def test_a_process_kept_off_the_cpu_in_an_outage_does_not_take_it_for_a_st
     The test's loop is the feed's, so blocking it stalls the feed as a descheduled
     process would."""
     settings.FEED_STALL_SECONDS = 1.0
-    stalls = metrics.FEED_STALLS._value.get()
     failed = fault_count("renew", "error")
 
     async def off_the_cpu() -> None:
@@ -346,9 +371,8 @@ async def test_a_process_kept_off_the_cpu_in_an_outage_does_not_take_it_for_a_st
         time.sleep(1.5 * settings.FEED_STALL_SECONDS)  # noqa: ASYNC251 (the point: no step runs)
         await asyncio.sleep(1.0)  # the outage goes on; the loop runs its steps again
 
-    await outage_of_a_running_feed(off_the_cpu)
-    assert metrics.FEED_STALLS._value.get() == stalls
-    assert "giving up" not in caplog.text
+    run = await outage_of_a_running_feed(off_the_cpu, caplog)
+    assert (run.stalls, run.gave_up) == (0, [])
 
 
 def test_the_feed_thread_outlives_a_cancelled_error(monkeypatch, caplog):
