@@ -105,7 +105,10 @@ async def async_symbols(transactional_db):
 
 @pytest.fixture
 async def clean_redis():
-    """Drop this run's market keys before and after a test that counts seqs."""
+    """Drop this run's market keys before and after a test that counts seqs.
+
+    Yields the wipe, for a test that loses every key mid-way (a Redis restart without
+    persistence: tests/test_hub_epochs.py)."""
     from django.conf import settings
 
     from markets.redis import close_redis_client, redis_client
@@ -116,7 +119,7 @@ async def clean_redis():
             await client.delete(key)
 
     await wipe()
-    yield
+    yield wipe
     await wipe()
     await close_redis_client()
 

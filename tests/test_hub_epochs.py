@@ -16,21 +16,12 @@ import json
 from unittest import mock
 
 import pytest
-from django.conf import settings
 
 from markets import history
-from markets.redis import redis_client
 from streaming.hub import local_hub
 from tests.test_seam import SYMBOL, Client, HeldPublisher, Reads, until
 
 pytestmark = pytest.mark.usefixtures("clean_redis", "close_hub")
-
-
-async def lose_everything() -> None:
-    """What a Redis restart without persistence does to the market keys."""
-    client = redis_client()
-    async for key in client.scan_iter(match=f"{settings.REDIS_PREFIX}:*"):
-        await client.delete(key)
 
 
 def frames(client: Client) -> list[dict]:
@@ -39,22 +30,15 @@ def frames(client: Client) -> list[dict]:
 
 def after_reset(client: Client) -> list[tuple[int, int]]:
     """(seq, skipped) of every tick received after the client's last reset."""
-    got = frames(client)
-    resets = [i for i, f in enumerate(got) if f["type"] == "reset"]
-    if not resets:
-        return []
-    last = resets[-1]
-    out = []
-    for f in got[last + 1 :]:
-        if f["type"] in ("snapshot", "ticks"):
-            out += [(t["seq"], 0) for t in f["ticks"]]
-        elif f["type"] == "tick":
-            out.append((f["seq"], f.get("skipped", 0)))
-    return out
+    resets = [i for i, f in enumerate(frames(client)) if f["type"] == "reset"]
+    return client.ticks(start=resets[-1] + 1) if resets else []
 
 
-async def an_old_epoch_with_a_tick_in_flight() -> tuple[HeldPublisher, Client, list[dict], str]:
-    """A client live on ticks 1-3; tick 4's event on its way when Redis loses everything."""
+async def an_old_epoch_with_a_tick_in_flight(
+    lose_everything,
+) -> tuple[HeldPublisher, Client, list[dict], str]:
+    """A client live on ticks 1-3; tick 4's event on its way when Redis loses everything
+    (``lose_everything``: clean_redis's wipe of every market key)."""
     ticks = HeldPublisher()
     await ticks.publish(3)
     await ticks.arrive()
@@ -71,8 +55,10 @@ async def an_old_epoch_with_a_tick_in_flight() -> tuple[HeldPublisher, Client, l
     return ticks, client, in_flight, old_epoch
 
 
-async def test_a_tick_of_the_lost_epoch_after_the_reset_is_dropped_not_taken_for_a_hole():
-    ticks, client, in_flight, old_epoch = await an_old_epoch_with_a_tick_in_flight()
+async def test_a_tick_of_the_lost_epoch_after_the_reset_is_dropped_not_taken_for_a_hole(
+    clean_redis,
+):
+    ticks, client, in_flight, old_epoch = await an_old_epoch_with_a_tick_in_flight(clean_redis)
     await ticks.publish(2)  # the new numbering: 1 and 2
     assert await history.current_epoch(symbol=SYMBOL) != old_epoch
     hub = local_hub()
@@ -92,8 +78,10 @@ async def test_a_tick_of_the_lost_epoch_after_the_reset_is_dropped_not_taken_for
     assert client.closed == []
 
 
-async def test_a_tick_of_the_lost_epoch_never_reaches_a_client_reset_to_an_empty_history():
-    ticks, client, in_flight, _ = await an_old_epoch_with_a_tick_in_flight()
+async def test_a_tick_of_the_lost_epoch_never_reaches_a_client_reset_to_an_empty_history(
+    clean_redis,
+):
+    ticks, client, in_flight, _ = await an_old_epoch_with_a_tick_in_flight(clean_redis)
     hub = local_hub()
     # Caught up before the producer's first tick on the new server: an empty snapshot.
     await hub._catch_up(hub.feeds[SYMBOL])
@@ -108,8 +96,10 @@ async def test_a_tick_of_the_lost_epoch_never_reaches_a_client_reset_to_an_empty
     assert hub.stale_ticks == 1
 
 
-async def test_the_new_epochs_first_tick_resets_once_and_the_catch_up_then_finds_nothing():
-    ticks, client, _lost, _ = await an_old_epoch_with_a_tick_in_flight()
+async def test_the_new_epochs_first_tick_resets_once_and_the_catch_up_then_finds_nothing(
+    clean_redis,
+):
+    ticks, client, _lost, _ = await an_old_epoch_with_a_tick_in_flight(clean_redis)
     await ticks.publish(2)
     hub = local_hub()
     # The new numbering's ticks reach the hub before it catches up; the old epoch's tick
@@ -125,8 +115,8 @@ async def test_the_new_epochs_first_tick_resets_once_and_the_catch_up_then_finds
     assert hub.stale_ticks == 0
 
 
-async def test_a_feed_nobody_holds_takes_the_new_epoch_without_a_reset():
-    ticks, client, _lost, _ = await an_old_epoch_with_a_tick_in_flight()
+async def test_a_feed_nobody_holds_takes_the_new_epoch_without_a_reset(clean_redis):
+    ticks, client, _lost, _ = await an_old_epoch_with_a_tick_in_flight(clean_redis)
     client.conn.unsubscribe([SYMBOL])
     hub = local_hub()
     feed = hub.feeds[SYMBOL]  # kept a while for a subscriber that comes back

@@ -79,10 +79,11 @@ class Client:
         )
         await self.conn.subscribe(command, [SYMBOL])
 
-    def ticks(self) -> list[tuple[int, int]]:
-        """(seq, skipped) of every tick received, snapshots included, in order."""
+    def ticks(self, *, start: int = 0) -> list[tuple[int, int]]:
+        """(seq, skipped) of every tick received from frame ``start`` on, snapshots
+        included, in order."""
         out = []
-        for text in self.texts:
+        for text in self.texts[start:]:
             msg = json.loads(text)
             if msg["type"] in ("snapshot", "ticks"):
                 out += [(t["seq"], 0) for t in msg["ticks"]]
