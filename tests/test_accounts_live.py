@@ -48,8 +48,12 @@ def manage(stack: RealStack, *args: str, check: bool = True) -> subprocess.Compl
 
 
 def issue(stack: RealStack, username: str, *extra: str) -> str:
-    """A token from `manage.py issue_token`: its last line of output."""
-    return manage(stack, "issue_token", username, *extra).stdout.strip().splitlines()[-1]
+    """A token from the issue_token command, in the stack's shell: its last line of output.
+
+    test_issue_token_prints_the_token_last_and_refuses_unknown_users runs the command as
+    an operator does, `manage.py issue_token` in a process of its own.
+    """
+    return stack.call_command("issue_token", username, *extra).strip().splitlines()[-1]
 
 
 def request(
@@ -344,7 +348,7 @@ def throttled_users(stack):
 def throttling(stack, throttled_users):
     """Every lock lifted after the test, as an operator would (`manage.py axes_reset`)."""
     yield
-    manage(stack, "axes_reset")
+    stack.call_command("axes_reset")
 
 
 @pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
@@ -367,7 +371,7 @@ def test_failed_sign_ins_lock_the_account_from_any_address_until_reset(stack, th
     assert status == 302
 
     # The documented reset lifts it.
-    manage(stack, "axes_reset_username", account)
+    stack.call_command("axes_reset_username", account)
     status, _ = FormClient(stack, "127.0.1.21").sign_in(path, account, PASSWORD)
     assert status == 302
 
@@ -385,7 +389,7 @@ def test_failed_sign_ins_lock_the_address_out_for_every_account(stack, throttlin
     # Another address is not affected.
     assert FormClient(stack, "127.0.1.31").sign_in("/accounts/login/", "dave", PASSWORD)[0] == 302
 
-    manage(stack, "axes_reset_ip", "127.0.1.30")
+    stack.call_command("axes_reset_ip", "127.0.1.30")
     assert client.sign_in("/accounts/login/", "dave", PASSWORD)[0] == 302
 
 

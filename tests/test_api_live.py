@@ -12,7 +12,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realstack import BASE_DIR, BIN, real_stack
+from tests.realstack import BIN, real_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -66,11 +65,8 @@ def issue_token(stack, username: str) -> str:
     stack.shell(
         f"from django.contrib.auth.models import User; User.objects.create_user({username!r})"
     )
-    run = subprocess.run(
-        [sys.executable, "manage.py", "issue_token", username, "--name", "schemathesis"],
-        env=stack.env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    return run.stdout.strip().splitlines()[-1]
+    out = stack.call_command("issue_token", username, "--name", "schemathesis")
+    return out.strip().splitlines()[-1]
 
 
 def run_schemathesis(

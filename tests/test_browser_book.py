@@ -21,6 +21,7 @@ from tests.realstack import BASE_DIR, real_stack
 from tests.test_browser_csp import RECORD_VIOLATIONS
 from tests.test_browser_dashboard import (
     ARTIFACTS,
+    BROWSER_TICK_RATE,
     DEFAULT_WATCHLIST,
     STORAGE_KEY,
     PageWatch,
@@ -84,7 +85,9 @@ READ_DEPTH = """() => {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with real_stack(tmp_path_factory.mktemp("book-stack"), TICK_RATE="10", SIM_BOOK_RATE="0") as s:
+    with real_stack(
+        tmp_path_factory.mktemp("book-stack"), TICK_RATE=BROWSER_TICK_RATE, SIM_BOOK_RATE="0"
+    ) as s:
         # ETH-USD becomes a replay of trades (no book) for the last test; switched now, in
         # the background, so the switch is done by then. Nothing else here selects it.
         s.replay_switch = subprocess.Popen(

@@ -15,6 +15,7 @@ import pytest
 
 from tests.realstack import BASE_DIR, real_stack
 from tests.test_browser_dashboard import (
+    BROWSER_TICK_RATE,
     DEFAULT_WATCHLIST,
     PageWatch,
     browser,  # noqa: F401  (a fixture)
@@ -42,7 +43,7 @@ document.addEventListener('securitypolicyviolation', (e) => {
 def stack(tmp_path_factory):
     with real_stack(
         tmp_path_factory.mktemp("csp-stack"),
-        TICK_RATE="10",
+        TICK_RATE=BROWSER_TICK_RATE,
         DEBUG="0",
         SECRET_KEY=secrets.token_urlsafe(50),
     ) as s:

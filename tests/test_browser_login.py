@@ -7,6 +7,7 @@ import pytest
 
 from tests.realstack import real_stack
 from tests.test_browser_dashboard import (
+    BROWSER_TICK_RATE,
     CHROMIUM_ARGS,
     DEFAULT_WATCHLIST,
     PageWatch,
@@ -40,7 +41,7 @@ def shell(stack, code: str) -> str:
 def stack(tmp_path_factory):
     with real_stack(
         tmp_path_factory.mktemp("login-stack"),
-        TICK_RATE="10",
+        TICK_RATE=BROWSER_TICK_RATE,
         WS_REQUIRE_AUTH="1",
         ENTITLEMENT_RECHECK_SECONDS="1",
     ) as s:

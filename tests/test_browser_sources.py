@@ -16,6 +16,7 @@ import pytest
 from tests.realstack import real_stack
 from tests.test_browser_dashboard import (
     ARTIFACTS,
+    BROWSER_TICK_RATE,
     CHROMIUM_ARGS,
     DEFAULT_WATCHLIST,
     STORAGE_KEY,
@@ -61,7 +62,7 @@ def closed_port() -> int:
 def stack(tmp_path_factory):
     with real_stack(
         tmp_path_factory.mktemp("sources-stack"),
-        TICK_RATE="10",
+        TICK_RATE=BROWSER_TICK_RATE,
         COINBASE_WS_URL=f"ws://127.0.0.1:{closed_port()}",
     ) as s:
         yield s

@@ -5,15 +5,14 @@ layouts (with screenshots), and price alerts delivered to an open dashboard."""
 
 import json
 import re
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.realstack import BASE_DIR, real_stack
+from tests.realstack import real_stack
 from tests.test_browser_dashboard import (
     ARTIFACTS,
+    BROWSER_TICK_RATE,
     CHROMIUM_ARGS,
     DEFAULT_WATCHLIST,
     STORAGE_KEY,
@@ -29,21 +28,14 @@ PASSWORD = "a long trading-test password"
 TEN = [*DEFAULT_WATCHLIST, "SOL-USD", "NVDA", "TSLA", "GBP-USD", "XAU-USD"]
 
 
-def manage(stack, *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        env=stack.env, cwd=BASE_DIR, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with real_stack(tmp_path_factory.mktemp("trading-stack"), TICK_RATE="10") as s:
+    with real_stack(tmp_path_factory.mktemp("trading-stack"), TICK_RATE=BROWSER_TICK_RATE) as s:
         s.shell(
             "from django.contrib.auth.models import User\n"
             f"User.objects.create_user('trader', password={PASSWORD!r})"
         )
-        s.token = manage(s, "issue_token", "trader").strip().splitlines()[-1]
+        s.token = s.call_command("issue_token", "trader").strip().splitlines()[-1]
         s.started_at = time.monotonic()
         yield s
 
