@@ -177,7 +177,7 @@ def test_schemathesis_with_a_token_where_auth_is_required(stack, tmp_path):
         f"{stack.http_url}/api/openapi.json",
         tmp_path,
         token=issue(stack, "fuzz"),
-        max_examples=30,
+        max_examples=15,
         extra=("--exclude-path", "/api/health/"),
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

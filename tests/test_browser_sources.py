@@ -80,7 +80,8 @@ def browser():
 
 
 def feeds_set(stack, symbol: str, *args: str) -> None:
-    stack.manage("feeds", "set", symbol, *args)
+    """`manage.py feeds set`, in the stack's shell (test_feeds_e2e.py runs the process)."""
+    stack.call_command("feeds", "set", symbol, *args)
 
 
 def api_symbol(stack, symbol: str) -> dict:
