@@ -6,6 +6,12 @@ def shell(stack, code: str) -> str:
     return stack.shell(code).strip()
 
 
+def issued_token(stack, username: str, *extra: str) -> str:
+    """A token of ``username`` from the issue_token command (in the stack's shell): the
+    last line it prints. test_accounts_live.py runs the command as a process of its own."""
+    return stack.call_command("issue_token", username, *extra).strip().splitlines()[-1]
+
+
 USER = """
 from django.contrib.auth.models import User, Group
 user, _ = User.objects.get_or_create(username={name!r})

@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 
+from tests.clienthelpers import issued_token
 from tests.realstack import BASE_DIR, RealStack
 from tests.test_api_live import SCHEMATHESIS_TIMEOUT, run_schemathesis
 
@@ -45,15 +46,6 @@ def manage(stack: RealStack, *args: str, check: bool = True) -> subprocess.Compl
         [sys.executable, "manage.py", *args],
         env=stack.env, cwd=BASE_DIR, check=check, capture_output=True, text=True,
     )  # fmt: skip
-
-
-def issue(stack: RealStack, username: str, *extra: str) -> str:
-    """A token from the issue_token command, in the stack's shell: its last line of output.
-
-    test_issue_token_prints_the_token_last_and_refuses_unknown_users runs the command as
-    an operator does, `manage.py issue_token` in a process of its own.
-    """
-    return stack.call_command("issue_token", username, *extra).strip().splitlines()[-1]
 
 
 def request(
@@ -103,7 +95,7 @@ def test_issue_token_prints_the_token_last_and_refuses_unknown_users(stack):
 
 
 def test_a_valid_token_is_served_and_anything_else_is_401(stack):
-    token = issue(stack, "bob")
+    token = issued_token(stack, "bob")
     for path in ("/api/symbols/", "/api/symbols/BTC-USD/", "/api/symbols/BTC-USD/ticks",
                  "/api/symbols/BTC-USD/candles?interval=1m", "/api/me/watchlist"):  # fmt: skip
         status, body, _ = request(stack, path, token=token)
@@ -119,7 +111,8 @@ def test_a_valid_token_is_served_and_anything_else_is_401(stack):
 
 
 def test_revoked_and_expired_tokens_are_401(stack):
-    revoked, expired = issue(stack, "bob", "--name", "rev"), issue(stack, "bob", "--name", "exp")
+    revoked = issued_token(stack, "bob", "--name", "rev")
+    expired = issued_token(stack, "bob", "--name", "exp")
     for token in (revoked, expired):
         assert request(stack, "/api/symbols/", token=token)[0] == 200
     # As the admin's action and an expiry in the past leave them.
@@ -138,7 +131,7 @@ ApiToken.objects.filter(name="exp").update(expires=timezone.now() - timedelta(se
 
 
 def test_a_restricted_symbol_is_403_for_the_unentitled_and_served_to_the_entitled(stack):
-    bob, alice = issue(stack, "bob"), issue(stack, "alice")
+    bob, alice = issued_token(stack, "bob"), issued_token(stack, "alice")
     for path in ("/api/symbols/DOGE-USD/", "/api/symbols/DOGE-USD/ticks",
                  "/api/symbols/DOGE-USD/candles"):  # fmt: skip
         status, body, _ = request(stack, path, token=bob)
@@ -153,7 +146,7 @@ def test_a_restricted_symbol_is_403_for_the_unentitled_and_served_to_the_entitle
 
 
 def test_the_watchlist_is_saved_per_user(stack):
-    alice, bob = issue(stack, "alice"), issue(stack, "bob")
+    alice, bob = issued_token(stack, "alice"), issued_token(stack, "bob")
     status, body, _ = request(
         stack, "/api/me/watchlist", token=alice, method="PUT", body={"symbols": ["NVDA", "SOL-USD"]}
     )
@@ -176,7 +169,7 @@ def test_schemathesis_with_a_token_where_auth_is_required(stack, tmp_path):
     run = run_schemathesis(
         f"{stack.http_url}/api/openapi.json",
         tmp_path,
-        token=issue(stack, "fuzz"),
+        token=issued_token(stack, "fuzz"),
         max_examples=15,
         extra=("--exclude-path", "/api/health/"),
     )
@@ -274,7 +267,7 @@ def test_health_tells_anyone_its_verdict_and_staff_or_loopback_its_report(stack)
     # Another address: the verdict alone. 127.0.0.2 is no proxy uvicorn trusts, so its
     # X-Forwarded-For is not believed; a forged loopback address changes nothing.
     brief = (503, {"status": "degraded"})
-    bob, staffer = issue(stack, "bob"), issue(stack, "staffer")
+    bob, staffer = issued_token(stack, "bob"), issued_token(stack, "staffer")
     for headers in ({}, {"X-Forwarded-For": "127.0.0.1"}, {"Authorization": f"Bearer {bob}"}):
         assert from_address(stack, "/api/health/", source="127.0.0.2", headers=headers) == brief
     # Through a proxy it trusts (loopback), the client's own address is the one judged.

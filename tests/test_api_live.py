@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clienthelpers import issued_token
 from tests.realstack import BIN, real_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -67,8 +68,7 @@ def issue_token(stack, username: str) -> str:
     stack.shell(
         f"from django.contrib.auth.models import User; User.objects.create_user({username!r})"
     )
-    out = stack.call_command("issue_token", username, "--name", "schemathesis")
-    return out.strip().splitlines()[-1]
+    return issued_token(stack, username, "--name", "schemathesis")
 
 
 def run_schemathesis(

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.clienthelpers import issued_token
 from tests.realstack import real_stack
 from tests.test_browser_dashboard import (
     ARTIFACTS,
@@ -35,7 +36,7 @@ def stack(tmp_path_factory):
             "from django.contrib.auth.models import User\n"
             f"User.objects.create_user('trader', password={PASSWORD!r})"
         )
-        s.token = s.call_command("issue_token", "trader").strip().splitlines()[-1]
+        s.token = issued_token(s, "trader")
         s.started_at = time.monotonic()
         yield s
 
